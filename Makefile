@@ -1,0 +1,64 @@
+# ringws: `make test` and `make sim` are the two commands a newcomer needs.
+# Everything installs into .venv from requirements.txt; only python3 is assumed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 8080
+HEAP   ?= 110k
+BOARD  ?= esp32
+
+.PHONY: help venv build sim test test-fast bench bench-quick flash deploy sim-board fuzz soak clean
+
+help:
+	@echo "make sim [PORT=8080] [HEAP=110k]   run the firmware under the MicroPython unix port"
+	@echo "make test                          set up .venv from scratch and run every test"
+	@echo "make bench | bench-quick           speed and memory against peers"
+	@echo "make flash BOARD=.. PORT=.. FIRMWARE=..   write MicroPython to a board"
+	@echo "make deploy BOARD=.. PORT=..       compile and upload firmware/ to a board"
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+build: $(STAMP)
+	$(PY) tools/build.py --board host --out build/sim --port $(PORT)
+
+sim: build
+	cd build/sim && ../../$(VENV)/bin/micropython -X heapsize=$(HEAP) main.py
+
+test: $(STAMP)
+	$(PY) tools/setup_test_deps.py
+	$(PY) -m pytest host_tests -q -rfEs
+
+test-fast: $(STAMP)
+	$(PY) -m pytest host_tests -q -x -m "not slow"
+
+bench: $(STAMP)
+	$(PY) tools/bench/run.py
+
+bench-quick: $(STAMP)
+	$(PY) tools/bench/run.py --quick
+
+flash: $(STAMP)
+	$(PY) tools/flash.py --board $(BOARD) --port $(PORT) --firmware $(FIRMWARE)
+
+deploy: $(STAMP)
+	$(PY) tools/deploy.py --board $(BOARD) --port $(PORT) $(DEPLOY_ARGS)
+
+sim-board: $(STAMP)
+	$(PY) tools/virtual_board.py $(VB_ARGS)
+
+fuzz: $(STAMP)
+	$(PY) tools/fuzz.py $(FUZZ_ARGS)
+
+soak: $(STAMP)
+	$(PY) tools/soak.py $(SOAK_ARGS)
+
+clean:
+	rm -rf build .pytest_cache bench-results test-output

