@@ -9,6 +9,7 @@ become native code for the board's arch). boot.py and main.py stay as source: Mi
 runs them by name.
 """
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -63,10 +64,29 @@ def build(board_name, out, arch=None, overrides=None, source=False):
             dst = os.path.join(out, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copyfile(full, dst)
+    gzip_www(os.path.join(out, "www"))
     config = make_config(board, overrides or {})
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=1, sort_keys=True)
     return config
+
+
+def gzip_www(www):
+    """Write X.gz beside each page file; the static server sends it to gzip-capable clients.
+
+    mtime=0 keeps the output identical between builds, so deploy uploads only real changes.
+    """
+    if not os.path.isdir(www):
+        return
+    for dirpath, _, filenames in os.walk(www):
+        for name in filenames:
+            if name.endswith(".gz"):
+                continue
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                data = gzip.compress(f.read(), 9, mtime=0)
+            with open(path + ".gz", "wb") as f:
+                f.write(data)
 
 
 def make_config(board, overrides):

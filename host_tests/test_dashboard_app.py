@@ -1,0 +1,237 @@
+"""The /ws channel's logic on CPython, with connections whose ring can be made full.
+
+The fake server and connections below exist only to inject the fault that matters here (a
+ring that refuses sends); the same module runs for real under MicroPython in
+test_dashboard_ws.py and test_dashboard_browser.py.
+"""
+import importlib.util
+import json
+import os
+
+import pytest
+
+# Loaded by path: the module needs nothing else from the firmware (app/__init__ does).
+_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    "firmware", "app", "dashboard.py")
+_spec = importlib.util.spec_from_file_location("dashboard_under_test", _SRC)
+dashboard = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(dashboard)
+
+
+class Conn:
+    def __init__(self, cid, room=10):
+        self.id = cid
+        self.open = True
+        self.data = None
+        self.room = room  # frames the ring still takes; 0 = full
+        self.frames = []
+
+    def send(self, data, text=False):
+        assert text, "the dashboard speaks JSON text only"
+        if self.room <= 0:
+            return False
+        self.room -= 1
+        self.frames.append(json.loads(data))
+        return True
+
+    def of(self, t):
+        return [f for f in self.frames if f["t"] == t]
+
+
+class Srv:
+    def __init__(self):
+        self.routes, self.timers, self.statics = {}, [], []
+        self.dropped = 0
+        self.conns = []
+        self.n = 0
+
+    def route(self, path, handler):
+        self.routes[path] = handler
+
+    def static(self, prefix, folder):
+        self.statics.append((prefix, folder))
+
+    def add_timer(self, ms, cb):
+        self.timers.append((ms, cb))
+
+    def count_drop(self, n):
+        self.dropped += n
+
+    def stats(self):
+        self.n += 1
+        return {"mem_free": 50000 - self.n, "connections": len(self.conns),
+                "dropped": self.dropped, "uptime_ms": 1000 * self.n}
+
+    def broadcast(self, data, text=False, path=None):
+        sent = 0
+        for c in self.conns:
+            if c.send(data, text):
+                sent += 1
+            else:
+                self.dropped += 1
+        return sent
+
+
+class Board:
+    def __init__(self):
+        self.state = False
+
+    def led(self, state=None):
+        if state is not None:
+            self.state = state
+        return self.state
+
+    def status(self):
+        return {"reset_cause": "power on"}
+
+
+@pytest.fixture
+def env():
+    srv, board = Srv(), Board()
+    dash = dashboard.install(srv, {"app": {"telemetry_ms": 250}}, board)
+    return srv, board, dash
+
+
+def open_tab(srv, dash, cid, room=10):
+    c = Conn(cid, room)
+    srv.conns.append(c)
+    dash.on_open(c)
+    return c
+
+
+def cmd(dash, conn, obj):
+    raw = obj if isinstance(obj, (bytes, str)) else json.dumps(obj)
+    raw = raw.encode() if isinstance(raw, str) else raw
+    dash.on_message(conn, memoryview(raw), True)
+
+
+def test_install_registers_channel_page_and_timer(env):
+    srv, _, dash = env
+    assert srv.routes["/ws"] is dash
+    assert srv.statics == [("/", "www")]
+    assert srv.timers == [(250, dash.tick)]
+
+
+def test_rate_has_a_floor_and_a_default():
+    srv = Srv()
+    dashboard.install(srv, {"app": {"telemetry_ms": 1}}, Board())
+    dashboard.install(srv, {}, Board())
+    assert [ms for ms, _ in srv.timers] == [dashboard.MIN_MS, dashboard.DEFAULT_MS]
+
+
+def test_hello_then_samples_with_board_status_and_led(env):
+    srv, board, dash = env
+    c = open_tab(srv, dash, 3)
+    assert c.frames[0] == {"t": "hello", "id": 3, "led": False, "ms": 250}
+    board.state = True
+    dash.tick(0)
+    s = c.of("stats")[-1]
+    assert s["led"] is True
+    assert s["s"]["board"] == {"reset_cause": "power on"}
+    assert s["s"]["mem_free"] == 50000 - srv.n
+
+
+def test_no_tabs_no_work(env):
+    srv, _, dash = env
+    dash.tick(0)
+    assert srv.n == 0
+
+
+def test_slow_tab_is_skipped_and_counted_until_it_drains(env):
+    srv, _, dash = env
+    fast = open_tab(srv, dash, 1, room=100)
+    slow = open_tab(srv, dash, 2, room=2)  # hello + one sample, then full
+    for _ in range(5):
+        dash.tick(0)
+    assert len(fast.of("stats")) == 5
+    assert len(slow.of("stats")) == 1
+    # First refusal arms the drain callback; later ticks skip without even trying.
+    assert srv.dropped == 4
+    assert slow.data is True
+    slow.room = 100
+    dash.tick(0)
+    assert len(slow.of("stats")) == 1, "no send before the drain callback"
+    dash.on_writable(slow)
+    dash.tick(0)
+    assert len(slow.of("stats")) == 2
+    assert len(fast.of("stats")) == 7
+    assert srv.dropped == 5
+
+
+def test_closed_tab_gets_nothing(env):
+    srv, _, dash = env
+    c = open_tab(srv, dash, 1)
+    dash.on_close(c, 1000, "")
+    dash.on_close(c, 1000, "")  # tolerated
+    n = len(c.frames)
+    dash.tick(0)
+    assert len(c.frames) == n
+    assert srv.n == 0
+
+
+def test_led_command_sets_pin_and_tells_everyone(env):
+    srv, board, dash = env
+    a, b = open_tab(srv, dash, 1), open_tab(srv, dash, 2)
+    cmd(dash, a, {"cmd": "led", "on": True})
+    assert board.state is True
+    assert a.of("led") == b.of("led") == [{"t": "led", "on": True}]
+    cmd(dash, b, {"cmd": "led", "on": False})
+    assert board.state is False
+
+
+def test_say_reaches_every_tab_and_reports_skips(env):
+    srv, _, dash = env
+    a, b = open_tab(srv, dash, 1), open_tab(srv, dash, 2)
+    full = open_tab(srv, dash, 3, room=1)  # only the hello fits
+    cmd(dash, a, {"cmd": "say", "text": "h\u00e9llo \u2603"})
+    want = {"t": "say", "from": 1, "text": "h\u00e9llo \u2603"}
+    assert a.of("say") == b.of("say") == [want]
+    assert full.of("say") == []
+    assert a.of("sent") == [{"t": "sent", "to": 2, "skipped": 1}]
+    assert srv.dropped == 1
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"not json", "not JSON"),
+    (b"[1, 2]", "a command is a JSON object"),
+    (b'{"on": true}', 'missing "cmd"'),
+    (b'{"cmd": "reboot"}', "unknown cmd"),
+    (b'{"cmd": "led"}', 'led needs "on"'),
+    (b'{"cmd": "led", "on": 1}', 'led needs "on"'),
+    (b'{"cmd": "say"}', 'say needs "text"'),
+    (b'{"cmd": "say", "text": "   "}', 'say needs "text"'),
+    (b'{"cmd": "say", "text": 5}', 'say needs "text"'),
+    (json.dumps({"cmd": "say", "text": "x" * 201}).encode(), "longer than 200"),
+])
+def test_bad_commands_get_a_clear_error_and_change_nothing(env, raw, why):
+    srv, board, dash = env
+    a, b = open_tab(srv, dash, 1), open_tab(srv, dash, 2)
+    cmd(dash, a, raw)
+    errors = a.of("error")
+    assert len(errors) == 1 and why in errors[0]["error"]
+    assert board.state is False
+    assert len(b.frames) == 1  # only its hello
+
+
+def test_binary_is_refused(env):
+    srv, _, dash = env
+    a = open_tab(srv, dash, 1)
+    dash.on_message(a, memoryview(b'{"cmd":"led","on":true}'), False)
+    assert "binary" in a.of("error")[0]["error"]
+
+
+def test_reply_to_full_ring_is_counted_not_queued(env):
+    srv, _, dash = env
+    a = open_tab(srv, dash, 1, room=1)
+    cmd(dash, a, b"nope")
+    assert a.of("error") == [] and srv.dropped == 1
+
+
+def test_board_without_led_still_has_a_state():
+    srv = Srv()
+    dash = dashboard.install(srv, {}, object())
+    a = open_tab(srv, dash, 1)
+    cmd(dash, a, {"cmd": "led", "on": True})
+    assert a.of("led") == [{"t": "led", "on": True}]
+    dash.tick(0)
+    assert a.of("stats")[0]["led"] is True
