@@ -27,11 +27,14 @@ def mpy_cross():
 
 
 def load_board(name):
-    path = os.path.join(ROOT, "boards", name + ".json")
-    if not os.path.exists(path):
-        raise SystemExit("board file not found: %s" % path)
-    with open(path) as f:
-        return json.load(f)
+    """The validated board file (tools/boards.py); a bad one exits naming the field."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import boards
+
+    try:
+        return boards.load(name)
+    except boards.BoardError as e:
+        raise SystemExit("error: %s" % e)
 
 
 def firmware_files():
@@ -49,7 +52,7 @@ def compile_file(src, dst, arch):
     subprocess.run([mpy_cross(), "-march=" + arch, "-o", dst, src], check=True)
 
 
-def build(board_name, out, arch=None, overrides=None, source=False):
+def build(board_name, out, arch=None, overrides=None, source=False, secrets=None):
     board = load_board(board_name)
     arch = arch or board["mpy_arch"]
     if os.path.isdir(out):
@@ -65,7 +68,7 @@ def build(board_name, out, arch=None, overrides=None, source=False):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copyfile(full, dst)
     gzip_www(os.path.join(out, "www"))
-    config = make_config(board, overrides or {})
+    config = make_config(board, overrides or {}, secrets)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=1, sort_keys=True)
     return config
@@ -89,13 +92,20 @@ def gzip_www(www):
                 f.write(data)
 
 
-def make_config(board, overrides):
+def make_config(board, overrides, secrets=None):
     config = {"board": board.get("chip", "host"), "server": dict(board.get("server", {}))}
-    for key in ("led_pin", "hostname", "watchdog_ms", "app", "wifi", "ap", "access"):
+    for key in ("led_pin", "led_active_low", "hostname", "watchdog_ms", "app", "wifi", "ap",
+                "access"):
         if key in board:
             config[key] = board[key]
     for key, value in overrides.items():
         config["server"][key] = value
+    # secrets.json (git-ignored) holds WiFi credentials: {"wifi": {"ssid":.., "password":..}}
+    for section, values in (secrets or {}).items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section] = dict(config[section], **values)
+        else:
+            config[section] = values
     return config
 
 
