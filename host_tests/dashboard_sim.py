@@ -1,0 +1,97 @@
+"""The firmware under the real MicroPython unix port, for the dashboard tests.
+
+Built with tools/build.py into a temp dir, on a free port, with an ESP32-sized heap. The
+process can be killed and started again on the same port (the reconnect test).
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.dirname(sys.executable)
+HEAP = "110k"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def micropython():
+    exe = os.path.join(VENV_BIN, "micropython")
+    return exe if os.path.exists(exe) else "micropython"
+
+
+class Firmware:
+    def __init__(self, out_dir, telemetry_ms=200, server=None):
+        self.dir = str(out_dir)
+        self.port = free_port()
+        self.proc = None
+        self.log_path = os.path.join(self.dir + ".log")
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "build.py"), "--board", "host",
+               "--out", self.dir, "--port", str(self.port)]
+        for key, value in (server or {}).items():
+            cmd += ["--set", "%s=%s" % (key, json.dumps(value))]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        cfg_path = os.path.join(self.dir, "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        cfg.setdefault("app", {})["telemetry_ms"] = telemetry_ms
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        self.telemetry_ms = telemetry_ms
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    @property
+    def ws_url(self):
+        return "ws://127.0.0.1:%d/ws" % self.port
+
+    def start(self, timeout=15):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([micropython(), "-X", "heapsize=" + HEAP, "main.py"],
+                                     cwd=self.dir, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("firmware exited (%s):\n%s" % (self.proc.returncode, self.log()))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("firmware did not listen on %d:\n%s" % (self.port, self.log()))
+
+    def kill(self):
+        # SIGKILL: the reconnect test wants the server gone without a goodbye.
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-4000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def get(self, path, headers=None):
+        req = urllib.request.Request(self.url + path, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers, r.read()  # headers: case-insensitive
+
+    def stats(self):
+        return json.loads(self.get("/stats")[2])

@@ -1,0 +1,182 @@
+"""The dashboard in headless Chromium (Debian's, driven by Playwright) against the firmware
+under the MicroPython unix port with a 110 KiB heap.
+
+Every figure on the page keeps its raw value in a data-v attribute next to the text made
+for people; the tests read those and compare them with /stats.
+"""
+import json
+import os
+import re
+import shutil
+import time
+
+import pytest
+from websockets.sync.client import connect
+
+from dashboard_sim import ROOT, Firmware
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PERIOD = 200
+WAIT = 10_000  # ms, for anything the page should show
+
+
+@pytest.fixture(scope="module")
+def fw(tmp_path_factory):
+    f = Firmware(tmp_path_factory.mktemp("dash_browser") / "fw", telemetry_ms=PERIOD)
+    f.start()
+    yield f
+    f.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("no %s: run `.venv/bin/python tools/setup_test_deps.py` (make test does)"
+                    % CHROMIUM)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
+            headless=True, args=FLAGS, viewport={"width": 900, "height": 620})
+        yield ctx
+        ctx.close()
+
+
+@pytest.fixture
+def page_of(fw, browser):
+    """Open the dashboard in new tabs; close them after the test."""
+    pages = []
+
+    def open_page():
+        pg = browser.new_page()
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.errors = errors
+        pg.goto(fw.url + "/")
+        wait_live(pg)
+        pages.append(pg)
+        return pg
+
+    yield open_page
+    for pg in pages:
+        assert pg.errors == [], pg.errors
+        pg.close()
+
+
+def wait_live(pg):
+    pg.wait_for_function("document.getElementById('st').textContent == 'live'", timeout=WAIT)
+
+
+def fig(pg, fid):
+    return pg.eval_on_selector("#" + fid, "e => e.dataset.v")
+
+
+def wait_sample_after(pg, uptime_ms):
+    """Wait until the page shows a sample taken after uptime_ms (device clock)."""
+    pg.wait_for_function("t => +document.getElementById('up').dataset.v > t", arg=uptime_ms,
+                         timeout=WAIT)
+
+
+def test_figures_match_stats(fw, page_of):
+    pg = page_of()
+    # Two samples are needed for the rates.
+    pg.wait_for_function("document.getElementById('mps').dataset.v !== ''", timeout=WAIT)
+    s1 = fw.stats()
+    wait_sample_after(pg, s1["uptime_ms"])
+    up, heap, conns, drop, mps, bps, rst = (
+        fig(pg, k) for k in ("up", "heap", "conns", "drop", "mps", "bps", "rst"))
+    s2 = fw.stats()
+    assert s1["uptime_ms"] < int(up) <= s2["uptime_ms"]
+    assert s1["dropped"] <= int(drop) <= s2["dropped"]
+    # The page's tab is the only WebSocket; /stats counts the same way both times.
+    assert s1["connections"] <= int(conns) <= s2["connections"] + 1
+    assert s2["connections"] >= 1
+    # Free heap after gc.collect(): same heap, a few hundred ms apart.
+    assert abs(int(heap) - s2["mem_free"]) < 8 * 1024, (heap, s2["mem_free"])
+    # Telemetry alone is 1000/PERIOD messages/s to this tab.
+    assert 0.5 * 1000 / PERIOD <= float(mps) <= 20 * 1000 / PERIOD
+    assert int(bps) > 0
+    board = s2.get("board") or {}
+    want_rst = board.get("reset_cause") or board.get("reset")
+    if want_rst:
+        assert rst == str(want_rst)
+    # What people read matches the raw figures.
+    assert pg.text_content("#conns") == "%s / %d" % (conns, s2["slots_total"])
+    assert pg.text_content("#heap") == "%.1f KiB" % (int(heap) / 1024)
+    assert re.fullmatch(r"(\d+m )?\d+s", pg.text_content("#up"))
+
+
+def server_led(fw):
+    with connect(fw.ws_url) as ws:
+        return json.loads(ws.recv(timeout=5))["led"]  # the hello carries the pin's state
+
+
+def wait_led(pg, on):
+    pg.wait_for_function("v => document.getElementById('led').dataset.v == v",
+                         arg="true" if on else "false", timeout=WAIT)
+
+
+def test_click_toggles_the_led_on_every_page(fw, page_of):
+    a, b = page_of(), page_of()
+    start = server_led(fw)
+    wait_led(a, start), wait_led(b, start)
+    for want in (not start, start):
+        a.click("#led")
+        wait_led(a, want), wait_led(b, want)
+        assert a.text_content("#led") == ("LED on" if want else "LED off")
+        assert server_led(fw) is want
+
+
+def test_message_typed_in_one_tab_appears_in_another(page_of):
+    a, b = page_of(), page_of()
+    text = "hello from tab A \u2603 %d" % time.monotonic_ns()
+    a.fill("#msg", text)
+    a.press("#msg", "Enter")
+    for pg in (b, a):
+        pg.wait_for_function("t => document.getElementById('log').textContent.includes(t)",
+                             arg=text, timeout=WAIT)
+    assert a.input_value("#msg") == ""
+
+
+def test_screenshot(fw, page_of):
+    pg = page_of()
+    pg.fill("#msg", "hello, board")
+    pg.press("#msg", "Enter")
+    if fig(pg, "led") != "true":
+        pg.click("#led")
+        wait_led(pg, True)
+    # Let the heap chart collect some history.
+    start = int(fig(pg, "up") or 0)
+    wait_sample_after(pg, start + 15 * PERIOD)
+    out = os.path.join(ROOT, "test-output")
+    os.makedirs(out, exist_ok=True)
+    shot = os.path.join(out, "dashboard.png")
+    pg.screenshot(path=shot)
+    assert os.path.getsize(shot) > 10_000
+    # The README's copy is refreshed on request only, so test runs leave the tree clean.
+    docs = os.path.join(ROOT, "docs", "screenshot.png")
+    if os.environ.get("RINGWS_SCREENSHOT") or not os.path.exists(docs):
+        shutil.copyfile(shot, docs)
+
+
+def test_page_reconnects_after_the_server_restarts(fw, page_of):
+    pg = page_of()
+    wait_sample_after(pg, 2000)  # so the new process's uptime is visibly smaller
+    old_up = int(fig(pg, "up"))
+    hellos = pg.text_content("#log").count("connected as")
+    fw.kill()
+    pg.wait_for_function("document.getElementById('st').textContent.startsWith('reconnecting')",
+                         timeout=WAIT)
+    assert pg.eval_on_selector("#dot", "e => e.className") == ""
+    fw.start()
+    wait_live(pg)
+    assert pg.eval_on_selector("#dot", "e => e.className") == "on"
+    # A new hello, and figures from the new process: its uptime started again from zero.
+    pg.wait_for_function("n => document.getElementById('log').textContent"
+                         ".split('connected as').length - 1 > n", arg=hellos, timeout=WAIT)
+    pg.wait_for_function("t => +document.getElementById('up').dataset.v < t", arg=old_up,
+                         timeout=WAIT)
+    assert int(fig(pg, "up")) <= fw.stats()["uptime_ms"]

@@ -1,0 +1,152 @@
+"""The page's files and its /ws channel, against the firmware under the MicroPython unix
+port (110 KiB heap) with the real `websockets` client and raw sockets."""
+import gzip
+import json
+import os
+import socket
+import base64
+import time
+
+import pytest
+from websockets.sync.client import connect
+
+from dashboard_sim import ROOT, Firmware
+
+PERIOD = 100
+
+
+@pytest.fixture(scope="module")
+def fw(tmp_path_factory):
+    f = Firmware(tmp_path_factory.mktemp("dash_ws") / "fw", telemetry_ms=PERIOD)
+    f.start()
+    yield f
+    f.kill()
+
+
+def recv_json(ws, t, timeout=5):
+    """Next message of type t (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no %r message within %ss" % (t, timeout))
+        msg = json.loads(ws.recv(timeout=left))
+        if msg["t"] == t:
+            return msg
+
+
+def test_page_is_served_gzipped_with_caching_headers(fw):
+    with open(os.path.join(ROOT, "firmware", "www", "index.html"), "rb") as f:
+        page = f.read()
+    status, headers, body = fw.get("/", {"Accept-Encoding": "gzip, deflate"})
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(body) == page
+    assert "text/html" in headers["Content-Type"]
+    assert headers.get("Cache-Control") or headers.get("ETag") or headers.get("Last-Modified")
+    status, headers, body = fw.get("/", {"Accept-Encoding": "identity"})
+    assert status == 200 and body == page
+    assert headers.get("Content-Encoding") in (None, "identity")
+
+
+def test_page_is_small_and_self_contained():
+    with open(os.path.join(ROOT, "firmware", "www", "index.html"), "rb") as f:
+        page = f.read()
+    assert len(gzip.compress(page)) < 6 * 1024
+    for ref in (b"http://", b"https://", b"//cdn", b"<link", b"src="):
+        assert ref not in page, "the device may have no internet: %r" % ref
+
+
+def test_hello_then_telemetry_at_the_configured_rate(fw):
+    with connect(fw.ws_url) as ws:
+        hello = recv_json(ws, "hello")
+        assert hello["ms"] == PERIOD and isinstance(hello["led"], bool)
+        first = recv_json(ws, "stats")
+        t0 = time.monotonic()
+        samples = [recv_json(ws, "stats") for _ in range(10)]
+        elapsed = time.monotonic() - t0
+        s = samples[-1]["s"]
+        for key in ("mem_free", "connections", "slots_total", "bytes_in", "bytes_out",
+                    "messages_in", "messages_out", "dropped", "uptime_ms"):
+            assert isinstance(s[key], int), key
+        assert s["connections"] >= 1
+        # Device clock: ten samples span about ten periods (loose: a shared CI machine).
+        span = s["uptime_ms"] - first["s"]["uptime_ms"]
+        assert 10 * PERIOD * 0.8 <= span <= 10 * PERIOD * 3, span
+        assert elapsed < 10 * PERIOD * 5 / 1000
+
+
+def test_bad_commands_get_clear_errors(fw):
+    with connect(fw.ws_url) as ws:
+        recv_json(ws, "hello")
+        for raw, why in [("{oops", "not JSON"), ("[]", "JSON object"),
+                         ('{"cmd":"fly"}', "unknown cmd"), ('{"cmd":"led","on":"yes"}', "led needs"),
+                         ('{"cmd":"say","text":""}', "say needs"),
+                         (json.dumps({"cmd": "say", "text": "y" * 201}), "longer than")]:
+            ws.send(raw)
+            assert why in recv_json(ws, "error")["error"], raw
+        ws.send(b'{"cmd":"led","on":true}')
+        assert "binary" in recv_json(ws, "error")["error"]
+        # The connection is still fine after all that.
+        ws.send('{"cmd":"say","text":"still here"}')
+        assert recv_json(ws, "say")["text"] == "still here"
+
+
+def test_led_command_reaches_every_page_and_sticks(fw):
+    with connect(fw.ws_url) as a, connect(fw.ws_url) as b:
+        recv_json(a, "hello"), recv_json(b, "hello")
+        for on in (True, False, True):
+            a.send(json.dumps({"cmd": "led", "on": on}))
+            assert recv_json(b, "led")["on"] is on
+            assert recv_json(a, "led")["on"] is on
+        assert recv_json(b, "stats")["led"] is True
+    with connect(fw.ws_url) as c:
+        assert recv_json(c, "hello")["led"] is True
+        c.send('{"cmd":"led","on":false}')
+        assert recv_json(c, "led")["on"] is False
+
+
+def silent_tab(port):
+    """A WebSocket client that never reads, with a tiny receive buffer."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n" % key).encode())
+    return s
+
+
+def test_slow_tab_is_skipped_and_counted_others_unaffected(fw):
+    base = fw.stats()
+    slow = silent_tab(fw.port)
+    try:
+        with connect(fw.ws_url) as fast:
+            recv_json(fast, "hello")
+            text = "z" * 200
+            skipped = 0
+            # Chat until the silent tab's socket buffers and ring are full: broadcasts must
+            # then skip it while the fast tab keeps getting everything.
+            for i in range(3000):
+                fast.send(json.dumps({"cmd": "say", "text": text}))
+                reply = recv_json(fast, "sent")
+                skipped += reply["skipped"]
+                if skipped >= 20:
+                    break
+            assert skipped >= 20, "the silent tab never filled up"
+            mid = fw.stats()
+            # Telemetry to the slow tab is skipped too, and the fast tab still gets samples.
+            got = [recv_json(fast, "stats") for _ in range(5)]
+            after = fw.stats()
+            assert got[-1]["s"]["dropped"] >= base["dropped"] + skipped
+            assert after["dropped"] > mid["dropped"], "telemetry for the full tab not skipped"
+            # Skipping, not queueing: the heap did not grow by what was refused.
+            assert after["mem_free"] > base["mem_free"] - 8 * 1024, (base, after)
+    finally:
+        slow.close()
+    # Both tabs gone: the server is back to where it started.
+    deadline = time.monotonic() + 5
+    while fw.stats()["connections"] > base["connections"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fw.stats()["connections"] == base["connections"]
