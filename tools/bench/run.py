@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""make bench: ringws against microdot, chumicro-websockets and a raw TCP echo.
+
+    .venv/bin/python tools/bench/run.py [--quick] [--out bench-results] [--targets a,b]
+
+All targets run under the same .venv/bin/micropython with the same -X heapsize. Targets
+that are not being measured are frozen with SIGSTOP, and every cell runs all targets
+back to back in a rotating order, so machine noise hits all of them alike.
+Writes bench-results/report.md, report.json and headline.md (the README table).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import client  # noqa: E402
+import cpython_frames  # noqa: E402
+import measure  # noqa: E402
+import peers  # noqa: E402
+import report  # noqa: E402
+import targets  # noqa: E402
+
+FULL = {
+    "heap": "110k", "big_heap": "2M", "repeats": 5, "duration": 1.0, "warmup": 0.2,
+    "sizes": [16, 1024, 8192], "shapes": [(1, 1), (1, 16), (8, 1)],
+    "churn": 2000, "never_read_s": 6.0, "cap_small": 48, "cap_big": 256,
+    "alloc_n": (5, 25), "frames_bytes": 4 << 20, "ringws_search": 6,
+}
+QUICK = dict(FULL, repeats=3, duration=0.25, warmup=0.08, churn=200, never_read_s=1.5,
+             cap_small=16, cap_big=32, frames_bytes=1 << 20,
+             ringws_search=2)
+TINY = dict(QUICK, repeats=1, duration=0.15, warmup=0.05, sizes=[16, 1024],
+            shapes=[(1, 1), (1, 16)], churn=20, never_read_s=0.6, cap_small=4, cap_big=4,
+            frames_bytes=64 << 10, ringws_search=0, skip_big=True)
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def cell_name(size, conns, inflight):
+    return "%s B, %d conn x %d in flight" % (size, conns, inflight)
+
+
+class Fleet:
+    """Phase 1's servers: one per target, all but the measured one frozen. A server that
+    died is restarted before its next measurement, and the crash is recorded."""
+
+    def __init__(self, tlist, heap, res):
+        self.heap = heap
+        self.res = res
+        self.servers = {}
+        for t in tlist:
+            srv, why = measure.start(t, heap, max_connections=16)
+            res["targets"][t.name] = {"note": t.note, "crashes": []}
+            if srv is None:
+                res["skipped"][t.name] = "did not start at %s: %s" % (heap, why)
+                continue
+            srv.pause()
+            self.servers[t.name] = srv
+
+    def names(self):
+        return list(self.servers)
+
+    def get(self, name, during):
+        """The running server for name, resumed; restarted if it had died."""
+        srv = self.servers[name]
+        if not srv.alive():
+            self.res["targets"][name]["crashes"].append(
+                {"before": during, "exit": srv.tail(1)})
+            srv.stop()
+            srv, _why = measure.start(srv.target, self.heap, max_connections=16)
+            if srv is None:
+                return None
+            self.servers[name] = srv
+        srv.resume()
+        return srv
+
+    def stop(self):
+        for srv in self.servers.values():
+            srv.stop()
+
+
+def throughput(fleet, cfg):
+    """Every cell, repeated; within a repeat each cell runs on all targets in turn."""
+    cells = {}
+    names = fleet.names()
+    k = 0
+    for rep in range(cfg["repeats"]):
+        for size in cfg["sizes"]:
+            for conns, inflight in cfg["shapes"]:
+                key = cell_name(size, conns, inflight)
+                k += 1
+                order = names[k % len(names):] + names[:k % len(names)]
+                for name in order:
+                    srv = fleet.get(name, key)
+                    if srv is None:
+                        cells.setdefault(key, {}).setdefault(name, []).append(
+                            {"errors": ["server does not restart"], "msg_s": 0, "mb_s": 0,
+                             "client_cpu": 0, "latencies": []})
+                        continue
+                    try:
+                        r = client.run_load(srv.port, srv.target.path, size, inflight, conns,
+                                            cfg["duration"], warmup=cfg["warmup"])
+                    except (OSError, client.HandshakeError) as e:
+                        r = {"errors": [str(e)], "msg_s": 0, "mb_s": 0, "client_cpu": 0,
+                             "latencies": []}
+                    if not srv.alive():
+                        r["errors"] = r["errors"] + ["server crashed"]
+                    srv.pause()
+                    r["size"], r["conns"], r["inflight"] = size, conns, inflight
+                    cells.setdefault(key, {}).setdefault(name, []).append(r)
+        log("bench: throughput repeat %d/%d done" % (rep + 1, cfg["repeats"]))
+    return {key: {name: summarize(runs) for name, runs in per.items()}
+            for key, per in cells.items()}
+
+
+def pct(sorted_vals, p):
+    if not sorted_vals:
+        return None
+    return sorted_vals[min(len(sorted_vals) - 1, int(p * len(sorted_vals)))]
+
+
+def summarize(runs):
+    rates = [r["msg_s"] for r in runs]
+    lats = sorted(x for r in runs for x in r["latencies"])
+    errors = sorted({e for r in runs for e in r["errors"]})
+    return {
+        "size": runs[0].get("size"), "conns": runs[0].get("conns"),
+        "inflight": runs[0].get("inflight"),
+        "msg_s": statistics.median(rates), "msg_s_all": rates,
+        "spread": (max(rates) - min(rates)) / statistics.median(rates)
+        if statistics.median(rates) else None,
+        "mb_s": statistics.median(r["mb_s"] for r in runs),
+        "client_cpu": max(r["client_cpu"] for r in runs),
+        "p50_ms": pct(lats, 0.5) * 1e3 if lats else None,
+        "p99_ms": pct(lats, 0.99) * 1e3 if lats else None,
+        "errors": errors,
+    }
+
+
+def ringws_boots(target, heap, n):
+    """Build ringws with n slots and check that it starts within the heap."""
+    if target.prepare(max_connections=n):
+        return None
+    srv, _why = measure.start(target, heap, tag="-probe%d" % n)
+    if srv is None:
+        return None
+    srv.stop()
+    return n
+
+
+def capacity_server(target, heap, cap, cfg):
+    """Start a target for the capacity row. ringws preallocates its slots, so it gets the
+    largest max_connections (up to cap) that still boots in this heap."""
+    note = ""
+    if target.name == "ringws":
+        lo, hi = 0, cap
+        if ringws_boots(target, heap, cap):
+            lo = cap
+        else:
+            for _ in range(cfg["ringws_search"]):
+                mid = (lo + hi + 1) // 2
+                if mid <= lo or mid >= hi:
+                    break
+                if ringws_boots(target, heap, mid):
+                    lo = mid
+                else:
+                    hi = mid
+            lo = lo or 8
+        target.prepare(max_connections=lo)
+        note = "built with max_connections=%d" % lo
+        srv, why = measure.start(target, heap, max_connections=lo, tag="-cap")
+    else:
+        srv, why = measure.start(target, heap, max_connections=cap + 4, tag="-cap")
+    return srv, why, note
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="the under-90-s version")
+    ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
+    ap.add_argument("--out", default=os.path.join(peers.ROOT, "bench-results"))
+    ap.add_argument("--targets", default="ringws,microdot,chumicro,raw-tcp")
+    args = ap.parse_args(argv)
+    cfg = TINY if args.tiny else QUICK if args.quick else FULL
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    t_start = time.monotonic()
+    peers.ensure_venv(log)
+    wanted = args.targets.split(",")
+    res = {"mode": mode, "config": {k: v for k, v in cfg.items()}, "targets": {},
+           "skipped": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "micropython": peers.micropython_version()}
+
+    tlist = []
+    for T in targets.ALL:
+        t = T()
+        if t.name not in wanted:
+            continue
+        why = t.prepare()
+        if why:
+            res["skipped"][t.name] = why
+            log("bench: skipping %s: %s" % (t.name, why))
+            continue
+        tlist.append(t)
+    if not args.tiny:
+        res["source_import"] = {}
+        for name in ("microdot", "chumicro"):
+            if name in [t.name for t in tlist]:
+                res["source_import"][name] = peers.source_import_check(
+                    name, cfg["heap"], os.path.join(targets.RUN_ROOT, name + "-src"))
+
+    # Phase 1: one server per target at the ESP32 heap, alive together, all but one frozen.
+    fleet = Fleet(tlist, cfg["heap"], res)
+    try:
+        for name in fleet.names():
+            srv = fleet.get(name, "idle heap")
+            res["targets"][name]["idle_heap"] = measure.idle_heap(srv)
+            srv.pause()
+        log("bench: idle heap done")
+        res["throughput"] = throughput(fleet, cfg)
+        for name in fleet.names():
+            info = res["targets"][name]
+            srv = fleet.get(name, "churn")
+            if srv is not None:
+                info["churn"] = measure.churn(srv, cfg["churn"])
+            srv = fleet.get(name, "never-reading client")
+            if srv is not None:
+                info["never_reader"] = measure.never_reader(srv, cfg["never_read_s"])
+                if not srv.alive():
+                    info["never_reader"]["exit"] = srv.tail(1)
+            srv.pause()
+        log("bench: churn and never-reading client done")
+    finally:
+        fleet.stop()
+
+    # Phase 2: allocation per message (big heap, collector paused), capacity at both heaps.
+    for t in tlist:
+        info = res["targets"].setdefault(t.name, {})
+        heaps = [cfg["heap"]] + ([] if cfg.get("skip_big") else [cfg["big_heap"]])
+        for h in heaps:
+            cap = cfg["cap_small"] if h == cfg["heap"] else cfg["cap_big"]
+            srv, why, note = capacity_server(t, h, cap, cfg)
+            if srv is None:
+                info.setdefault("capacity", {})[h] = {"clients": 0, "limit": why}
+                continue
+            try:
+                if h == heaps[-1]:
+                    n1, n2 = cfg["alloc_n"]
+                    info["alloc"] = {size: measure.alloc_per_message(srv, size, n1, n2)
+                                     for size in (16, 1024)}
+                    info["idle_alloc_per_s"] = measure.alloc_idle(srv, 0.02)
+                c = measure.capacity(srv, cap)
+                c["note"] = note
+                info.setdefault("capacity", {})[h] = c
+            finally:
+                srv.stop()
+        log("bench: %s capacity and allocation done" % t.name)
+        if t.name == "ringws":
+            t.prepare()  # leave the default build behind
+
+    res["cpython_frames"] = cpython_frames.bench(total_bytes=cfg["frames_bytes"])
+    res["seconds"] = time.monotonic() - t_start
+    os.makedirs(args.out, exist_ok=True)
+    md, headline = report.render(res)
+    with open(os.path.join(args.out, "report.json"), "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(args.out, "headline.md"), "w") as f:
+        f.write(headline)
+    print(md)
+    log("bench: %.0f s; written to %s" % (res["seconds"], args.out))
+    return res
+
+
+if __name__ == "__main__":
+    main()

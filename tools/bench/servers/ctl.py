@@ -1,0 +1,74 @@
+# Bench instrumentation, loaded into every target's MicroPython process.
+#
+# A one-line TCP control port, separate from the server under test:
+#   "mem\n" -> gc.collect(), then {"alloc": .., "free": ..}
+#   "off\n" -> gc.collect(), gc.disable(), remember gc.mem_alloc()
+#   "on\n"  -> {"delta": bytes allocated since "off"}, gc.enable()
+# The harness calibrates the control port's own allocations with an off/on pair that has
+# no traffic in between, and subtracts them.
+import gc
+import socket
+
+
+class Ctl:
+    def __init__(self):
+        self.a0 = 0
+
+    def command(self, line):
+        cmd = line.strip()
+        if cmd == b"off":
+            gc.collect()
+            gc.disable()
+            self.a0 = gc.mem_alloc()
+            return b'{"ok": 1}\n'
+        if cmd == b"on":
+            d = gc.mem_alloc() - self.a0
+            gc.enable()
+            return b'{"delta": %d}\n' % d
+        gc.collect()
+        return b'{"alloc": %d, "free": %d}\n' % (gc.mem_alloc(), gc.mem_free())
+
+
+async def serve_async(port):
+    # For asyncio targets: an extra server on the same event loop.
+    import asyncio
+
+    ctl = Ctl()
+
+    async def handle(r, w):
+        try:
+            line = await r.readline()
+            w.write(ctl.command(line))
+            await w.drain()
+        finally:
+            await w.wait_closed()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+class Polled:
+    # For polled (non-asyncio) targets: call poll() every few loop passes. ipoll(0)
+    # allocates nothing when idle, so it does not pollute the target's figures.
+    def __init__(self, port):
+        import select
+
+        self.ctl = Ctl()
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        self.lsock.listen(4)
+        self.poller = select.poll()
+        self.poller.register(self.lsock, select.POLLIN)
+
+    def poll(self):
+        for _ in self.poller.ipoll(0):
+            s, _a = self.lsock.accept()
+            s.settimeout(2)
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                line += chunk
+            s.write(self.ctl.command(line))
+            s.close()

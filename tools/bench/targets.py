@@ -1,0 +1,167 @@
+"""The four targets and the processes that run them.
+
+Every target runs under the same .venv/bin/micropython with the same -X heapsize and
+exposes the bench control port (servers/ctl.py) next to its WebSocket (or TCP) port.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import peers
+
+ROOT = peers.ROOT
+RUN_ROOT = os.path.join(ROOT, "build", "bench")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Target:
+    name = "?"
+    path = "/echo"
+    raw = False        # raw TCP: no handshake, no framing
+    script = None
+
+    def __init__(self):
+        self.run_dir = os.path.join(RUN_ROOT, self.name)
+        self.note = ""
+
+    def prepare(self, max_connections=None):
+        """Build the run folder. Returns None, or a reason the target cannot run."""
+        raise NotImplementedError
+
+    def argv(self, port, ctl_port, max_connections=None):
+        return [self.script, str(port), str(ctl_port)]
+
+
+class Raw(Target):
+    name = "raw-tcp"
+    raw = True
+    path = None
+    script = "raw_echo.py"
+
+    def prepare(self, max_connections=None):
+        if os.path.isdir(self.run_dir):
+            shutil.rmtree(self.run_dir)
+        peers.add_bench_modules(self.run_dir, self.script)
+        self.note = "asyncio Stream readinto/write, TCP_NODELAY"
+
+
+class Microdot(Target):
+    name = "microdot"
+    script = "microdot_echo.py"
+
+    def prepare(self, max_connections=None):
+        peers.prepare_peer("microdot", self.run_dir)
+        peers.add_bench_modules(self.run_dir, self.script)
+        self.note = "microdot 2.7.0, defaults"
+
+
+class Chumicro(Target):
+    name = "chumicro"
+    script = "chumicro_echo.py"
+
+    def prepare(self, max_connections=None):
+        peers.prepare_peer("chumicro", self.run_dir)
+        peers.add_bench_modules(self.run_dir, self.script)
+        self.note = "chumicro-websockets 0.27.3, defaults but max_connections"
+
+    def argv(self, port, ctl_port, max_connections=None):
+        return [self.script, str(port), str(ctl_port), str(max_connections or 16)]
+
+
+class Ringws(Target):
+    name = "ringws"
+    script = "ringws_bench_main.py"
+
+    def prepare(self, max_connections=None):
+        if not os.path.exists(os.path.join(ROOT, "firmware", "main.py")):
+            return "firmware/main.py does not exist yet"
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "build.py"), "--board", "host",
+               "--out", self.run_dir, "--port", "0"]
+        if max_connections:
+            cmd += ["--set", "max_connections=%d" % max_connections]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode:
+            return "build failed: " + (p.stdout + p.stderr).strip().splitlines()[-1]
+        peers.add_bench_modules(self.run_dir, self.script)
+        self.note = "tools/build.py --board host" + (
+            " max_connections=%d" % max_connections if max_connections else "")
+
+    def argv(self, port, ctl_port, max_connections=None):
+        return [self.script, str(port), str(ctl_port)]
+
+
+ALL = [Ringws, Microdot, Chumicro, Raw]
+
+
+def wait_port(port, proc, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class Server:
+    """One running target process: start, pause (SIGSTOP), resume, stop."""
+
+    def __init__(self, target, heap, max_connections=None, tag=""):
+        self.target = target
+        self.heap = heap
+        self.port = free_port()
+        self.ctl_port = free_port()
+        self.log_path = os.path.join(target.run_dir, "server%s-%s.log" % (tag, heap))
+        self.log = open(self.log_path, "w")
+        argv = target.argv(self.port, self.ctl_port, max_connections)
+        self.proc = subprocess.Popen([peers.MICROPYTHON, "-X", "heapsize=" + heap] + argv,
+                                     cwd=target.run_dir, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        self.ok = wait_port(self.ctl_port, self.proc, 10) and wait_port(self.port, self.proc, 5)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def pause(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+
+    def fds(self):
+        try:
+            return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+        except OSError:
+            return None
+
+    def tail(self, n=5):
+        self.log.flush()
+        with open(self.log_path, errors="replace") as f:
+            return " | ".join(f.read().strip().splitlines()[-n:])
+
+    def stop(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
