@@ -45,8 +45,11 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) tools/bench/run.py --quick
 
+# PORT defaults to the simulator's TCP port; flash and deploy need one given explicitly.
+GIVEN_PORT = $(if $(filter command line environment,$(origin PORT)),$(PORT))
+
 flash: $(STAMP)
-	$(PY) tools/flash.py --board $(BOARD) --port $(PORT) --firmware $(FIRMWARE)
+	$(PY) tools/flash.py --board $(BOARD) --port "$(GIVEN_PORT)" --firmware "$(FIRMWARE)"
 
 deploy: $(STAMP)
 	$(PY) tools/deploy.py --board $(BOARD) --port $(PORT) $(DEPLOY_ARGS)
