@@ -13,10 +13,9 @@ if MICROPYTHON:
     import time
     from asyncio import core as _core
     from micropython import const  # noqa: F401  (re-exported)
-    import micropython
 
-    viper = micropython.viper
-    native = micropython.native
+    # @micropython.viper / .native are compiler directives, not attributes: the kernels
+    # module uses them directly inside its MicroPython branch.
     ticks_ms = time.ticks_ms
     ticks_diff = time.ticks_diff
     ticks_add = time.ticks_add
@@ -47,6 +46,14 @@ if MICROPYTHON:
     def new_event():
         return asyncio.Event()
 
+    sleep_ms = asyncio.sleep_ms
+
+    def wait_for_ms(aw, ms):
+        return asyncio.wait_for_ms(aw, ms)
+
+    def print_exception(e):
+        sys.print_exception(e)
+
 else:
     import asyncio
     import gc
@@ -54,12 +61,6 @@ else:
 
     def const(x):
         return x
-
-    def viper(f):
-        return f
-
-    def native(f):
-        return f
 
     _PERIOD = 1 << 30
 
@@ -133,6 +134,17 @@ else:
 
     def new_event():
         return asyncio.Event()
+
+    async def sleep_ms(ms):
+        await asyncio.sleep(ms / 1000)
+
+    def wait_for_ms(aw, ms):
+        return asyncio.wait_for(aw, ms / 1000)
+
+    def print_exception(e):
+        import traceback
+
+        traceback.print_exception(type(e), e, e.__traceback__)
 
 
 def collect():

@@ -1,0 +1,15 @@
+# /echo: every message back with its type, any size.
+#
+# Messages that fit the slot come whole (on_message) and go back as one frame. Larger ones
+# arrive piece by piece (on_fragment) and go back piece by piece as fragments of one
+# message: a 16 MiB message echoes through a few KiB of buffers. When the ring is full the
+# handler says so (returns False): the runtime stops reading until the ring drains, so
+# TCP flow control slows the sender instead of memory growing.
+
+
+class EchoHandler:
+    def on_message(self, conn, data, text):
+        return conn.send(data, text)
+
+    def on_fragment(self, conn, data, text, first, last):
+        return conn.send_fragment(data, text, first, last)

@@ -1,0 +1,71 @@
+# Entry point on the board and under the MicroPython unix port (make sim).
+# Loads config.json, brings the platform up, starts the server; never dies silently.
+import gc
+import sys
+
+gc.collect()
+
+
+def load_config():
+    import json
+
+    try:
+        with open("config.json") as f:
+            return json.load(f), None
+    except Exception as e:  # missing or broken config must not brick the board
+        return {}, "config.json unusable: %r" % (e,)
+
+
+def server_settings(cfg):
+    from ringws.config import server_config
+
+    try:
+        return server_config(cfg.get("server"))
+    except (ValueError, TypeError, AttributeError) as e:
+        problem = "server settings rejected (%s): using defaults" % e
+        print("ringws:", problem)
+        cfg["config_error"] = problem
+        return server_config(None)
+
+
+def main():
+    cfg, problem = load_config()
+    if problem:
+        print("ringws:", problem)
+        cfg["config_error"] = problem
+    scfg = server_settings(cfg)
+    # Take the slots' memory first, while the heap is still one piece.
+    from ringws.server import allocate_arena
+
+    arena = allocate_arena(scfg)
+
+    import asyncio
+
+    import board
+    from ringws.server import Server
+
+    import app
+
+    info = board.bring_up(cfg)
+    if info.get("bind"):
+        scfg["host"] = info["bind"]
+    srv = Server(scfg, platform=board, arena=arena)
+    app.install(srv, cfg, board)
+    gc.collect()
+    print("ringws: heap free %d alloc %d after start-up" % (gc.mem_free(), gc.mem_alloc()))
+    asyncio.run(srv.serve())
+
+
+try:
+    main()
+except KeyboardInterrupt:
+    print("ringws: stopped")
+except Exception as e:
+    print("ringws: fatal error:", repr(e))
+    try:
+        import board
+
+        board.fatal(e)  # on a board: report, then reset after a pause
+    except Exception:
+        pass
+    raise

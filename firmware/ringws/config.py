@@ -1,0 +1,54 @@
+# Server settings: defaults, merging and checks. Memory is budgeted here, at start-up.
+
+DEFAULTS = {
+    "host": "0.0.0.0",
+    "port": 80,
+    "max_connections": 8,
+    "recv_buf": 1536,
+    "send_ring": 2048,
+    "max_message": 1024,
+    "handshake_timeout_ms": 5000,
+    "idle_timeout_ms": 0,
+    "ping_interval_ms": 20000,
+    "pong_timeout_ms": 10000,
+    "close_timeout_ms": 2000,
+    "shutdown_timeout_ms": 2000,
+    "stuck_timeout_ms": 10000,
+    "tick_ms": 100,
+    "max_rejecting": 2,
+    "gc_collect": True,
+    "static_chunk": 512,
+}
+
+
+def server_config(overrides):
+    cfg = dict(DEFAULTS)
+    for key, value in (overrides or {}).items():
+        if key not in DEFAULTS:
+            raise ValueError("unknown server setting: %s" % key)
+        cfg[key] = value
+    check(cfg)
+    return cfg
+
+
+def check(cfg):
+    for key, value in cfg.items():
+        if isinstance(DEFAULTS[key], int) and not isinstance(value, bool):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError("server setting %s must be a non-negative integer" % key)
+    if cfg["max_connections"] < 1:
+        raise ValueError("server setting max_connections must be at least 1")
+    if cfg["recv_buf"] < 278:
+        raise ValueError("server setting recv_buf must be at least 278 bytes")
+    # A message delivered whole must be echoable as one frame, beside the control reserve.
+    need = max(cfg["recv_buf"], cfg["max_message"]) + 10 + 254
+    if cfg["send_ring"] < need:
+        raise ValueError(
+            "server setting send_ring must be at least %d (recv_buf/max_message + frame "
+            "header + control reserve)" % need
+        )
+
+
+def slot_bytes(cfg):
+    """Buffer bytes one slot owns."""
+    return cfg["recv_buf"] + cfg["send_ring"] + cfg["max_message"]

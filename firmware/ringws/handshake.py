@@ -1,0 +1,187 @@
+# Bounded HTTP/1.1 request parsing and WebSocket upgrade validation (RFC 6455 section 4).
+# Sans-I/O: bytes in, a Request or an HttpError out; responses are built as bytes.
+import binascii
+import hashlib
+
+from ringws.compat import MICROPYTHON
+from ringws.kernels import find
+
+# MicroPython decodes only UTF-8 (and raises on invalid input); CPython reads the head as
+# latin-1 so that any byte is accepted and the checks below decide.
+_HEAD_CODEC = "utf-8" if MICROPYTHON else "latin-1"
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HEADERS = 40
+
+REASONS = {
+    101: "Switching Protocols",
+    200: "OK",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class HttpError(Exception):
+    """A request the server answers with an error status and closes."""
+
+    def __init__(self, status, message, headers=()):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+class Request:
+    def __init__(self, method, target, version, headers):
+        self.method = method
+        path, _, query = target.partition("?")
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers  # lower-case name -> value; repeats joined with ", "
+
+    def header(self, name, default=None):
+        return self.headers.get(name, default)
+
+
+def find_end(buf, start, end):
+    """Index just past the blank line ending the headers in buf[:end], or -1.
+
+    start lets a caller resume the search after new bytes arrive without rescanning.
+    """
+    i = find(buf, b"\r\n\r\n", max(0, start - 3), end)
+    return -1 if i < 0 else i + 4
+
+
+def parse_request(buf, end):
+    """Parse the request head in buf[:end] (which includes the final blank line)."""
+    try:
+        text = str(bytes(buf[:end]), _HEAD_CODEC)
+    except (UnicodeError, ValueError):
+        raise HttpError(400, "request head is not valid text")
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise HttpError(400, "malformed request line")
+    method, target, version = parts
+    if not version.startswith("HTTP/1."):
+        raise HttpError(400, "unsupported HTTP version: " + version[:16])
+    if not target.startswith("/"):
+        raise HttpError(400, "request target must be a path")
+    headers = {}
+    count = 0
+    for line in lines[1:]:
+        if not line:
+            continue
+        count += 1
+        if count > MAX_HEADERS:
+            raise HttpError(431, "more than %d header fields" % MAX_HEADERS)
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or " " in name:
+            raise HttpError(400, "malformed header line")
+        name = name.lower()
+        value = value.strip()
+        if name in headers:
+            headers[name] = headers[name] + ", " + value
+        else:
+            headers[name] = value
+    return Request(method, target, version, headers)
+
+
+def has_token(value, token):
+    """Does a comma-separated header value contain token (case-insensitive)?"""
+    if not value:
+        return False
+    for item in value.split(","):
+        if item.strip().lower() == token:
+            return True
+    return False
+
+
+def is_upgrade(req):
+    return has_token(req.header("upgrade"), "websocket")
+
+
+def validate_upgrade(req):
+    """Check a WebSocket opening handshake; returns the Sec-WebSocket-Accept value."""
+    if req.method != "GET":
+        raise HttpError(405, "WebSocket handshake must use GET", (("Allow", "GET"),))
+    if req.version != "HTTP/1.1":
+        raise HttpError(400, "WebSocket handshake needs HTTP/1.1")
+    if not req.header("host"):
+        raise HttpError(400, "missing Host header")
+    if not is_upgrade(req):
+        raise HttpError(400, "this is a WebSocket endpoint: Upgrade: websocket required")
+    if not has_token(req.header("connection"), "upgrade"):
+        raise HttpError(400, "Connection header must contain Upgrade")
+    version = req.header("sec-websocket-version")
+    if version is None or version.strip() != "13":
+        raise HttpError(
+            426, "unsupported WebSocket version", (("Sec-WebSocket-Version", "13"),)
+        )
+    key = req.header("sec-websocket-key")
+    if not key or "," in key:
+        raise HttpError(400, "missing or repeated Sec-WebSocket-Key")
+    key = key.strip()
+    try:
+        raw = binascii.a2b_base64(key)
+    except (ValueError, binascii.Error):
+        raise HttpError(400, "Sec-WebSocket-Key is not base64")
+    if len(raw) != 16 or len(key) != 24:
+        raise HttpError(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
+    return accept_key(key)
+
+
+def accept_key(key):
+    digest = hashlib.sha1(key.encode() + GUID).digest()
+    return binascii.b2a_base64(digest).strip().decode()
+
+
+def select_subprotocol(req, supported):
+    """First of the server's supported subprotocols that the client offered, or None."""
+    offered = req.header("sec-websocket-protocol")
+    if not offered or not supported:
+        return None
+    names = [p.strip() for p in offered.split(",")]
+    for name in supported:
+        if name in names:
+            return name
+    return None
+
+
+def response_101(accept, subprotocol=None):
+    head = (
+        "HTTP/1.1 101 Switching Protocols\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: " + accept + "\r\n"
+    )
+    if subprotocol:
+        head += "Sec-WebSocket-Protocol: " + subprotocol + "\r\n"
+    return (head + "\r\n").encode()
+
+
+def response_head(status, content_type=None, length=None, headers=()):
+    head = "HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Error"))
+    if content_type:
+        head += "Content-Type: " + content_type + "\r\n"
+    if length is not None:
+        head += "Content-Length: %d\r\n" % length
+    for name, value in headers:
+        head += name + ": " + value + "\r\n"
+    head += "Connection: close\r\n\r\n"
+    return head.encode()
+
+
+def error_response(err):
+    body = ("%d %s: %s\n" % (err.status, REASONS.get(err.status, "Error"), err.message)).encode()
+    return response_head(err.status, "text/plain", len(body), err.headers) + body

@@ -1,0 +1,194 @@
+# Hot loops: unmasking, buffer copies, UTF-8 validation.
+#
+# On MicroPython these are viper functions (native code, word-wide where the data allows);
+# under CPython they are plain Python built on big-int and bytes operations. Both sides
+# have the same signatures and results; host_tests check them against each other.
+# Callers pass offsets instead of slices so that nothing is allocated per call.
+from ringws.compat import MICROPYTHON
+
+# UTF-8 DFA (after Bjoern Hoehrmann): byte -> class, (state << 4 | class) -> state.
+# States: 0 accept, 1 reject, 2 one continuation left, 3 two left, 4 after E0 (A0-BF),
+# 5 after ED (80-9F), 6 after F0 (90-BF), 7 after F1-F3, 8 after F4 (80-8F).
+UTF8_ACCEPT = 0
+UTF8_REJECT = 1
+
+
+def _utf8_tables():
+    cls = bytearray(256)
+    for b in range(256):
+        if b < 0x80:
+            c = 0
+        elif b < 0x90:
+            c = 1
+        elif b < 0xA0:
+            c = 9
+        elif b < 0xC0:
+            c = 7
+        elif b < 0xC2:
+            c = 8
+        elif b < 0xE0:
+            c = 2
+        elif b == 0xE0:
+            c = 10
+        elif b == 0xED:
+            c = 4
+        elif b < 0xF0:
+            c = 3
+        elif b == 0xF0:
+            c = 11
+        elif b < 0xF4:
+            c = 6
+        elif b == 0xF4:
+            c = 5
+        else:
+            c = 8
+        cls[b] = c
+    trans = bytearray(b"\x01" * (9 * 16))
+    # From accept: ASCII stays, lead bytes pick the state that knows what must follow.
+    for c, s in ((0, 0), (2, 2), (3, 3), (10, 4), (4, 5), (11, 6), (6, 7), (5, 8)):
+        trans[c] = s
+    for state, allowed, nxt in (
+        (2, (1, 7, 9), 0),
+        (3, (1, 7, 9), 2),
+        (4, (7,), 2),
+        (5, (1, 9), 2),
+        (6, (9, 7), 3),
+        (7, (1, 7, 9), 3),
+        (8, (1,), 3),
+    ):
+        for c in allowed:
+            trans[state << 4 | c] = nxt
+    return bytes(cls), bytes(trans)
+
+
+UTF8_CLASS, UTF8_TRANS = _utf8_tables()
+
+if MICROPYTHON:
+    import micropython
+
+    @micropython.viper
+    def unmask(buf, start: int, end: int, mask, phase: int) -> int:
+        # XOR buf[start:end] in place with the 4-byte mask, starting at mask[phase].
+        # Returns the phase after the last byte. Words are used only on 4-aligned
+        # addresses: the ESP32's Xtensa core faults on unaligned 32-bit access.
+        b = ptr8(buf)
+        m = ptr8(mask)
+        p = phase & 3
+        i = start
+        while i < end and ((int(b) + i) & 3) != 0:
+            b[i] ^= m[p]
+            p = (p + 1) & 3
+            i += 1
+        words = (end - i) >> 2
+        if words > 0:
+            w = (
+                m[p]
+                | (m[(p + 1) & 3] << 8)
+                | (m[(p + 2) & 3] << 16)
+                | (m[(p + 3) & 3] << 24)
+            )
+            b32 = ptr32(int(b) + i)
+            k = 0
+            while k < words:
+                b32[k] ^= w
+                k += 1
+            i += words << 2
+        while i < end:
+            b[i] ^= m[p]
+            p = (p + 1) & 3
+            i += 1
+        return p
+
+    @micropython.viper
+    def copy(dst, doff: int, src, soff: int, n: int):
+        # dst[doff:doff+n] = src[soff:soff+n] without a slice object. Safe for moving
+        # data towards the start of the same buffer (doff <= soff).
+        d = ptr8(dst)
+        s = ptr8(src)
+        i = 0
+        if ((int(d) + doff) & 3) == 0 and ((int(s) + soff) & 3) == 0:
+            d32 = ptr32(int(d) + doff)
+            s32 = ptr32(int(s) + soff)
+            words = n >> 2
+            while i < words:
+                d32[i] = s32[i]
+                i += 1
+            i = words << 2
+        while i < n:
+            d[doff + i] = s[soff + i]
+            i += 1
+
+    @micropython.viper
+    def _utf8_run(buf, start: int, end: int, state: int, cls, trans) -> int:
+        b = ptr8(buf)
+        c = ptr8(cls)
+        t = ptr8(trans)
+        i = start
+        while i < end:
+            x = b[i]
+            if state == 0 and x < 0x80:
+                i += 1
+                continue
+            state = t[(state << 4) | c[x]]
+            if state == 1:
+                return 1
+            i += 1
+        return state
+
+    @micropython.viper
+    def _find(buf, start: int, end: int, pat, plen: int) -> int:
+        b = ptr8(buf)
+        p = ptr8(pat)
+        i = start
+        last = end - plen
+        while i <= last:
+            k = 0
+            while k < plen and b[i + k] == p[k]:
+                k += 1
+            if k == plen:
+                return i
+            i += 1
+        return -1
+
+    def find(buf, pat, start, end):
+        # bytes.find for bytearrays and memoryviews alike, without copying.
+        return _find(buf, start, end, pat, len(pat))
+
+    def utf8_step(buf, start, end, state):
+        # Advance the validator over buf[start:end]; 1 (reject) on the first bad byte.
+        return _utf8_run(buf, start, end, state, UTF8_CLASS, UTF8_TRANS)
+
+else:
+
+    def unmask(buf, start, end, mask, phase):
+        n = end - start
+        if n <= 0:
+            return phase & 3
+        p = phase & 3
+        rot = bytes(mask[p:]) + bytes(mask[:p])
+        full = rot * (n // 4 + 1)
+        view = memoryview(buf)[start:end]
+        x = int.from_bytes(view, "little") ^ int.from_bytes(full[:n], "little")
+        view[:] = x.to_bytes(n, "little")
+        return (p + n) & 3
+
+    def copy(dst, doff, src, soff, n):
+        memoryview(dst)[doff : doff + n] = memoryview(src)[soff : soff + n]
+
+    def find(buf, pat, start, end):
+        i = bytes(memoryview(buf)[start:end]).find(pat)
+        return -1 if i < 0 else start + i
+
+    def utf8_step(buf, start, end, state):
+        view = memoryview(buf)[start:end]
+        if state == 0 and bytes(view).isascii():
+            return 0
+        cls = UTF8_CLASS
+        trans = UTF8_TRANS
+        for x in view:
+            if state == 0 and x < 0x80:
+                continue
+            state = trans[(state << 4) | cls[x]]
+            if state == 1:
+                return 1
+        return state

@@ -1,0 +1,437 @@
+# The sans-I/O WebSocket connection (server side): bytes in -> events out; sends -> ring.
+#
+# No sockets, clocks or tasks here. The runtime copies received bytes into `rbuf` (see
+# recv_window/received), then calls next_event() until it returns EV_NONE. An event stays
+# pending, and is returned again by next_event(), until the runtime calls consume(): that
+# is how a handler that cannot take a message now applies backpressure without the data
+# moving or being unmasked twice. Event fields live on the object (ev_*), so parsing
+# allocates nothing but the one memoryview handed to the handler.
+from ringws.compat import const
+from ringws.frames import (
+    CLOSE_INVALID_DATA,
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL,
+    CLOSE_TOO_BIG,
+    MAX_CONTROL,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameHeader,
+    close_code_valid,
+    header_size,
+    unmask,
+    write_header,
+)
+from ringws.kernels import copy
+from ringws.ring import RingBuffer
+from ringws.utf8 import Utf8Validator, is_valid
+
+EV_NONE = const(0)  # nothing complete yet: read more
+EV_MESSAGE = const(1)  # ev_data (memoryview), ev_text
+EV_FRAGMENT = const(2)  # ev_data, ev_text, ev_first, ev_last (streamed large message)
+EV_CLOSE = const(3)  # close handshake done or answered: close_code, close_reason
+EV_ERROR = const(4)  # peer broke the protocol; a close frame is queued: close_code/_reason
+EV_BLOCKED = const(5)  # a pong or close reply does not fit the ring yet: wait for a drain
+
+# Connection states
+OPEN = const(0)
+CLOSING = const(1)  # we sent a close frame and wait for the peer's
+CLOSED = const(2)  # close handshake finished (or connection failed): only flush remains
+
+# Room always kept free in the ring for control frames (a pong and a close frame), so
+# that data sends can never starve the protocol's own replies.
+CONTROL_RESERVE = const(254)  # 2 * (2-byte header + 125)
+
+
+def _view(buf):
+    return buf if isinstance(buf, memoryview) else memoryview(buf)
+
+
+class Protocol(FrameHeader):
+    # Inherits the current frame's header fields (fin, opcode, length, mask, ...): one
+    # object per connection instead of several keeps the slot's fixed cost small.
+    def __init__(self, rbuf, ring_buf, mbuf):
+        # Three preallocated buffers (bytearrays or memoryviews): receive, send ring and
+        # message assembly. Nothing else of size is allocated per connection.
+        recv_size = len(rbuf)
+        ring_size = len(ring_buf)
+        if recv_size < 2 * (14 + MAX_CONTROL):
+            raise ValueError("recv_buf must be at least %d bytes" % (2 * (14 + MAX_CONTROL)))
+        FrameHeader.__init__(self)
+        self.rbuf = _view(rbuf)
+        self.ring = RingBuffer(ring_buf)
+        self.mbuf = _view(mbuf)
+        self.utf8 = Utf8Validator()
+        self.scratch = bytearray(14)
+        # Largest payload of a streamed piece: it must fit the ring beside the reserve.
+        self.max_piece = ring_size - CONTROL_RESERVE - 10
+        self.can_stream = False
+        self.reset()
+
+    def reset(self):
+        self.rpos = 0
+        self.rlen = 0
+        self.state = OPEN
+        self.failed = False
+        self.close_code = CLOSE_NO_STATUS  # what the peer sent, for on_close
+        self.close_reason = ""
+        self.in_frame = False
+        self.f_left = 0  # payload bytes of the current frame not consumed yet
+        self.f_seen = 0  # of those, already unmasked (and validated), from rpos
+        self.f_phase = 0
+        self.msg_op = 0  # opcode of the message in progress (text/binary), 0 if none
+        self.mlen = 0
+        self.streaming = False
+        self.stream_first = True
+        self.out_frag = False  # an outgoing fragmented message is in progress
+        self.pending = EV_NONE
+        self.p_take = 0
+        self.p_from_mbuf = False
+        self.pong_seen = False
+        self.ev_data = None
+        self.ev_text = False
+        self.ev_first = False
+        self.ev_last = False
+        self.ring.clear()
+        self.utf8.reset()
+
+    # -- receive side -------------------------------------------------------------
+
+    def recv_window(self):
+        """(offset, size) of rbuf where the next read should land."""
+        if self.rpos == self.rlen:
+            self.rpos = 0
+            self.rlen = 0
+        elif self.rlen == len(self.rbuf) and self.rpos > 0:
+            self._compact()
+        return self.rlen, len(self.rbuf) - self.rlen
+
+    def received(self, n):
+        self.rlen += n
+
+    def feed(self, data):
+        """Copy data into rbuf (tests and tools; the runtime reads into rbuf directly).
+        Returns how many bytes fitted."""
+        off, room = self.recv_window()
+        n = min(room, len(data))
+        copy(self.rbuf, off, data, 0, n)
+        self.rlen += n
+        return n
+
+    def discard_input(self):
+        self.rpos = 0
+        self.rlen = 0
+
+    def _compact(self):
+        n = self.rlen - self.rpos
+        if self.rpos and n:
+            copy(self.rbuf, 0, self.rbuf, self.rpos, n)
+        self.rpos = 0
+        self.rlen = n
+
+    def next_event(self):
+        if self.pending:
+            return self.pending
+        while self.state != CLOSED:
+            if not self.in_frame:
+                ev = self._start_frame()
+                if ev >= 0:
+                    return ev
+                continue
+            if self.opcode >= OP_CLOSE:
+                if self.rlen - self.rpos < self.f_left:
+                    self._compact()
+                    return EV_NONE
+                return self._control()
+            ev = self._data()
+            if ev >= 0:
+                return ev
+        return EV_NONE
+
+    def _start_frame(self):
+        # Returns an event, or -1 when a header was taken and parsing goes on.
+        h = self
+        size = h.parse(self.rbuf, self.rpos, self.rlen)
+        if size == 0:
+            self._compact()
+            return EV_NONE
+        op = h.opcode
+        if h.rsv:
+            return self._fail(CLOSE_PROTOCOL, "reserved bits set without an extension")
+        if op > OP_BINARY and op < OP_CLOSE or op > OP_PONG:
+            return self._fail(CLOSE_PROTOCOL, "reserved opcode %d" % op)
+        if not h.masked:
+            return self._fail(CLOSE_PROTOCOL, "client frames must be masked")
+        if h.length < 0:
+            return self._fail(CLOSE_PROTOCOL, "64-bit length with the top bit set")
+        if op >= OP_CLOSE:
+            if not h.fin:
+                return self._fail(CLOSE_PROTOCOL, "fragmented control frame")
+            if h.length > MAX_CONTROL:
+                return self._fail(CLOSE_PROTOCOL, "control frame longer than 125 bytes")
+        elif op == OP_CONT:
+            if not self.msg_op:
+                return self._fail(CLOSE_PROTOCOL, "continuation frame without a message")
+        else:
+            if self.msg_op:
+                return self._fail(CLOSE_PROTOCOL, "new message inside a fragmented one")
+            self.msg_op = op
+            self.mlen = 0
+            self.streaming = False
+            self.stream_first = True
+            self.utf8.reset()
+        if op < OP_CLOSE and not self.can_stream and self.state == OPEN:
+            total = self.mlen + h.length
+            if total > len(self.mbuf) and not (op != OP_CONT and h.fin and h.length <= len(self.rbuf)):
+                return self._fail(CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
+        self.rpos += size
+        self.in_frame = True
+        self.f_left = h.length
+        self.f_seen = 0
+        self.f_phase = 0
+        return -1
+
+    def limit(self):
+        """Largest message delivered whole (a single frame may also fill rbuf)."""
+        return max(len(self.mbuf), len(self.rbuf))
+
+    def _prepare(self, text):
+        # Unmask (and validate, for text) whatever of the frame's payload has arrived and
+        # was not looked at yet. Validation therefore fails on the first bad byte, even
+        # in the middle of a frame that has not fully arrived.
+        have = self.rlen - self.rpos
+        if have > self.f_left:
+            have = self.f_left
+        start = self.rpos + self.f_seen
+        end = self.rpos + have
+        if end > start:
+            self.f_phase = unmask(self.rbuf, start, end, self.mask, self.f_phase)
+            self.f_seen = have
+            if text and not self.utf8.feed(self.rbuf, start, end):
+                return False
+        return True
+
+    def _data(self):
+        text = self.msg_op == OP_TEXT
+        if self.state == CLOSING:
+            # After our close frame the peer's data is read and dropped (RFC 6455 1.4).
+            take = min(self.rlen - self.rpos, self.f_left)
+            self.rpos += take
+            self.f_left -= take
+            if self.f_left == 0:
+                self.in_frame = False
+                if self.fin:
+                    self.msg_op = 0
+                return -1
+            return EV_NONE
+        if not self._prepare(text):
+            return self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
+        n = self.f_left
+        # 1. A whole message in one frame that fits rbuf: hand it over in place.
+        if self.fin and self.opcode != OP_CONT and not self.streaming and n <= len(self.rbuf):
+            if self.rlen - self.rpos < n:
+                self._compact()
+                return EV_NONE
+            if text and not self.utf8.complete():
+                return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
+            return self._deliver(EV_MESSAGE, self.rpos, n, False, text, True, True)
+        have = self.f_seen
+        # 2. Assemble a fragmented (or rbuf-sized) message in mbuf while it fits.
+        if not self.streaming and self.mlen + n <= len(self.mbuf):
+            copy(self.mbuf, self.mlen, self.rbuf, self.rpos, have)
+            self.mlen += have
+            self._advance(have)
+            if self.f_left:
+                return EV_NONE
+            self.in_frame = False
+            if not self.fin:
+                return -1
+            if text and not self.utf8.complete():
+                return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
+            return self._deliver(EV_MESSAGE, 0, self.mlen, True, text, True, True)
+        if not self.can_stream:
+            return self._fail(CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
+        # 3. Stream: first what was assembled, then the payload piece by piece as it comes.
+        if not self.streaming:
+            self.streaming = True
+            if self.mlen:
+                return self._deliver(EV_FRAGMENT, 0, self.mlen, True, text, True, False)
+        take = have if have < self.max_piece else self.max_piece
+        last = self.fin and take == n
+        if take == 0 and not last:
+            if n == 0:
+                self.in_frame = False  # empty non-final fragment: nothing to hand over
+                return -1
+            return EV_NONE
+        if last and text and not self.utf8.complete():
+            return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
+        return self._deliver(EV_FRAGMENT, self.rpos, take, False, text, self.stream_first, last)
+
+    def _deliver(self, ev, start, n, from_mbuf, text, first, last):
+        self.ev_data = (self.mbuf if from_mbuf else self.rbuf)[start : start + n]
+        self.ev_text = text
+        self.ev_first = first
+        self.ev_last = last
+        self.p_take = 0 if from_mbuf else n
+        self.p_from_mbuf = from_mbuf
+        self.pending = ev
+        return ev
+
+    def _advance(self, n):
+        self.rpos += n
+        self.f_left -= n
+        self.f_seen -= n
+
+    def consume(self):
+        """The pending event was handled: move past it."""
+        ev = self.pending
+        if not ev:
+            return
+        self.pending = EV_NONE
+        self.ev_data = None
+        if ev == EV_MESSAGE or ev == EV_FRAGMENT:
+            if self.p_from_mbuf:
+                self.mlen = 0
+            else:
+                self._advance(self.p_take)
+                if self.f_left == 0:
+                    self.in_frame = False
+            if ev == EV_FRAGMENT:
+                self.stream_first = False
+            if self.ev_last:
+                self.msg_op = 0
+                self.streaming = False
+                self.stream_first = True
+
+    def _control(self):
+        self._prepare(False)
+        op = self.opcode
+        n = self.f_left
+        start = self.rpos
+        if op == OP_PING:
+            if self.state == OPEN:
+                if not self._queue(OP_PONG, True, self.rbuf, start, n, 0):
+                    return EV_BLOCKED
+        elif op == OP_PONG:
+            self.pong_seen = True
+        else:
+            return self._peer_close(start, n)
+        self._advance(n)
+        self.in_frame = False
+        return -1
+
+    def _peer_close(self, start, n):
+        buf = self.rbuf
+        if n == 1:
+            return self._fail(CLOSE_PROTOCOL, "close frame with a 1-byte payload")
+        code = CLOSE_NO_STATUS
+        reason = ""
+        if n >= 2:
+            code = (buf[start] << 8) | buf[start + 1]
+            if not close_code_valid(code):
+                return self._fail(CLOSE_PROTOCOL, "invalid close code %d" % code)
+            raw = self.rbuf[start + 2 : start + n]
+            if not is_valid(raw):
+                return self._fail(CLOSE_INVALID_DATA, "close reason is not valid UTF-8")
+            reason = str(bytes(raw), "utf-8")
+        if self.state == OPEN:
+            # Answer with the same code (RFC 6455 5.5.1); an empty close gets an empty one.
+            if not self._queue(OP_CLOSE, True, buf, start, 2 if n >= 2 else 0, 0):
+                return EV_BLOCKED
+        self._advance(n)
+        self.in_frame = False
+        self.state = CLOSED
+        self.close_code = code
+        self.close_reason = reason
+        return EV_CLOSE
+
+    def _fail(self, code, reason):
+        # Fail the connection (RFC 6455 7.1.7): queue a close frame, stop parsing.
+        if self.state == OPEN:
+            self._queue_close(code, reason)
+        self.state = CLOSED
+        self.failed = True
+        self.close_code = code
+        self.close_reason = reason
+        self.pending = EV_NONE
+        return EV_ERROR
+
+    # -- send side ----------------------------------------------------------------
+
+    def _queue(self, opcode, fin, data, off, n, reserve):
+        ring = self.ring
+        hsize = header_size(n)
+        if hsize + n + reserve > ring.free():
+            return False
+        write_header(self.scratch, 0, opcode, fin, n)
+        ring.write(self.scratch, 0, hsize)
+        ring.write(data, off, n)
+        return True
+
+    def frame_fits(self, n):
+        """Could a frame with an n-byte payload ever fit this ring?"""
+        return header_size(n) + n + CONTROL_RESERVE <= self.ring.size
+
+    def writable(self):
+        """Largest payload a data frame may have right now."""
+        room = self.ring.free() - CONTROL_RESERVE
+        if room > 65545:
+            return room - 10
+        if room > 129:
+            return room - 4
+        return room - 2 if room > 2 else 0
+
+    def send(self, data, text=False):
+        """Queue one whole message as one frame, or nothing. True if queued."""
+        if self.state != OPEN or self.out_frag:
+            return False
+        n = len(data)
+        if not self.frame_fits(n):
+            raise ValueError("%d-byte frame can never fit a %d-byte send ring: use send_fragment" % (n, self.ring.size))
+        return self._queue(OP_TEXT if text else OP_BINARY, True, data, 0, n, CONTROL_RESERVE)
+
+    def send_fragment(self, data, text, first, last):
+        if self.state != OPEN or first == self.out_frag:
+            return False
+        n = len(data)
+        if not self.frame_fits(n):
+            raise ValueError("%d-byte fragment can never fit a %d-byte send ring" % (n, self.ring.size))
+        op = (OP_TEXT if text else OP_BINARY) if first else OP_CONT
+        if not self._queue(op, last, data, 0, n, CONTROL_RESERVE):
+            return False
+        self.out_frag = not last
+        return True
+
+    def send_ping(self, payload=b""):
+        if self.state != OPEN:
+            return False
+        return self._queue(OP_PING, True, payload, 0, len(payload), 0)
+
+    def _queue_close(self, code, reason):
+        scratch = self.scratch
+        r = reason.encode() if reason else b""
+        if len(r) > MAX_CONTROL - 2:
+            r = r[: MAX_CONTROL - 2]
+        n = 2 + len(r)
+        if header_size(n) + n > self.ring.free():
+            return False
+        write_header(scratch, 0, OP_CLOSE, True, n)
+        scratch[2] = code >> 8
+        scratch[3] = code & 0xFF
+        self.ring.write(scratch, 0, 4)
+        self.ring.write(r, 0, len(r))
+        return True
+
+    def close(self, code=CLOSE_NORMAL, reason=""):
+        """Start the close handshake. False if it was already started or finished."""
+        if self.state != OPEN:
+            return False
+        self._queue_close(code, reason)
+        self.state = CLOSING
+        self.close_code = code
+        self.close_reason = reason
+        return True

@@ -1,0 +1,58 @@
+# RingBuffer: one preallocated bytearray; writes are all-or-nothing; nothing is allocated
+# after __init__. The send side of every connection is one of these.
+from ringws.kernels import copy
+
+
+class RingBuffer:
+    def __init__(self, buf):
+        # buf: a bytearray or a memoryview carved from the server's arena.
+        size = len(buf)
+        if size < 16:
+            raise ValueError("ring too small: %d" % size)
+        self.buf = buf
+        self.size = size
+        self.head = 0  # next byte to send
+        self.used = 0
+
+    def clear(self):
+        self.head = 0
+        self.used = 0
+
+    def free(self):
+        return self.size - self.used
+
+    def write(self, data, off=0, n=-1):
+        """Append data[off:off+n] whole, or nothing: returns True/False."""
+        if n < 0:
+            n = len(data) - off
+        if n > self.size - self.used:
+            return False
+        self._put(data, off, n)
+        return True
+
+    def _put(self, data, off, n):
+        size = self.size
+        tail = self.head + self.used
+        if tail >= size:
+            tail -= size
+        first = size - tail
+        if first >= n:
+            copy(self.buf, tail, data, off, n)
+        else:
+            copy(self.buf, tail, data, off, first)
+            copy(self.buf, 0, data, off + first, n - first)
+        self.used += n
+
+    def readable(self):
+        """Length of the contiguous run starting at self.head (send it, then consume)."""
+        end = self.head + self.used
+        return self.used if end <= self.size else self.size - self.head
+
+    def consume(self, n):
+        self.used -= n
+        if self.used == 0:
+            self.head = 0  # keeps the next frame contiguous: one write() for it
+        else:
+            self.head += n
+            if self.head >= self.size:
+                self.head -= self.size

@@ -1,0 +1,833 @@
+# The asyncio runtime: listener, slot pool, per-connection reader and writer tasks, one
+# housekeeping task for every timer, and the single teardown path.
+#
+# Each connection borrows a preallocated Slot (receive buffer, send ring, assembly buffer)
+# and returns it in _teardown(), which is the only place a connection ends: the socket is
+# closed once, its tasks are cancelled, on_close is called once, the slot is freed.
+import asyncio
+import errno
+import socket
+
+from ringws import compat, handshake
+from ringws.compat import (
+    recv_into,
+    send_from,
+    sleep_ms,
+    ticks_diff,
+    ticks_ms,
+    wait_for_ms,
+    wait_readable,
+    wait_writable,
+)
+from ringws.config import server_config, slot_bytes
+from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
+from ringws.protocol import (
+    CLOSED,
+    CLOSING,
+    EV_BLOCKED,
+    EV_CLOSE,
+    EV_ERROR,
+    EV_FRAGMENT,
+    EV_MESSAGE,
+    EV_NONE,
+    OPEN,
+    Protocol,
+)
+
+# Slot phases
+FREE = 0
+HTTP = 1  # reading or answering an HTTP request (maybe a handshake)
+WS = 2  # WebSocket open or closing
+
+# errno numbers differ between the unix port and the ESP32: compare by name only.
+_RESET_ERRNOS = tuple(
+    getattr(errno, name)
+    for name in ("ECONNRESET", "EPIPE", "ECONNABORTED", "ENOTCONN", "ETIMEDOUT", "EBADF")
+    if hasattr(errno, name)
+)
+
+CLOSE_CAUSES = (
+    "normal",  # close handshake completed (either side started it)
+    "peer_reset",  # TCP reset or EOF without a close handshake
+    "protocol",  # the peer broke RFC 6455 (1002, 1007, 1009)
+    "handshake_timeout",
+    "idle_timeout",
+    "ping_timeout",
+    "close_timeout",
+    "too_slow",
+    "memory",
+    "app_error",
+    "shutdown",
+    "http",  # an HTTP request answered (page, /stats, an error status)
+)
+
+
+class Conn:
+    """The application's handle on one WebSocket connection.
+
+    A fresh object per connection: a handle kept after on_close is inert (sends return
+    False) and can never reach the next connection that borrows the same slot.
+    """
+
+    def __init__(self, server, slot, req, subprotocol, remote):
+        self._server = server
+        self._slot = slot
+        self.id = server._next_id
+        self.path = req.path
+        self.query = req.query
+        self.headers = req.headers
+        self.remote = remote
+        self.subprotocol = subprotocol
+        self.data = None
+        self.dropped = 0
+
+    @property
+    def open(self):
+        s = self._slot
+        return s is not None and s.state == OPEN
+
+    def send(self, data, text=False):
+        s = self._slot
+        if s is None:
+            return False
+        if isinstance(data, str):
+            data = data.encode()
+            text = True
+        if s.send(data, text):
+            self._server.messages_out += 1
+            s.kick()
+            return True
+        s.want_drain = True
+        return False
+
+    def send_fragment(self, data, text, first, last):
+        s = self._slot
+        if s is None:
+            return False
+        if s.send_fragment(data, text, first, last):
+            if last:
+                self._server.messages_out += 1
+            s.kick()
+            return True
+        s.want_drain = True
+        return False
+
+    def want_writable(self):
+        s = self._slot
+        if s is not None:
+            s.want_drain = True
+            s.kick()
+
+    def writable(self):
+        s = self._slot
+        return 0 if s is None else s.writable()
+
+    def close(self, code=1000, reason=""):
+        s = self._slot
+        if s is not None:
+            self._server._close(s, code, reason, "normal")
+
+
+class Slot(Protocol):
+    """A preallocated connection: the protocol state and buffers plus the runtime's
+    bookkeeping, in one object (each object costs an attribute table on MicroPython)."""
+
+    def __init__(self, index, cfg, arena):
+        mv = memoryview(arena)
+        a = index * slot_bytes(cfg)
+        b = a + cfg["recv_buf"]
+        c = b + cfg["send_ring"]
+        Protocol.__init__(self, mv[a:b], mv[b:c], mv[c : c + cfg["max_message"]])
+        self.index = index
+        self.wake = compat.new_event()  # the writer has something to do
+        self.drained = compat.new_event()  # the ring fell below the low-water mark
+        self.gen = 0
+        self.phase = FREE
+        self.sock = None
+        self.remote = None
+        self.conn = None
+        self.handler = None
+        self.reader = None
+        self.writer = None
+        self.cause = None
+        self.want_drain = False
+        self.paused = False
+        self.opened_at = 0
+        self.last_rx = 0
+        self.ping_at = 0  # when the outstanding keepalive ping was sent, 0 if none
+        self.close_at = 0
+        self.stuck_at = 0
+
+    def kick(self):
+        self.wake.set()
+
+
+def allocate_arena(cfg):
+    """Every slot's buffers in one block. main.py calls this before importing the rest of
+    the firmware, while the heap is still one piece: allocated later, between loaded
+    modules, the same bytes may no longer be found contiguous."""
+    return bytearray(slot_bytes(cfg) * cfg["max_connections"])
+
+
+class Server:
+    def __init__(self, config=None, platform=None, arena=None):
+        cfg = server_config(config)
+        self.cfg = cfg
+        self.platform = platform
+        self.routes = {}
+        self.http_routes = {}
+        self.static_routes = []
+        self.timers = []
+        # The whole memory budget is taken here, once.
+        if arena is None:
+            arena = allocate_arena(cfg)
+        if len(arena) < slot_bytes(cfg) * cfg["max_connections"]:
+            raise ValueError("arena smaller than the slots need")
+        self.slots = [Slot(i, cfg, arena) for i in range(cfg["max_connections"])]
+        self.free = list(self.slots)
+        self.scratch = bytearray(64)  # for draining requests we refuse with 503
+        self._next_id = 0
+        self.started = ticks_ms()
+        self.listener = None
+        self.running = False
+        self._tasks = []
+        self._rejecting = 0
+        self._gc_due = False
+        self._done = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.messages_in = 0
+        self.messages_out = 0
+        self.dropped = 0
+        self.accept_errors = 0
+        self.rejected_full = 0
+        self.http_requests = 0
+        self.closed = {}
+        for cause in CLOSE_CAUSES:
+            self.closed[cause] = 0
+        per = slot_bytes(cfg)
+        print(
+            "ringws: %d slots x %d B (recv %d + ring %d + message %d) = %d B budgeted"
+            % (
+                len(self.slots),
+                per,
+                cfg["recv_buf"],
+                cfg["send_ring"],
+                cfg["max_message"],
+                per * len(self.slots),
+            )
+        )
+
+    # -- application API ------------------------------------------------------------
+
+    def route(self, path, handler):
+        self.routes[path] = handler
+        handler_stream = hasattr(handler, "on_fragment")
+        handler._ringws_stream = handler_stream
+
+    def http(self, path, func):
+        self.http_routes[path] = func
+
+    def static(self, prefix, directory):
+        self.static_routes.append((prefix, directory))
+
+    def add_timer(self, period_ms, callback):
+        self.timers.append([period_ms, callback, ticks_ms()])
+
+    def count_drop(self, n=1):
+        self.dropped += n
+
+    def connections(self, path=None):
+        out = []
+        for s in self.slots:
+            c = s.conn
+            if c is not None and s.state == OPEN and (path is None or c.path == path):
+                out.append(c)
+        return out
+
+    def broadcast(self, data, text=False, path=None):
+        """Queue data for every open connection (of path); skip and count full rings."""
+        if isinstance(data, str):
+            data = data.encode()
+            text = True
+        sent = 0
+        now = ticks_ms()
+        stuck_limit = self.cfg["stuck_timeout_ms"]
+        for s in self.slots:
+            c = s.conn
+            if c is None or s.state != OPEN or (path is not None and c.path != path):
+                continue
+            if s.send(data, text):
+                sent += 1
+                self.messages_out += 1
+                s.stuck_at = 0
+                s.kick()
+            else:
+                self.dropped += 1
+                c.dropped += 1
+                if not s.stuck_at:
+                    s.stuck_at = now or 1
+                elif stuck_limit and ticks_diff(now, s.stuck_at) > stuck_limit:
+                    self._close(s, CLOSE_POLICY, "too slow", "too_slow")
+        return sent
+
+    def stats(self):
+        compat.collect()
+        busy = len(self.slots) - len(self.free)
+        ws = 0
+        for s in self.slots:
+            if s.phase == WS:
+                ws += 1
+        out = {
+            "mem_free": compat.mem_free(),
+            "mem_alloc": compat.mem_alloc(),
+            "connections": ws,
+            "http_active": busy - ws,
+            "slots_total": len(self.slots),
+            "slots_free": len(self.free),
+            "slot_bytes": slot_bytes(self.cfg),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "dropped": self.dropped,
+            "closed": dict(self.closed),
+            "rejected_full": self.rejected_full,
+            "accept_errors": self.accept_errors,
+            "http_requests": self.http_requests,
+            "uptime_ms": ticks_diff(ticks_ms(), self.started),
+        }
+        if self.platform is not None:
+            try:
+                out["board"] = self.platform.status()
+            except Exception as e:  # a platform problem must not break /stats
+                out["board"] = {"error": repr(e)}
+        return out
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def listen(self):
+        cfg = self.cfg
+        addr = socket.getaddrinfo(cfg["host"], cfg["port"])[0][-1]
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+        s.listen(4)
+        s.setblocking(False)
+        self.listener = s
+        return s
+
+    async def serve(self, sock=None):
+        """Accept and serve until shutdown(). sock: an already listening socket (tests)."""
+        if sock is not None:
+            sock.setblocking(False)
+            self.listener = sock
+        elif self.listener is None:
+            self.listen()
+        self._done = compat.new_event()
+        self.running = True
+        print("ringws: listening on %s:%d" % (self.cfg["host"], self.cfg["port"]))
+        self._tasks = [
+            asyncio.create_task(self._accept_loop()),
+            asyncio.create_task(self._housekeeping()),
+        ]
+        await self._done.wait()
+
+    async def shutdown(self, timeout_ms=None):
+        """Close every connection with 1001, wait a bounded time, then force."""
+        if not self.running:
+            return
+        self.running = False
+        if timeout_ms is None:
+            timeout_ms = self.cfg["shutdown_timeout_ms"]
+        accept = self._tasks[0] if self._tasks else None
+        if accept is not None:
+            accept.cancel()
+        self._close_listener()
+        for s in self.slots:
+            if s.phase == WS:
+                self._close(s, CLOSE_GOING_AWAY, "server shutdown", "shutdown")
+            elif s.phase == HTTP:
+                self._teardown(s, "shutdown", s.gen)
+        start = ticks_ms()
+        while len(self.free) < len(self.slots) and ticks_diff(ticks_ms(), start) < timeout_ms:
+            await sleep_ms(10)
+        for s in self.slots:
+            if s.phase != FREE:
+                self._teardown(s, "shutdown", s.gen)
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+        await sleep_ms(0)  # let cancelled tasks run their finally blocks
+        if self._done is not None:
+            self._done.set()
+
+    def _close_listener(self):
+        if self.listener is not None:
+            try:
+                self.listener.close()
+            except OSError:
+                pass
+            self.listener = None
+
+    # -- accepting ------------------------------------------------------------------------
+
+    async def _accept_loop(self):
+        lsock = self.listener
+        while self.running:
+            await wait_readable(lsock)
+            try:
+                sock, remote = lsock.accept()
+            except OSError as e:
+                # EAGAIN after a spurious wake-up, or EMFILE/ENFILE/ECONNABORTED: count,
+                # breathe, go on. A failed accept never ends the loop.
+                if compat.errno_of(e) != errno.EAGAIN:
+                    self.accept_errors += 1
+                    await sleep_ms(50)
+                continue
+            try:
+                sock.setblocking(False)
+                compat.set_nodelay(sock)
+            except OSError:
+                pass
+            if not self.free:
+                self._refuse(sock)
+                continue
+            slot = self.free.pop()
+            self._start(slot, sock, remote)
+
+    def _refuse(self, sock):
+        # No slot: answer 503 without borrowing one. A few refusals at a time may wait a
+        # moment for the request (closing with unread data would reset the connection and
+        # could lose the 503); beyond that the socket is closed at once.
+        self.rejected_full += 1
+        if self._rejecting >= self.cfg["max_rejecting"]:
+            _close_quietly(sock)
+            return
+        self._rejecting += 1
+        asyncio.create_task(self._refuse_task(sock))
+
+    async def _refuse_task(self, sock):
+        try:
+            try:
+                await wait_for_ms(wait_readable(sock), 200)
+                recv_into(sock, self.scratch, len(self.scratch))
+            except Exception:
+                pass
+            body = b"503 Service Unavailable: all connection slots are busy\n"
+            head = handshake.response_head(
+                503, "text/plain", len(body), (("Retry-After", "1"),)
+            )
+            try:
+                send_from(sock, head + body, 0, len(head) + len(body))
+            except OSError:
+                pass
+        finally:
+            _close_quietly(sock)
+            self._rejecting -= 1
+
+    def _start(self, slot, sock, remote):
+        slot.remote = remote
+        slot.gen += 1
+        slot.phase = HTTP
+        slot.sock = sock
+        slot.cause = None
+        slot.want_drain = False
+        slot.paused = False
+        slot.opened_at = ticks_ms()
+        slot.last_rx = slot.opened_at
+        slot.ping_at = 0
+        slot.close_at = 0
+        slot.stuck_at = 0
+        slot.wake.clear()
+        slot.drained.clear()
+        slot.reset()
+        slot.reader = asyncio.create_task(self._reader(slot, slot.gen))
+
+    # -- the connection's tasks ---------------------------------------------------------
+
+    async def _reader(self, slot, gen):
+        cause = "peer_reset"
+        try:
+            handler = await self._http_phase(slot)
+            if handler is None:
+                cause = "http"
+                return
+            self._open(slot, handler)
+            await self._read_loop(slot)
+            cause = slot.cause or "peer_reset"
+        except asyncio.CancelledError:
+            raise
+        except MemoryError:
+            cause = "memory"
+            self._close(slot, CLOSE_INTERNAL, "out of memory", "memory")
+            await self._linger(slot, gen)
+        except OSError as e:
+            cause = slot.cause or "peer_reset"
+            if compat.errno_of(e) not in _RESET_ERRNOS:
+                print("ringws: socket error", e)
+        except Exception as e:
+            cause = "app_error"
+            _log_exc("connection", e)
+            self._close(slot, CLOSE_INTERNAL, "internal error", "app_error")
+            await self._linger(slot, gen)
+        finally:
+            self._teardown(slot, slot.cause or cause, gen)
+
+    async def _linger(self, slot, gen):
+        # Give the writer a moment to send the close frame we just queued.
+        try:
+            end = ticks_ms()
+            while slot.gen == gen and slot.ring.used and ticks_diff(ticks_ms(), end) < 200:
+                await sleep_ms(10)
+        except Exception:
+            pass
+
+    async def _read_loop(self, slot):
+        proto = slot
+        sock = slot.sock
+        rbuf = proto.rbuf
+        while True:
+            ev = proto.next_event()
+            if ev == EV_NONE:
+                if proto.ring.used:
+                    slot.kick()  # pongs and close replies the parser queued itself
+                if proto.state == CLOSED:
+                    proto.discard_input()
+                off, room = proto.recv_window()
+                n = recv_into(sock, rbuf if off == 0 else rbuf[off:], room)
+                if n is None:
+                    await wait_readable(sock)
+                    continue
+                if n == 0:
+                    return  # EOF: cause decided by the state we were in
+                proto.received(n)
+                self.bytes_in += n
+                slot.last_rx = ticks_ms()
+                if proto.pong_seen:
+                    proto.pong_seen = False
+                    slot.ping_at = 0
+                continue
+            if ev == EV_MESSAGE or ev == EV_FRAGMENT:
+                if not self._dispatch(slot, ev):
+                    await self._pause(slot)
+                    continue
+                proto.consume()
+            elif ev == EV_BLOCKED:
+                slot.kick()
+                await self._pause(slot)
+            elif ev == EV_CLOSE:
+                if not slot.cause:
+                    slot.cause = "normal"
+                slot.close_at = slot.close_at or ticks_ms()
+                slot.kick()
+            elif ev == EV_ERROR:
+                slot.cause = "protocol"
+                slot.close_at = ticks_ms()
+                slot.kick()
+
+    def _dispatch(self, slot, ev):
+        # Returns False when the handler cannot take the data now (backpressure).
+        proto = slot
+        handler = slot.handler
+        conn = slot.conn
+        if ev == EV_MESSAGE:
+            if proto.ev_last and proto.ev_first:
+                fn = getattr(handler, "on_message", None)
+                r = fn(conn, proto.ev_data, proto.ev_text) if fn is not None else None
+            else:
+                r = None
+        else:
+            r = handler.on_fragment(
+                conn, proto.ev_data, proto.ev_text, proto.ev_first, proto.ev_last
+            )
+        if r is False:
+            return False
+        if proto.ev_last:
+            self.messages_in += 1
+        return True
+
+    async def _pause(self, slot):
+        # Stop reading until the ring drains: TCP flow control then reaches the peer.
+        proto = slot
+        slot.want_drain = True
+        if proto.ring.used == 0:
+            await sleep_ms(5)  # nothing to drain: the handler refused for its own reasons
+            return
+        slot.paused = True
+        slot.drained.clear()
+        slot.kick()
+        await slot.drained.wait()
+        slot.paused = False
+
+    async def _writer(self, slot, gen):
+        proto = slot
+        ring = proto.ring
+        sock = slot.sock
+        cause = None
+        try:
+            while True:
+                while ring.used:
+                    n = send_from(sock, ring.buf, ring.head, ring.readable())
+                    if n is None:
+                        await wait_writable(sock)
+                        continue
+                    ring.consume(n)
+                    self.bytes_out += n
+                    if ring.free() >= slot.ring.size // 2:
+                        self._drained(slot)
+                        if slot.gen != gen:
+                            return
+                self._drained(slot)
+                if slot.gen != gen:
+                    return
+                if proto.state == CLOSED and not proto.failed:
+                    # Close handshake complete and our last frame is out: the server
+                    # closes the TCP connection first (RFC 6455 7.1.1).
+                    cause = slot.cause or "normal"
+                    return
+                slot.wake.clear()
+                if ring.used:
+                    continue
+                await slot.wake.wait()
+        except asyncio.CancelledError:
+            raise
+        except OSError as e:
+            cause = slot.cause if proto.state != OPEN else "peer_reset"
+            if compat.errno_of(e) not in _RESET_ERRNOS:
+                print("ringws: send error", e)
+        except Exception as e:
+            cause = "app_error"
+            _log_exc("writer", e)
+        finally:
+            if cause is not None:
+                self._teardown(slot, cause, gen)
+
+    def _drained(self, slot):
+        if slot.paused:
+            slot.drained.set()
+        if slot.want_drain and slot.conn is not None:
+            slot.want_drain = False
+            slot.stuck_at = 0
+            fn = getattr(slot.handler, "on_writable", None)
+            if fn is not None:
+                try:
+                    fn(slot.conn)
+                except Exception as e:
+                    _log_exc("on_writable", e)
+                    self._close(slot, CLOSE_INTERNAL, "internal error", "app_error")
+
+    # -- HTTP and the opening handshake -------------------------------------------------
+
+    async def _http_phase(self, slot):
+        """Read one request; answer it (returns None) or accept the upgrade (the handler)."""
+        proto = slot
+        sock = slot.sock
+        rbuf = proto.rbuf
+        size = len(rbuf)
+        got = 0
+        end = -1
+        while end < 0:
+            if got == size:
+                await self._respond_error(slot, handshake.HttpError(431, "request head larger than %d bytes" % size))
+                return None
+            n = recv_into(sock, rbuf if got == 0 else rbuf[got:], size - got)
+            if n is None:
+                await wait_readable(sock)
+                continue
+            if n == 0:
+                slot.cause = "peer_reset"
+                return None
+            self.bytes_in += n
+            end = handshake.find_end(rbuf, got, got + n)
+            got += n
+        self.http_requests += 1
+        slot.opened_at = ticks_ms()  # the answer gets its own handshake_timeout window
+        try:
+            req = handshake.parse_request(rbuf, end)
+            handler = self.routes.get(req.path)
+            if handler is not None:
+                accept = handshake.validate_upgrade(req)
+            elif handshake.is_upgrade(req):
+                raise handshake.HttpError(404, "no WebSocket endpoint at " + req.path)
+        except handshake.HttpError as err:
+            await self._respond_error(slot, err)
+            return None
+        if handler is None:
+            from ringws import http  # lazy: the HTTP side is not on the WebSocket path
+
+            await http.respond(self, slot, req)
+            return None
+        sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
+        proto.ring.write(handshake.response_101(accept, sub))
+        # Bytes after the request head are the client's first frames: keep them.
+        proto.rpos = end
+        proto.rlen = got
+        proto.can_stream = handler._ringws_stream
+        self._next_id += 1
+        slot.conn = Conn(self, slot, req, sub, slot.remote)
+        slot.handler = handler
+        return handler
+
+    async def _respond_error(self, slot, err):
+        slot.cause = "http"
+        from ringws import http
+
+        await http.send_bytes(self, slot, handshake.error_response(err))
+
+    async def flush(self, slot):
+        """Write the whole ring out from the calling task (HTTP phase only)."""
+        ring = slot.ring
+        sock = slot.sock
+        while ring.used:
+            n = send_from(sock, ring.buf, ring.head, ring.readable())
+            if n is None:
+                await wait_writable(sock)
+                continue
+            ring.consume(n)
+            self.bytes_out += n
+
+    def _open(self, slot, handler):
+        slot.phase = WS
+        slot.last_rx = ticks_ms()
+        slot.writer = asyncio.create_task(self._writer(slot, slot.gen))
+        slot.kick()  # sends the 101 response
+        fn = getattr(handler, "on_open", None)
+        if fn is not None:
+            fn(slot.conn)
+
+    # -- closing --------------------------------------------------------------------------
+
+    def _close(self, slot, code, reason, cause):
+        """Start a server-side close: close frame now, teardown when answered or late."""
+        if slot.phase != WS:
+            if slot.phase == HTTP:
+                self._teardown(slot, cause, slot.gen)
+            return
+        if slot.close(code, reason):
+            slot.cause = cause
+            slot.close_at = ticks_ms()
+            slot.kick()
+        elif slot.state == CLOSED and not slot.cause:
+            slot.cause = cause
+
+    def _teardown(self, slot, cause, gen):
+        """The one way a connection ends. Idempotent per connection (gen)."""
+        if slot.gen != gen or slot.phase == FREE:
+            return
+        slot.gen += 1
+        phase = slot.phase
+        slot.phase = FREE
+        cur = asyncio.current_task()
+        for task in (slot.reader, slot.writer):
+            if task is not None and task is not cur:
+                task.cancel()
+        slot.reader = None
+        slot.writer = None
+        _close_quietly(slot.sock)
+        slot.sock = None
+        conn = slot.conn
+        handler = slot.handler
+        slot.conn = None
+        slot.handler = None
+        proto = slot
+        code = proto.close_code
+        reason = proto.close_reason
+        if cause == "peer_reset" or (proto.state == OPEN and phase == WS):
+            code = CLOSE_ABNORMAL
+            reason = ""
+        proto.reset()
+        if slot.drained is not None:
+            slot.drained.set()  # a paused reader must not wait for a slot that is gone
+        self.closed[cause] = self.closed.get(cause, 0) + 1
+        self.free.append(slot)
+        if conn is not None:
+            conn._slot = None
+            fn = getattr(handler, "on_close", None)
+            if fn is not None:
+                try:
+                    fn(conn, code, reason)
+                except Exception as e:
+                    _log_exc("on_close", e)
+        if self.cfg["gc_collect"]:
+            self._gc_due = True
+
+    # -- timers -----------------------------------------------------------------------------
+
+    async def _housekeeping(self):
+        cfg = self.cfg
+        tick = cfg["tick_ms"]
+        while True:
+            await sleep_ms(tick)
+            try:
+                self._tick(ticks_ms())
+            except Exception as e:
+                _log_exc("housekeeping", e)
+
+    def _tick(self, now):
+        cfg = self.cfg
+        for s in self.slots:
+            phase = s.phase
+            if phase == HTTP:
+                if ticks_diff(now, s.opened_at) > cfg["handshake_timeout_ms"]:
+                    self._timeout_http(s)
+            elif phase == WS:
+                self._check_ws(s, now, cfg)
+        for timer in self.timers:
+            if ticks_diff(now, timer[2]) >= timer[0]:
+                timer[2] = now
+                try:
+                    timer[1](now)
+                except Exception as e:
+                    _log_exc("timer", e)
+        if self.platform is not None:
+            feed = getattr(self.platform, "feed", None)
+            if feed is not None:
+                feed()
+        if self._gc_due:
+            self._gc_due = False
+            compat.collect()
+
+    def _timeout_http(self, slot):
+        # Best effort: the 408 goes out if the socket takes it now; never waits.
+        err = handshake.HttpError(408, "request not complete within %d ms" % self.cfg["handshake_timeout_ms"])
+        data = handshake.error_response(err)
+        try:
+            send_from(slot.sock, data, 0, len(data))
+        except OSError:
+            pass
+        self._teardown(slot, "handshake_timeout", slot.gen)
+
+    def _check_ws(self, s, now, cfg):
+        state = s.state
+        if state != OPEN:
+            if s.close_at and ticks_diff(now, s.close_at) > cfg["close_timeout_ms"]:
+                cause = s.cause if s.cause and s.cause != "normal" else "close_timeout"
+                self._teardown(s, cause, s.gen)
+            return
+        quiet = ticks_diff(now, s.last_rx)
+        idle = cfg["idle_timeout_ms"]
+        if idle and quiet > idle:
+            self._close(s, CLOSE_GOING_AWAY, "idle timeout", "idle_timeout")
+            return
+        interval = cfg["ping_interval_ms"]
+        if s.ping_at:
+            if ticks_diff(now, s.ping_at) > cfg["pong_timeout_ms"]:
+                self._close(s, CLOSE_INTERNAL, "keepalive ping timeout", "ping_timeout")
+        elif interval and quiet > interval:
+            if s.send_ping(b"ringws"):
+                s.ping_at = now or 1
+                s.kick()
+
+
+def _close_quietly(sock):
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def _log_exc(where, e):
+    print("ringws: error in %s:" % where, repr(e))
+    compat.print_exception(e)
