@@ -43,8 +43,9 @@ def alloc_per_message(srv, size, n1, n2):
     cost of the control commands themselves.
     """
     t = srv.target
-    conns = client.open_conns(srv.port, t.path, 1, len(client.masked_frame(size)[0]))
+    conns = []
     try:
+        conns = client.open_conns(srv.port, t.path, 1, len(client.masked_frame(size)[0]))
         # Warm up: first messages may allocate lazily (buffers, caches).
         client.run_load(srv.port, t.path, size, 1, 1, 5, warmup=0, max_messages=5,
                         conns=conns, latency=False)
@@ -60,7 +61,7 @@ def alloc_per_message(srv, size, n1, n2):
             deltas.append(d)
         return {"bytes_per_msg": (deltas[1] - deltas[0]) / (n2 - n1), "deltas": deltas,
                 "n": [n1, n2]}
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, client.HandshakeError) as e:
         return {"error": "%s: %s" % (type(e).__name__, e)}
     finally:
         client.close_conns(conns, t.path)
@@ -84,7 +85,11 @@ def never_reader(srv, seconds, interval=0.25, size=1024):
     t = srv.target
     frame = client.masked_frame(size)[0]
     burst = frame * 16
-    s, _rest = client.connect(srv.port, t.path)
+    try:
+        s, _rest = client.connect(srv.port, t.path)
+    except (OSError, client.HandshakeError) as e:
+        return {"series": [], "client_sent_bytes": 0, "alive": srv.alive(),
+                "error": "connect: %s" % e}
     s.setblocking(False)
     sent = 0
     series = []
@@ -109,13 +114,33 @@ def never_reader(srv, seconds, interval=0.25, size=1024):
         except OSError as e:
             err = "send: %s" % e
             break
+    stats = http_stats(srv) if t.name == "ringws" else None
     _rst(s)
     allocs = [a for _, a in series]
-    out = {"series": series, "client_sent_bytes": sent, "alive": srv.alive(), "error": err}
+    out = {"series": series, "client_sent_bytes": sent, "alive": srv.alive(), "error": err,
+           "stats": stats}
     if allocs:
         out.update(first=allocs[0], max=max(allocs), last=allocs[-1],
                    growth=allocs[-1] - allocs[0])
     return out
+
+
+def http_stats(srv):
+    """ringws's own /stats (JSON), or None."""
+    import json
+
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=3) as s:
+            s.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return json.loads(data.partition(b"\r\n\r\n")[2])
+    except (OSError, ValueError):
+        return None
 
 
 def _rst(s):

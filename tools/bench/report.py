@@ -61,11 +61,12 @@ def headline(res):
             _f(per.get(8) if per.get(8) is not None else per.get(1)),
             _f(alloc.get("bytes_per_msg")) if "bytes_per_msg" in alloc else "fails",
             _f(nr.get("growth")) if nr else "-",
-            " / ".join(_f((cap.get(h) or {}).get("clients")) for h in ("110k", "2M")),
+            " / ".join(_f((cap.get(h) or {}).get("clients"))
+                       for h in (res["config"]["heap"], res["config"]["big_heap"])),
         ])
     hdr = ["target", "1 KiB x16 msg/s", "vs raw", "16 B p50/p99 ms", "heap B/idle conn",
            "B alloc/echo 16 B", "heap growth, never-reading client B",
-           "echoing clients 110k / 2M"]
+           "echoing clients %s / %s" % (res["config"]["heap"], res["config"]["big_heap"])]
     return _table(hdr, rows)
 
 
@@ -123,7 +124,7 @@ def render(res):
     if crash_rows:
         L.append("\nServer processes that died during these cells and were restarted before "
                  "the next measurement:\n\n")
-        L.append(_table(["target", "restarts", "died before/while", "first exit"],
+        L.append(_table(["target", "restarts", "found dead before", "first exit"],
                         crash_rows))
 
     L.append("\n## MB/s (payload, one way) and client CPU (share of one core, worst repeat)\n\n")
@@ -192,6 +193,13 @@ def render(res):
                                                             if nr.get("error") else "")])
     L.append(_table(["target", "heap at start", "max", "end", "growth",
                      "client got rid of", "server"], rows))
+
+    st = (res["targets"].get("ringws", {}).get("never_reader") or {}).get("stats")
+    if st:
+        keep = ("messages_in", "messages_out", "bytes_in", "bytes_out", "dropped", "closed",
+                "mem_alloc", "mem_free")
+        L.append("\nringws /stats at the end of that run: `%s`\n"
+                 % ", ".join("%s=%s" % (k, st[k]) for k in keep if k in st))
 
     L.append("\n### Most concurrent echoing clients\n\n")
     rows = []

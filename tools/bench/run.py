@@ -143,6 +143,31 @@ def summarize(runs):
     }
 
 
+def allocation(target, heap, cfg):
+    """Bytes allocated per echoed message (16 B, 1 KiB) and per second idle, on a fresh
+    server. With the collector paused a server whose loop allocates can run out of heap:
+    that is reported, and the next measurement gets a fresh server."""
+    if target.name == "ringws":
+        target.prepare()
+    srv, why = measure.start(target, heap, max_connections=16, tag="-alloc")
+    if srv is None:
+        return {16: {"error": why}, 1024: {"error": why}}, None
+    try:
+        idle = measure.alloc_idle(srv, 0.02)
+        n1, n2 = cfg["alloc_n"]
+        out = {}
+        for size in (16, 1024):
+            if not srv.alive():
+                out[size] = {"error": "server died: " + srv.tail(1)}
+                continue
+            out[size] = measure.alloc_per_message(srv, size, n1, n2)
+            if not srv.alive():
+                out[size] = {"error": "server died with the collector paused: " + srv.tail(1)}
+        return out, idle
+    finally:
+        srv.stop()
+
+
 def ringws_boots(target, heap, n):
     """Build ringws with n slots and check that it starts within the heap."""
     if target.prepare(max_connections=n):
@@ -186,8 +211,14 @@ def main(argv=None):
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
     ap.add_argument("--out", default=os.path.join(peers.ROOT, "bench-results"))
     ap.add_argument("--targets", default="ringws,microdot,chumicro,raw-tcp")
+    ap.add_argument("--heap", help="MicroPython heap for every target (default 110k)")
+    ap.add_argument("--big-heap", help="second heap for capacity and allocation (2M)")
     args = ap.parse_args(argv)
-    cfg = TINY if args.tiny else QUICK if args.quick else FULL
+    cfg = dict(TINY if args.tiny else QUICK if args.quick else FULL)
+    if args.heap:
+        cfg["heap"] = args.heap
+    if args.big_heap:
+        cfg["big_heap"] = args.big_heap
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     t_start = time.monotonic()
     peers.ensure_venv(log)
@@ -244,16 +275,13 @@ def main(argv=None):
         heaps = [cfg["heap"]] + ([] if cfg.get("skip_big") else [cfg["big_heap"]])
         for h in heaps:
             cap = cfg["cap_small"] if h == cfg["heap"] else cfg["cap_big"]
+            if h == heaps[-1]:
+                info["alloc"], info["idle_alloc_per_s"] = allocation(t, h, cfg)
             srv, why, note = capacity_server(t, h, cap, cfg)
             if srv is None:
                 info.setdefault("capacity", {})[h] = {"clients": 0, "limit": why}
                 continue
             try:
-                if h == heaps[-1]:
-                    n1, n2 = cfg["alloc_n"]
-                    info["alloc"] = {size: measure.alloc_per_message(srv, size, n1, n2)
-                                     for size in (16, 1024)}
-                    info["idle_alloc_per_s"] = measure.alloc_idle(srv, 0.02)
                 c = measure.capacity(srv, cap)
                 c["note"] = note
                 info.setdefault("capacity", {})[h] = c

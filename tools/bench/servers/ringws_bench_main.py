@@ -16,5 +16,4 @@ with open("config.json", "w") as f:
     json.dump(cfg, f)
 del cfg
 asyncio.create_task(ctl.serve_async(int(sys.argv[2])))
-sys.argv = ["main.py"]
 exec(open("main.py").read(), {"__name__": "__main__"})
