@@ -35,9 +35,9 @@ def main():
         cfg["config_error"] = problem
     scfg = server_settings(cfg)
     # Take the slots' memory first, while the heap is still one piece.
-    from ringws.server import allocate_arena
+    from ringws.slot import allocate_slots
 
-    arena = allocate_arena(scfg)
+    slots = allocate_slots(scfg)
 
     import asyncio
 
@@ -49,7 +49,7 @@ def main():
     info = board.bring_up(cfg)
     if info.get("bind"):
         scfg["host"] = info["bind"]
-    srv = Server(scfg, platform=board, arena=arena)
+    srv = Server(scfg, platform=board, slots=slots)
     app.install(srv, cfg, board)
     gc.collect()
     print("ringws: heap free %d alloc %d after start-up" % (gc.mem_free(), gc.mem_alloc()))

@@ -62,6 +62,7 @@ def _utf8_tables():
 
 
 UTF8_CLASS, UTF8_TRANS = _utf8_tables()
+del _utf8_tables  # run once: its code need not stay in the heap
 
 if MICROPYTHON:
     import micropython

@@ -23,7 +23,6 @@ from ringws.config import server_config, slot_bytes
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
 from ringws.protocol import (
     CLOSED,
-    CLOSING,
     EV_BLOCKED,
     EV_CLOSE,
     EV_ERROR,
@@ -31,13 +30,8 @@ from ringws.protocol import (
     EV_MESSAGE,
     EV_NONE,
     OPEN,
-    Protocol,
 )
-
-# Slot phases
-FREE = 0
-HTTP = 1  # reading or answering an HTTP request (maybe a handshake)
-WS = 2  # WebSocket open or closing
+from ringws.slot import FREE, HTTP, WS, allocate_slots
 
 # errno numbers differ between the unix port and the ESP32: compare by name only.
 _RESET_ERRNOS = tuple(
@@ -128,49 +122,8 @@ class Conn:
             self._server._close(s, code, reason, "normal")
 
 
-class Slot(Protocol):
-    """A preallocated connection: the protocol state and buffers plus the runtime's
-    bookkeeping, in one object (each object costs an attribute table on MicroPython)."""
-
-    def __init__(self, index, cfg, arena):
-        mv = memoryview(arena)
-        a = index * slot_bytes(cfg)
-        b = a + cfg["recv_buf"]
-        c = b + cfg["send_ring"]
-        Protocol.__init__(self, mv[a:b], mv[b:c], mv[c : c + cfg["max_message"]])
-        self.index = index
-        self.wake = compat.new_event()  # the writer has something to do
-        self.drained = compat.new_event()  # the ring fell below the low-water mark
-        self.gen = 0
-        self.phase = FREE
-        self.sock = None
-        self.remote = None
-        self.conn = None
-        self.handler = None
-        self.reader = None
-        self.writer = None
-        self.cause = None
-        self.want_drain = False
-        self.paused = False
-        self.opened_at = 0
-        self.last_rx = 0
-        self.ping_at = 0  # when the outstanding keepalive ping was sent, 0 if none
-        self.close_at = 0
-        self.stuck_at = 0
-
-    def kick(self):
-        self.wake.set()
-
-
-def allocate_arena(cfg):
-    """Every slot's buffers in one block. main.py calls this before importing the rest of
-    the firmware, while the heap is still one piece: allocated later, between loaded
-    modules, the same bytes may no longer be found contiguous."""
-    return bytearray(slot_bytes(cfg) * cfg["max_connections"])
-
-
 class Server:
-    def __init__(self, config=None, platform=None, arena=None):
+    def __init__(self, config=None, platform=None, slots=None):
         cfg = server_config(config)
         self.cfg = cfg
         self.platform = platform
@@ -178,12 +131,11 @@ class Server:
         self.http_routes = {}
         self.static_routes = []
         self.timers = []
-        # The whole memory budget is taken here, once.
-        if arena is None:
-            arena = allocate_arena(cfg)
-        if len(arena) < slot_bytes(cfg) * cfg["max_connections"]:
-            raise ValueError("arena smaller than the slots need")
-        self.slots = [Slot(i, cfg, arena) for i in range(cfg["max_connections"])]
+        # access_check(req, is_websocket): raise handshake.HttpError to refuse a request.
+        self.access_check = None
+        # The whole memory budget is taken once, here or (on the board) by main.py before
+        # the rest of the firmware is imported.
+        self.slots = slots if slots is not None else allocate_slots(cfg)
         self.free = list(self.slots)
         self.scratch = bytearray(64)  # for draining requests we refuse with 503
         self._next_id = 0
@@ -646,6 +598,8 @@ class Server:
         try:
             req = handshake.parse_request(rbuf, end)
             handler = self.routes.get(req.path)
+            if self.access_check is not None:
+                self.access_check(req, handler is not None)  # raises HttpError 401/403
             if handler is not None:
                 accept = handshake.validate_upgrade(req)
             elif handshake.is_upgrade(req):

@@ -1,0 +1,53 @@
+# Slot: one preallocated connection. All of a server's slots are made at start-up; a
+# connection borrows one and gives it back at teardown. Nothing per connection is sized
+# at run time.
+from ringws import compat
+from ringws.config import slot_bytes
+from ringws.protocol import Protocol
+
+# Slot phases
+FREE = 0
+HTTP = 1  # reading or answering an HTTP request (maybe a handshake)
+WS = 2  # WebSocket open or closing
+
+
+class Slot(Protocol):
+    """A preallocated connection: the protocol state and buffers plus the runtime's
+    bookkeeping, in one object (each object costs an attribute table on MicroPython)."""
+
+    def __init__(self, index, cfg, arena):
+        mv = memoryview(arena)
+        a = index * slot_bytes(cfg)
+        b = a + cfg["recv_buf"]
+        c = b + cfg["send_ring"]
+        Protocol.__init__(self, mv[a:b], mv[b:c], mv[c : c + cfg["max_message"]])
+        self.index = index
+        self.wake = compat.new_event()  # the writer has something to do
+        self.drained = compat.new_event()  # the ring fell below the low-water mark
+        self.gen = 0
+        self.phase = FREE
+        self.sock = None
+        self.remote = None
+        self.conn = None
+        self.handler = None
+        self.reader = None
+        self.writer = None
+        self.cause = None
+        self.want_drain = False
+        self.paused = False
+        self.opened_at = 0
+        self.last_rx = 0
+        self.ping_at = 0  # when the outstanding keepalive ping was sent, 0 if none
+        self.close_at = 0
+        self.stuck_at = 0
+
+    def kick(self):
+        self.wake.set()
+
+
+def allocate_slots(cfg):
+    """Every slot, with all buffers in one block (the arena). main.py calls this before
+    importing the rest of the firmware, while the heap is still one piece: allocated
+    later, between loaded modules, the same bytes may not be found contiguous."""
+    arena = bytearray(slot_bytes(cfg) * cfg["max_connections"])
+    return [Slot(i, cfg, arena) for i in range(cfg["max_connections"])]
