@@ -89,7 +89,6 @@ class Protocol(FrameHeader):
         self.stream_first = True
         self.out_frag = False  # an outgoing fragmented message is in progress
         self.pending = EV_NONE
-        self.p_take = 0
         self.p_from_mbuf = False
         self.pong_seen = False
         self.ev_data = None
@@ -276,7 +275,6 @@ class Protocol(FrameHeader):
         self.ev_text = text
         self.ev_first = first
         self.ev_last = last
-        self.p_take = 0 if from_mbuf else n
         self.p_from_mbuf = from_mbuf
         self.pending = ev
         return ev
@@ -292,12 +290,11 @@ class Protocol(FrameHeader):
         if not ev:
             return
         self.pending = EV_NONE
-        self.ev_data = None
         if ev == EV_MESSAGE or ev == EV_FRAGMENT:
             if self.p_from_mbuf:
                 self.mlen = 0
             else:
-                self._advance(self.p_take)
+                self._advance(len(self.ev_data))
                 if self.f_left == 0:
                     self.in_frame = False
             if ev == EV_FRAGMENT:
@@ -306,6 +303,7 @@ class Protocol(FrameHeader):
                 self.msg_op = 0
                 self.streaming = False
                 self.stream_first = True
+        self.ev_data = None
 
     def _control(self):
         self._prepare(False)

@@ -69,7 +69,6 @@ class Conn:
         self.id = server._next_id
         self.path = req.path
         self.query = req.query
-        self.headers = req.headers
         self.remote = remote
         self.subprotocol = subprotocol
         self.data = None
@@ -89,7 +88,7 @@ class Conn:
             text = True
         if s.send(data, text):
             self._server.messages_out += 1
-            s.kick()
+            self._server._sent(s)
             return True
         s.want_drain = True
         return False
@@ -101,7 +100,7 @@ class Conn:
         if s.send_fragment(data, text, first, last):
             if last:
                 self._server.messages_out += 1
-            s.kick()
+            self._server._sent(s)
             return True
         s.want_drain = True
         return False
@@ -109,8 +108,7 @@ class Conn:
     def want_writable(self):
         s = self._slot
         if s is not None:
-            s.want_drain = True
-            s.kick()
+            s.want_drain = True  # the housekeeping tick fires on_writable if there is room
 
     def writable(self):
         s = self._slot
@@ -213,7 +211,7 @@ class Server:
                 sent += 1
                 self.messages_out += 1
                 s.stuck_at = 0
-                s.kick()
+                self._sent(s)
             else:
                 self.dropped += 1
                 c.dropped += 1
@@ -379,29 +377,27 @@ class Server:
             self._rejecting -= 1
 
     def _start(self, slot, sock, remote):
-        slot.remote = remote
         slot.gen += 1
         slot.phase = HTTP
         slot.sock = sock
         slot.cause = None
         slot.want_drain = False
         slot.paused = False
-        slot.opened_at = ticks_ms()
-        slot.last_rx = slot.opened_at
+        slot.t_phase = ticks_ms()
+        slot.last_rx = slot.t_phase
         slot.ping_at = 0
-        slot.close_at = 0
         slot.stuck_at = 0
-        slot.wake.clear()
-        slot.drained.clear()
+        slot.batching = False
+        slot.broken = False
         slot.reset()
-        slot.reader = asyncio.create_task(self._reader(slot, slot.gen))
+        slot.reader = asyncio.create_task(self._reader(slot, slot.gen, remote))
 
     # -- the connection's tasks ---------------------------------------------------------
 
-    async def _reader(self, slot, gen):
+    async def _reader(self, slot, gen, remote):
         cause = "peer_reset"
         try:
-            handler = await self._http_phase(slot)
+            handler = await self._http_phase(slot, remote)
             if handler is None:
                 cause = "http"
                 return
@@ -412,8 +408,7 @@ class Server:
             raise
         except MemoryError:
             cause = "memory"
-            self._close(slot, CLOSE_INTERNAL, "out of memory", "memory")
-            await self._linger(slot, gen)
+            await self._abort(slot, gen, "out of memory", "memory")
         except OSError as e:
             cause = slot.cause or "peer_reset"
             if compat.errno_of(e) not in _RESET_ERRNOS:
@@ -421,143 +416,170 @@ class Server:
         except Exception as e:
             cause = "app_error"
             _log_exc("connection", e)
-            self._close(slot, CLOSE_INTERNAL, "internal error", "app_error")
-            await self._linger(slot, gen)
+            await self._abort(slot, gen, "internal error", "app_error")
         finally:
             self._teardown(slot, slot.cause or cause, gen)
 
-    async def _linger(self, slot, gen):
-        # Give the writer a moment to send the close frame we just queued.
-        try:
-            end = ticks_ms()
-            while slot.gen == gen and slot.ring.used and ticks_diff(ticks_ms(), end) < 200:
-                await sleep_ms(10)
-        except Exception:
-            pass
+    async def _abort(self, slot, gen, reason, cause):
+        # Close with 1011 and give the close frame a moment to leave.
+        self._close(slot, CLOSE_INTERNAL, reason, cause)
+        self._flush(slot)
+        start = ticks_ms()
+        while slot.gen == gen and slot.writer is not None and ticks_diff(ticks_ms(), start) < 200:
+            await sleep_ms(10)
 
     async def _read_loop(self, slot):
-        proto = slot
+        ring = slot.ring
         sock = slot.sock
-        rbuf = proto.rbuf
+        rbuf = slot.rbuf
         while True:
-            ev = proto.next_event()
+            ev = slot.next_event()
             if ev == EV_NONE:
-                if proto.ring.used:
-                    slot.kick()  # pongs and close replies the parser queued itself
-                if proto.state == CLOSED:
-                    proto.discard_input()
-                off, room = proto.recv_window()
+                # End of a batch: one write for everything the handlers queued.
+                if ring.used:
+                    self._flush(slot)
+                if slot.broken:
+                    return
+                if slot.state == CLOSED:
+                    if not slot.failed and not ring.used:
+                        return  # close handshake done and our last frame is out
+                    slot.discard_input()
+                off, room = slot.recv_window()
                 n = recv_into(sock, rbuf if off == 0 else rbuf[off:], room)
                 if n is None:
+                    slot.batching = False
                     await wait_readable(sock)
+                    slot.batching = True
                     continue
                 if n == 0:
                     return  # EOF: cause decided by the state we were in
-                proto.received(n)
+                slot.received(n)
                 self.bytes_in += n
                 slot.last_rx = ticks_ms()
-                if proto.pong_seen:
-                    proto.pong_seen = False
+                if slot.pong_seen:
+                    slot.pong_seen = False
                     slot.ping_at = 0
                 continue
             if ev == EV_MESSAGE or ev == EV_FRAGMENT:
                 if not self._dispatch(slot, ev):
                     await self._pause(slot)
                     continue
-                proto.consume()
+                slot.consume()
             elif ev == EV_BLOCKED:
-                slot.kick()
                 await self._pause(slot)
             elif ev == EV_CLOSE:
                 if not slot.cause:
                     slot.cause = "normal"
-                slot.close_at = slot.close_at or ticks_ms()
-                slot.kick()
+                slot.t_phase = slot.t_phase or ticks_ms()
             elif ev == EV_ERROR:
                 slot.cause = "protocol"
-                slot.close_at = ticks_ms()
-                slot.kick()
+                slot.t_phase = ticks_ms()
 
     def _dispatch(self, slot, ev):
         # Returns False when the handler cannot take the data now (backpressure).
-        proto = slot
         handler = slot.handler
         conn = slot.conn
         if ev == EV_MESSAGE:
-            if proto.ev_last and proto.ev_first:
-                fn = getattr(handler, "on_message", None)
-                r = fn(conn, proto.ev_data, proto.ev_text) if fn is not None else None
-            else:
-                r = None
+            fn = getattr(handler, "on_message", None)
+            r = fn(conn, slot.ev_data, slot.ev_text) if fn is not None else None
         else:
-            r = handler.on_fragment(
-                conn, proto.ev_data, proto.ev_text, proto.ev_first, proto.ev_last
-            )
+            r = handler.on_fragment(conn, slot.ev_data, slot.ev_text, slot.ev_first, slot.ev_last)
         if r is False:
             return False
-        if proto.ev_last:
+        if slot.ev_last:
             self.messages_in += 1
         return True
 
     async def _pause(self, slot):
         # Stop reading until the ring drains: TCP flow control then reaches the peer.
-        proto = slot
+        # While paused the reader is the socket's writer (a writer task, if any, is
+        # retired): one task per connection even under backpressure, and no event.
         slot.want_drain = True
-        if proto.ring.used == 0:
+        ring = slot.ring
+        if slot.writer is not None:
+            slot.writer.cancel()
+            slot.writer = None
+        if not ring.used:
             await sleep_ms(5)  # nothing to drain: the handler refused for its own reasons
             return
         slot.paused = True
-        slot.drained.clear()
-        slot.kick()
-        await slot.drained.wait()
-        slot.paused = False
-
-    async def _writer(self, slot, gen):
-        proto = slot
-        ring = proto.ring
-        sock = slot.sock
-        cause = None
         try:
             while True:
-                while ring.used:
-                    n = send_from(sock, ring.buf, ring.head, ring.readable())
-                    if n is None:
-                        await wait_writable(sock)
-                        continue
-                    ring.consume(n)
-                    self.bytes_out += n
-                    if ring.free() >= slot.ring.size // 2:
-                        self._drained(slot)
-                        if slot.gen != gen:
-                            return
-                self._drained(slot)
-                if slot.gen != gen:
+                self._write_some(slot)
+                if slot.broken:
+                    raise OSError(errno.ECONNRESET)
+                if not ring.used:  # (returning earlier could spin on a large refusal)
+                    self._drained(slot)
                     return
-                if proto.state == CLOSED and not proto.failed:
-                    # Close handshake complete and our last frame is out: the server
-                    # closes the TCP connection first (RFC 6455 7.1.1).
-                    cause = slot.cause or "normal"
-                    return
-                slot.wake.clear()
-                if ring.used:
-                    continue
-                await slot.wake.wait()
-        except asyncio.CancelledError:
-            raise
+                slot.batching = False
+                await wait_writable(slot.sock)
+                slot.batching = True
+        finally:
+            slot.paused = False
+
+    # -- writing ----------------------------------------------------------------------
+    # Writes go straight from the ring to the socket, without a task, until the socket
+    # pushes back; only then a writer task waits for writability. An idle or quiet
+    # connection therefore costs one task (its reader), and an echo costs one write()
+    # per batch of messages read.
+
+    def _sent(self, slot):
+        if not slot.batching:
+            self._push(slot)
+
+    def _write_some(self, slot):
+        """Write what the socket takes now. True if it pushed back with data left."""
+        ring = slot.ring
+        try:
+            while ring.used:
+                n = send_from(slot.sock, ring.buf, ring.head, ring.readable())
+                if n is None:
+                    return True
+                ring.consume(n)
+                self.bytes_out += n
         except OSError as e:
-            cause = slot.cause if proto.state != OPEN else "peer_reset"
+            slot.broken = True
             if compat.errno_of(e) not in _RESET_ERRNOS:
                 print("ringws: send error", e)
-        except Exception as e:
-            cause = "app_error"
-            _log_exc("writer", e)
+        return False
+
+    def _push(self, slot):
+        if slot.writer is None and self._write_some(slot) and not slot.paused:
+            slot.writer = asyncio.create_task(self._writer(slot, slot.gen))
+
+    def _flush(self, slot):
+        # _push, then the drain callback; only from tasks, never inside a handler's send.
+        self._push(slot)
+        if slot.ring.free() >= slot.ring.size // 2:
+            self._drained(slot)
+
+    async def _writer(self, slot, gen):
+        ring = slot.ring
+        try:
+            while True:
+                await wait_writable(slot.sock)
+                if slot.gen != gen:
+                    return
+                pushed_back = self._write_some(slot)
+                if slot.broken:
+                    self._teardown(slot, "peer_reset", gen)
+                    return
+                if ring.free() >= ring.size // 2:
+                    self._drained(slot)  # may queue more: the loop goes on while data is left
+                if slot.gen != gen:
+                    return
+                if pushed_back or ring.used:
+                    continue
+                if slot.state == CLOSED and not slot.failed:
+                    # Close handshake complete and our last frame is out: the server
+                    # closes the TCP connection first (RFC 6455 7.1.1).
+                    self._teardown(slot, slot.cause or "normal", gen)
+                return
         finally:
-            if cause is not None:
-                self._teardown(slot, cause, gen)
+            if slot.writer is asyncio.current_task():
+                slot.writer = None
 
     def _drained(self, slot):
-        if slot.paused:
-            slot.drained.set()
         if slot.want_drain and slot.conn is not None:
             slot.want_drain = False
             slot.stuck_at = 0
@@ -571,7 +593,7 @@ class Server:
 
     # -- HTTP and the opening handshake -------------------------------------------------
 
-    async def _http_phase(self, slot):
+    async def _http_phase(self, slot, remote):
         """Read one request; answer it (returns None) or accept the upgrade (the handler)."""
         proto = slot
         sock = slot.sock
@@ -594,7 +616,7 @@ class Server:
             end = handshake.find_end(rbuf, got, got + n)
             got += n
         self.http_requests += 1
-        slot.opened_at = ticks_ms()  # the answer gets its own handshake_timeout window
+        slot.t_phase = ticks_ms()  # the answer gets its own handshake_timeout window
         try:
             req = handshake.parse_request(rbuf, end)
             handler = self.routes.get(req.path)
@@ -619,7 +641,7 @@ class Server:
         proto.rlen = got
         proto.can_stream = handler._ringws_stream
         self._next_id += 1
-        slot.conn = Conn(self, slot, req, sub, slot.remote)
+        slot.conn = Conn(self, slot, req, sub, remote)
         slot.handler = handler
         return handler
 
@@ -644,8 +666,7 @@ class Server:
     def _open(self, slot, handler):
         slot.phase = WS
         slot.last_rx = ticks_ms()
-        slot.writer = asyncio.create_task(self._writer(slot, slot.gen))
-        slot.kick()  # sends the 101 response
+        slot.batching = True  # the 101 response leaves with the first flush
         fn = getattr(handler, "on_open", None)
         if fn is not None:
             fn(slot.conn)
@@ -660,8 +681,8 @@ class Server:
             return
         if slot.close(code, reason):
             slot.cause = cause
-            slot.close_at = ticks_ms()
-            slot.kick()
+            slot.t_phase = ticks_ms()
+            self._sent(slot)
         elif slot.state == CLOSED and not slot.cause:
             slot.cause = cause
 
@@ -691,8 +712,6 @@ class Server:
             code = CLOSE_ABNORMAL
             reason = ""
         proto.reset()
-        if slot.drained is not None:
-            slot.drained.set()  # a paused reader must not wait for a slot that is gone
         self.closed[cause] = self.closed.get(cause, 0) + 1
         self.free.append(slot)
         if conn is not None:
@@ -723,7 +742,7 @@ class Server:
         for s in self.slots:
             phase = s.phase
             if phase == HTTP:
-                if ticks_diff(now, s.opened_at) > cfg["handshake_timeout_ms"]:
+                if ticks_diff(now, s.t_phase) > cfg["handshake_timeout_ms"]:
                     self._timeout_http(s)
             elif phase == WS:
                 self._check_ws(s, now, cfg)
@@ -753,9 +772,14 @@ class Server:
         self._teardown(slot, "handshake_timeout", slot.gen)
 
     def _check_ws(self, s, now, cfg):
+        if s.broken:
+            self._teardown(s, "peer_reset", s.gen)
+            return
+        if s.want_drain and s.writer is None and not s.batching:
+            self._flush(s)  # want_writable() with room already: fire on_writable now
         state = s.state
         if state != OPEN:
-            if s.close_at and ticks_diff(now, s.close_at) > cfg["close_timeout_ms"]:
+            if s.t_phase and ticks_diff(now, s.t_phase) > cfg["close_timeout_ms"]:
                 cause = s.cause if s.cause and s.cause != "normal" else "close_timeout"
                 self._teardown(s, cause, s.gen)
             return
@@ -771,7 +795,7 @@ class Server:
         elif interval and quiet > interval:
             if s.send_ping(b"ringws"):
                 s.ping_at = now or 1
-                s.kick()
+                self._sent(s)
 
 
 def _close_quietly(sock):

@@ -1,7 +1,6 @@
 # Slot: one preallocated connection. All of a server's slots are made at start-up; a
 # connection borrows one and gives it back at teardown. Nothing per connection is sized
 # at run time.
-from ringws import compat
 from ringws.config import slot_bytes
 from ringws.protocol import Protocol
 
@@ -21,13 +20,9 @@ class Slot(Protocol):
         b = a + cfg["recv_buf"]
         c = b + cfg["send_ring"]
         Protocol.__init__(self, mv[a:b], mv[b:c], mv[c : c + cfg["max_message"]])
-        self.index = index
-        self.wake = compat.new_event()  # the writer has something to do
-        self.drained = compat.new_event()  # the ring fell below the low-water mark
         self.gen = 0
         self.phase = FREE
         self.sock = None
-        self.remote = None
         self.conn = None
         self.handler = None
         self.reader = None
@@ -35,14 +30,14 @@ class Slot(Protocol):
         self.cause = None
         self.want_drain = False
         self.paused = False
-        self.opened_at = 0
+        self.batching = False  # the reader is dispatching: sends wait for its one flush
+        self.broken = False  # a send failed: the connection is gone
+        # Start of what the phase's timeout measures: the request (HTTP) or the close
+        # handshake (WS, 0 while open).
+        self.t_phase = 0
         self.last_rx = 0
         self.ping_at = 0  # when the outstanding keepalive ping was sent, 0 if none
-        self.close_at = 0
         self.stuck_at = 0
-
-    def kick(self):
-        self.wake.set()
 
 
 def allocate_slots(cfg):

@@ -1,0 +1,107 @@
+# CPython side of compat.py (host tests, tools). Never imported on MicroPython.
+import asyncio
+import gc  # noqa: F401
+import time
+
+
+def const(x):
+    return x
+
+
+_PERIOD = 1 << 30
+
+
+def ticks_ms():
+    return int(time.monotonic() * 1000) & (_PERIOD - 1)
+
+
+def ticks_diff(a, b):
+    d = (a - b) & (_PERIOD - 1)
+    return d - _PERIOD if d >= _PERIOD // 2 else d
+
+
+def ticks_add(a, d):
+    return (a + d) & (_PERIOD - 1)
+
+
+def mem_free():
+    # CPython has no fixed heap; report what tracemalloc sees if it runs, else -1.
+    return -1
+
+
+def mem_alloc():
+    import tracemalloc
+
+    if tracemalloc.is_tracing():
+        return tracemalloc.get_traced_memory()[0]
+    return -1
+
+
+async def wait_readable(sock):
+    # Fake sockets (host_tests) provide their own awaitable; real ones use the loop.
+    w = getattr(sock, "wait_readable", None)
+    if w is not None:
+        return await w()
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, _settle, fut)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+
+
+async def wait_writable(sock):
+    w = getattr(sock, "wait_writable", None)
+    if w is not None:
+        return await w()
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    fd = sock.fileno()
+    loop.add_writer(fd, _settle, fut)
+    try:
+        await fut
+    finally:
+        loop.remove_writer(fd)
+
+
+def _settle(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+def recv_into(sock, buf, n):
+    try:
+        return sock.recv_into(buf, n)
+    except BlockingIOError:
+        return None
+    except InterruptedError:
+        return None
+
+
+def send_from(sock, buf, off, n):
+    try:
+        return sock.send(memoryview(buf)[off : off + n])
+    except BlockingIOError:
+        return None
+    except InterruptedError:
+        return None
+
+
+def new_event():
+    return asyncio.Event()
+
+
+async def sleep_ms(ms):
+    await asyncio.sleep(ms / 1000)
+
+
+def wait_for_ms(aw, ms):
+    return asyncio.wait_for(aw, ms / 1000)
+
+
+def print_exception(e):
+    import traceback
+
+    traceback.print_exception(type(e), e, e.__traceback__)
