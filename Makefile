@@ -52,7 +52,7 @@ flash: $(STAMP)
 	$(PY) tools/flash.py --board $(BOARD) --port "$(GIVEN_PORT)" --firmware "$(FIRMWARE)"
 
 deploy: $(STAMP)
-	$(PY) tools/deploy.py --board $(BOARD) --port $(PORT) $(DEPLOY_ARGS)
+	$(PY) tools/deploy.py --board $(BOARD) --port "$(GIVEN_PORT)" $(DEPLOY_ARGS)
 
 sim-board: $(STAMP)
 	$(PY) tools/virtual_board.py $(VB_ARGS)

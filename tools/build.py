@@ -37,28 +37,29 @@ def load_board(name):
         raise SystemExit("error: %s" % e)
 
 
-def firmware_files():
+def firmware_files(src=None):
     """(relative path, absolute path) of every file that goes onto the board."""
-    for dirpath, dirnames, filenames in os.walk(FIRMWARE):
+    src = src or FIRMWARE
+    for dirpath, dirnames, filenames in os.walk(src):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
             if name.endswith((".pyc",)) or name == "config.json":
                 continue
             full = os.path.join(dirpath, name)
-            yield os.path.relpath(full, FIRMWARE), full
+            yield os.path.relpath(full, src), full
 
 
 def compile_file(src, dst, arch):
     subprocess.run([mpy_cross(), "-march=" + arch, "-o", dst, src], check=True)
 
 
-def build(board_name, out, arch=None, overrides=None, source=False, secrets=None):
+def build(board_name, out, arch=None, overrides=None, source=False, secrets=None, src=None):
     board = load_board(board_name)
     arch = arch or board["mpy_arch"]
     if os.path.isdir(out):
         shutil.rmtree(out)
     os.makedirs(out)
-    for rel, full in firmware_files():
+    for rel, full in firmware_files(src):
         if full.endswith(".py") and rel not in SOURCE_ONLY and not source:
             dst = os.path.join(out, rel[:-3] + ".mpy")
             os.makedirs(os.path.dirname(dst), exist_ok=True)

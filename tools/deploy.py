@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Compile firmware/ for a board and upload what changed since the last deploy.
+
+    tools/deploy.py --board esp32 --port /dev/ttyUSB0 [--dry-run] [--no-reset]
+    make deploy BOARD=esp32 PORT=/dev/ttyUSB0 [DEPLOY_ARGS=--dry-run]
+
+1. tools/build.py compiles firmware/ to .mpy with mpy-cross -march=<board's mpy_arch>
+   (viper code becomes native code for that arch) and writes config.json from the board
+   file plus secrets.json (git-ignored; copy secrets.example.json).
+2. The board keeps a hash manifest (.ringws-deploy.json): sha256 of every file the last
+   deploy wrote. Files whose hash differs (or that are missing on the board) are uploaded,
+   files the last deploy wrote that no longer exist are removed; nothing else is touched.
+3. The board is reset so main.py starts the new code.
+
+Everything goes through the real mpremote. Paths on the board are relative to its working
+directory ("/" on an ESP32, the flash folder on tools/virtual_board.py).
+"""
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import boards  # noqa: E402
+import build  # noqa: E402
+
+ROOT = build.ROOT
+MANIFEST = ".ringws-deploy.json"
+MARK = "RINGWS-MANIFEST "
+
+# Runs on the board: print the manifest, minus entries whose file has gone.
+READ_MANIFEST = """
+import os, json
+try:
+    with open(%(m)r) as f:
+        m = json.load(f)
+except (OSError, ValueError):
+    m = {}
+ok = {}
+for k in m:
+    try:
+        os.stat(k)
+        ok[k] = m[k]
+    except OSError:
+        pass
+print(%(mark)r + json.dumps(ok))
+"""
+
+# Runs on the board before uploading: forget the manifest (an interrupted deploy then
+# uploads everything next time), make directories, remove files the new build dropped.
+PREPARE = """
+import os
+try:
+    os.remove(%(m)r)
+except OSError:
+    pass
+for d in %(dirs)r:
+    try:
+        os.mkdir(d)
+    except OSError:
+        pass
+for p in %(remove)r:
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+"""
+
+WRITE_MANIFEST = """
+with open(%(m)r, "w") as f:
+    f.write(%(data)r)
+"""
+
+
+class DeployError(Exception):
+    pass
+
+
+def mpremote():
+    exe = os.path.join(os.path.dirname(sys.executable), "mpremote")
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "mpremote"]
+
+
+def local_manifest(out):
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(out):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, out).replace(os.sep, "/")
+            with open(full, "rb") as f:
+                files[rel] = hashlib.sha256(f.read()).hexdigest()
+    return files
+
+
+def read_board_manifest(port, timeout=60):
+    code = READ_MANIFEST % {"m": MANIFEST, "mark": MARK}
+    r = subprocess.run(mpremote() + ["connect", port, "exec", code], capture_output=True,
+                       text=True, timeout=timeout)
+    for line in r.stdout.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    raise DeployError("could not read the board's manifest over %s (mpremote exit %d): %s"
+                      % (port, r.returncode, (r.stderr or r.stdout).strip()[-400:]))
+
+
+def make_plan(local, remote):
+    upload = [p for p in sorted(local) if remote.get(p) != local[p]]
+    remove = [p for p in sorted(remote) if p not in local]
+    keep = [p for p in sorted(local) if remote.get(p) == local[p]]
+    return upload, remove, keep
+
+
+def parents(paths):
+    dirs = set()
+    for p in paths:
+        parts = p.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            dirs.add("/".join(parts[:i]))
+    return sorted(dirs, key=lambda d: (d.count("/"), d))
+
+
+def print_plan(upload, remove, keep, remote, out):
+    for p in upload:
+        size = os.path.getsize(os.path.join(out, p))
+        print("  upload  %-32s %7d bytes  (%s)" % (p, size, "changed" if p in remote else "new"))
+    for p in remove:
+        print("  remove  %s" % p)
+    print("  %d to upload, %d to remove, %d unchanged" % (len(upload), len(remove), len(keep)))
+
+
+def upload(port, out, upload, remove, local, reset):
+    cmd = mpremote() + ["connect", port, "exec",
+                        PREPARE % {"m": MANIFEST, "dirs": parents(upload), "remove": remove}]
+    for p in upload:
+        cmd += ["+", "fs", "cp", os.path.join(out, p), ":" + p]
+    data = json.dumps(local, sort_keys=True)
+    cmd += ["+", "exec", WRITE_MANIFEST % {"m": MANIFEST, "data": data}]
+    if reset:
+        cmd += ["+", "reset"]
+    sizes = {os.path.join(out, p): (p, os.path.getsize(os.path.join(out, p))) for p in upload}
+    done = 0
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail = []
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        tail = (tail + [line])[-20:]
+        if line.startswith("cp "):
+            src = line[3:].rsplit(" :", 1)[0]
+            rel, size = sizes.get(src, (src, 0))
+            done += 1
+            print("  [%d/%d] %-32s %7d bytes" % (done, len(upload), rel, size), flush=True)
+        elif line.strip():
+            print("  | " + line, flush=True)
+    if proc.wait() != 0:
+        raise DeployError("mpremote failed (exit %d): %s" % (proc.returncode, "\n".join(tail)))
+    return done
+
+
+def load_secrets(path, explicit):
+    if not os.path.exists(path):
+        if explicit:
+            raise DeployError("secrets file not found: %s" % path)
+        return {}
+    try:
+        with open(path) as f:
+            secrets = json.load(f)
+    except ValueError as e:
+        raise DeployError("%s: not valid JSON: %s" % (path, e))
+    if not isinstance(secrets, dict):
+        raise DeployError("%s: expected an object like secrets.example.json" % path)
+    return secrets
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--board", required=True)
+    ap.add_argument("--port", default="", help="serial port or socket:// URL (required)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    ap.add_argument("--no-reset", action="store_true", help="do not reset after uploading")
+    ap.add_argument("--secrets", help="WiFi credentials (default: secrets.json if present)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="override a server setting in config.json, e.g. --set port=8081")
+    ap.add_argument("--source", help="firmware tree to deploy (default: firmware/)")
+    ap.add_argument("--out", help="build folder (default: build/deploy-<board>)")
+    args = ap.parse_args(argv)
+    try:
+        if not args.port or args.port.isdigit():
+            raise DeployError("PORT is required: the board's serial port or a socket:// URL, "
+                              "e.g. make deploy BOARD=esp32 PORT=/dev/ttyUSB0")
+        secrets = load_secrets(args.secrets or os.path.join(ROOT, "secrets.json"),
+                               bool(args.secrets))
+        overrides = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            try:
+                overrides[key] = json.loads(value)
+            except ValueError:
+                raise DeployError("--set %s: value must be JSON" % item)
+        board = boards.load(args.board)
+        out = args.out or os.path.join(ROOT, "build", "deploy-" + args.board)
+        print("build: %s for %s (mpy-cross -march=%s)" % (os.path.relpath(out, ROOT),
+                                                         args.board, board["mpy_arch"]))
+        build.build(args.board, out, overrides=overrides, secrets=secrets, src=args.source)
+        local = local_manifest(out)
+        try:
+            remote = read_board_manifest(args.port)
+        except (DeployError, subprocess.TimeoutExpired) as e:
+            if not args.dry_run:
+                raise
+            print("board not reachable (%s); the plan assumes an empty board" % e)
+            remote = {}
+        todo, remove, keep = make_plan(local, remote)
+        print("plan for %s:" % args.port)
+        print_plan(todo, remove, keep, remote, out)
+        if args.dry_run:
+            print("dry run: nothing changed")
+            return 0
+        if not todo and not remove:
+            print("board is up to date")
+            if args.no_reset:
+                return 0
+        n = upload(args.port, out, todo, remove, local, reset=not args.no_reset)
+        print("deployed: %d uploaded, %d removed, %d unchanged%s"
+              % (n, len(remove), len(keep), "" if args.no_reset else "; board reset"))
+    except (boards.BoardError, DeployError, subprocess.TimeoutExpired) as e:
+        print("deploy: error: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
