@@ -6,7 +6,8 @@
 # why in status(). On the host (unix port, CPython) bring_up only picks the bind address
 # and fakes nothing else: no LED, no watchdog, no WiFi.
 #
-# API (docs/API.md): bring_up(cfg) -> dict with "bind"; feed(); status(); led(state=None).
+# API (docs/API.md): bring_up(cfg) -> dict with "bind"; feed(); status(); led(state=None);
+# fatal(exc) for main.py's last resort.
 import time
 
 try:
@@ -69,7 +70,9 @@ def bring_up(cfg):
     """Bring the network up; return {"bind", "mode", "ip", "reason", ...}."""
     global _wdt_ms
     cfg = cfg if isinstance(cfg, dict) else {}
-    server = cfg.get("server") if isinstance(cfg.get("server"), dict) else {}
+    server = cfg.get("server")
+    if not isinstance(server, dict):
+        server = {}
     _status["reset_cause"] = _reset_cause()
     if network is None:
         bind = server.get("host") or "127.0.0.1"
@@ -78,7 +81,9 @@ def bring_up(cfg):
 
     _wdt_ms = _int(cfg.get("watchdog_ms"), 0)
     _setup_led(cfg.get("led_pin"), bool(cfg.get("led_active_low")))
-    hostname = cfg.get("hostname") if isinstance(cfg.get("hostname"), str) else "ringws"
+    hostname = cfg.get("hostname")
+    if not isinstance(hostname, str) or not hostname:
+        hostname = "ringws"
     try:
         network.hostname(hostname)
     except (AttributeError, OSError, ValueError):
@@ -213,6 +218,18 @@ def feed():
         _wdt.feed()
     if _status["mode"] == "ap" and _led_pin is not None:
         led(not _led_state)
+
+
+def fatal(exc):
+    """main.py calls this when the server dies: on a board, report it, blink, then reset
+    (a fresh boot is the best recovery without a person nearby). Nothing on the host."""
+    if network is None or machine is None:
+        return
+    print("board: fatal %r, resetting in 10 s (Ctrl-C for the REPL)" % (exc,))
+    for _ in range(50):
+        led(not _led_state)
+        _sleep_ms(200)
+    machine.reset()
 
 
 def status():
