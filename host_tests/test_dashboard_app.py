@@ -44,6 +44,7 @@ class Srv:
         self.dropped = 0
         self.conns = []
         self.n = 0
+        self.cfg = {"max_message": 256}
 
     def route(self, path, handler):
         self.routes[path] = handler
@@ -122,7 +123,8 @@ def test_rate_has_a_floor_and_a_default():
 def test_hello_then_samples_with_board_status_and_led(env):
     srv, board, dash = env
     c = open_tab(srv, dash, 3)
-    assert c.frames[0] == {"t": "hello", "id": 3, "led": False, "ms": 250}
+    assert c.frames[0] == {"t": "hello", "id": 3, "led": False, "sim": False, "ms": 250,
+                           "max": 256}
     board.state = True
     dash.tick(0)
     s = c.of("stats")[-1]
@@ -227,10 +229,18 @@ def test_reply_to_full_ring_is_counted_not_queued(env):
     assert a.of("error") == [] and srv.dropped == 1
 
 
-def test_board_without_led_still_has_a_state():
+class NoPinBoard:
+    # What firmware/board.py does on the host: led() is None when there is no pin.
+    def led(self, state=None):
+        return None
+
+
+@pytest.mark.parametrize("board", [object(), NoPinBoard()])
+def test_board_without_led_gets_a_simulated_pin(board):
     srv = Srv()
-    dash = dashboard.install(srv, {}, object())
+    dash = dashboard.install(srv, {}, board)
     a = open_tab(srv, dash, 1)
+    assert a.frames[0]["sim"] is True and a.frames[0]["led"] is False
     cmd(dash, a, {"cmd": "led", "on": True})
     assert a.of("led") == [{"t": "led", "on": True}]
     dash.tick(0)

@@ -100,9 +100,10 @@ def test_figures_match_stats(fw, page_of):
     assert 0.5 * 1000 / PERIOD <= float(mps) <= 20 * 1000 / PERIOD
     assert int(bps) > 0
     board = s2.get("board") or {}
-    want_rst = board.get("reset_cause") or board.get("reset")
-    if want_rst:
-        assert rst == str(want_rst)
+    assert rst == str(board.get("reset_cause") or board.get("reset") or "")
+    rssi = board.get("rssi")
+    assert pg.text_content("#rssi") == (
+        "%s dBm" % rssi if rssi is not None else board.get("wifi") or "n/a")
     # What people read matches the raw figures.
     assert pg.text_content("#conns") == "%s / %d" % (conns, s2["slots_total"])
     assert pg.text_content("#heap") == "%.1f KiB" % (int(heap) / 1024)

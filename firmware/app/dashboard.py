@@ -1,7 +1,8 @@
 # The dashboard: the page (/ from www/) and its WebSocket channel (/ws).
 #
 # Server -> page, one JSON text message each:
-#   {"t":"hello","id":7,"led":false,"ms":1000}        on connect
+#   {"t":"hello","id":7,"led":false,"sim":true,"ms":1000,"max":256}  on connect
+#                                     (sim: the LED is simulated; max: largest command)
 #   {"t":"stats","led":false,"s":{.. /stats ..}}      every telemetry_ms
 #   {"t":"led","on":true}                             after anyone toggles the LED
 #   {"t":"say","from":7,"text":"hi"}                  a message from one page to all
@@ -23,11 +24,16 @@ MIN_MS = 100
 
 
 class _Led:
-    # Stand-in when the platform has no led(): keeps the state so the page still works.
-    def __init__(self):
+    # The board's status LED, or a simulated pin where there is none (the host, a board
+    # without led_pin): board.led() then returns None and the state lives here.
+    def __init__(self, board):
+        self.pin = getattr(board, "led", None)
         self.on = False
+        self.simulated = self.pin is None or self.pin() is None
 
     def __call__(self, state=None):
+        if not self.simulated:
+            return bool(self.pin(state))
         if state is not None:
             self.on = bool(state)
         return self.on
@@ -38,15 +44,18 @@ class Dashboard:
         self.srv = srv
         self.board = board
         self.period_ms = period_ms
-        self.led = getattr(board, "led", None) or _Led()
+        self.led = _Led(board)
+        # Largest command the server assembles: the page checks before sending.
+        self.max_message = (getattr(srv, "cfg", None) or {}).get("max_message", 0)
         self.tabs = []  # open /ws connections, in the order they came
 
     # -- handler callbacks -------------------------------------------------------------
     def on_open(self, conn):
         conn.data = False  # True while the ring is full: skip samples until drained
         self.tabs.append(conn)
-        self._reply(conn, {"t": "hello", "id": conn.id, "led": bool(self.led()),
-                           "ms": self.period_ms})
+        self._reply(conn, {"t": "hello", "id": conn.id, "led": self.led(),
+                           "sim": self.led.simulated, "ms": self.period_ms,
+                           "max": self.max_message})
 
     def on_writable(self, conn):
         conn.data = False
@@ -78,7 +87,7 @@ class Dashboard:
         on = msg.get("on")
         if on is not True and on is not False:
             return self._error(conn, 'led needs "on": true or false')
-        state = bool(self.led(on))
+        state = self.led(on)
         self.srv.broadcast(json.dumps({"t": "led", "on": state}), True, PATH)
 
     def _say(self, conn, msg):
