@@ -1,0 +1,358 @@
+"""Helpers for the hostile-input tests, tools/soak.py and tools/fuzz.py.
+
+The firmware runs for real: built with tools/build.py, served by the MicroPython unix port
+with an ESP32-sized heap on a free 127.0.0.1 port. Clients here are raw sockets (a hostile
+peer does what no library would) plus the real `websockets` client for the well-behaved
+ones. Resources are read from /stats and from /proc/<pid>/fd.
+"""
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIRMWARE = os.path.join(ROOT, "firmware")
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+HEAP = os.environ.get("RINGWS_HEAP", "110k")
+if FIRMWARE not in sys.path:
+    sys.path.insert(0, FIRMWARE)
+
+# Quick timeouts so every timeout case finishes in about a second.
+FAST = {
+    "handshake_timeout_ms": 500,
+    "ping_interval_ms": 300,
+    "pong_timeout_ms": 300,
+    "close_timeout_ms": 500,
+    "tick_ms": 50,
+}
+
+# Wraps main.py so that the access checker is wired while main.py does not do it yet
+# (and does nothing more once it does).
+_ACCESS_MAIN = """\
+import json
+import app
+from ringws import access
+_cfg = json.load(open("config.json")).get("access")
+_install = app.install
+def _wired(srv, cfg, board):
+    _install(srv, cfg, board)
+    if srv.access_check is None:
+        srv.access_check = access.checker(_cfg)
+app.install = _wired
+exec(open("main.py").read())
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def micropython():
+    exe = os.path.join(VENV_BIN, "micropython")
+    return exe if os.path.exists(exe) else "micropython"
+
+
+class Firmware:
+    """The firmware under the unix port: build(), start(), stats(), fds(), stop()."""
+
+    def __init__(self, out_dir, server=None, access=None, heap=HEAP):
+        self.dir = str(out_dir)
+        self.port = free_port()
+        self.heap = heap
+        self.proc = None
+        self._log_from = 0
+        self.access = access
+        self.log_path = self.dir + ".log"
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "build.py"), "--board", "host",
+               "--out", self.dir, "--port", str(self.port)]
+        for key, value in (server or {}).items():
+            cmd += ["--set", "%s=%s" % (key, json.dumps(value))]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        if access is not None:
+            path = os.path.join(self.dir, "config.json")
+            with open(path) as f:
+                cfg = json.load(f)
+            cfg["access"] = access
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            with open(os.path.join(self.dir, "hostile_main.py"), "w") as f:
+                f.write(_ACCESS_MAIN)
+
+    def start(self, timeout=15):
+        log = open(self.log_path, "ab")
+        self._log_from = log.tell()  # this run's output starts here
+        entry = "hostile_main.py" if self.access is not None else "main.py"
+        self.proc = subprocess.Popen([micropython(), "-X", "heapsize=" + self.heap, entry],
+                                     cwd=self.dir, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("firmware exited (%s):\n%s" % (self.proc.returncode,
+                                                                  self.log()))
+            if "listening on" in self.log(since_start=True):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("firmware did not listen on %d:\n%s" % (self.port, self.log()))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def log(self, since_start=False):
+        try:
+            with open(self.log_path, "rb") as f:
+                if since_start:
+                    f.seek(self._log_from)
+                return f.read()[-6000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def fds(self):
+        """Open file descriptors of the server process."""
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def get(self, path, headers=None, timeout=5):
+        """(status, headers dict, body) of one HTTP GET read to EOF."""
+        return http_get(self.port, path, headers, timeout)
+
+    def stats(self):
+        status, _, body = self.get("/stats")
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def settle(self, timeout=5.0, busy=0):
+        """Wait until no connection holds a slot (beyond the /stats request itself, and
+        `busy` more); returns that /stats."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.stats()
+            if st["slots_free"] >= st["slots_total"] - 1 - busy and st["connections"] <= busy:
+                return st
+            if time.monotonic() > deadline:
+                return st
+            time.sleep(0.05)
+
+    def resources(self):
+        """What must return to baseline after every scenario."""
+        st = self.settle()
+        return {"slots_free": st["slots_free"], "connections": st["connections"],
+                "http_active": st["http_active"], "mem_alloc": st["mem_alloc"],
+                "fds": self.fds()}
+
+
+def assert_baseline(fw, base, mem_slack=2048, what=""):
+    """Slots, connections and fds exactly at baseline; mem_alloc within a small slack
+    (interned strings and the GC's granularity move it by a few hundred bytes)."""
+    now = fw.resources()
+    for key in ("slots_free", "connections", "http_active", "fds"):
+        assert now[key] == base[key], (what, key, base, now, fw.log())
+    assert now["mem_alloc"] - base["mem_alloc"] <= mem_slack, (what, base, now)
+    return now
+
+
+# -- raw clients --------------------------------------------------------------------------
+
+def connect(port, timeout=5.0):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def reset(sock):
+    """Close with SO_LINGER 0: the peer sees a TCP RST."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def read_all(sock, timeout=5.0, limit=1 << 20):
+    """Everything until EOF (or a reset, or the timeout)."""
+    sock.settimeout(timeout)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < limit and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return out
+
+
+def closed_by_peer(sock, timeout=5.0):
+    """True when the server closes (EOF or reset) within timeout, ignoring data."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
+def parse_response(data):
+    """(status, headers with lower-case names, body) of a raw HTTP response."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines or not lines[0].startswith("HTTP/1."):
+        return None, {}, data
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def http_get(port, path, headers=None, timeout=5.0):
+    s = connect(port, timeout)
+    try:
+        req = "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % path
+        for k, v in (headers or {}).items():
+            req += "%s: %s\r\n" % (k, v)
+        s.sendall((req + "\r\n").encode())
+        return parse_response(read_all(s, timeout))
+    finally:
+        s.close()
+
+
+def ws_request(path="/echo", key=None, headers=None):
+    key = key or base64.b64encode(os.urandom(16)).decode()
+    req = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+           % (path, key))
+    for k, v in (headers or {}).items():
+        req += "%s: %s\r\n" % (k, v)
+    return (req + "\r\n").encode()
+
+
+def ws_open(port, path="/echo", headers=None, timeout=5.0):
+    """A raw socket past a successful opening handshake."""
+    s = connect(port, timeout)
+    s.sendall(ws_request(path, headers=headers))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        if not chunk:
+            raise ConnectionError("closed during handshake: %r" % head)
+        head += chunk
+    status = parse_response(head)[0]
+    if status != 101:
+        s.close()
+        raise ConnectionError("handshake answered %r" % head)
+    return s
+
+
+def frame(opcode, payload=b"", fin=True, mask=b"\x01\x02\x03\x04", rsv=0):
+    """A client frame (masked unless mask is None)."""
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    mbit = 0x80 if mask is not None else 0
+    if n < 126:
+        head = bytes((b0, mbit | n))
+    elif n < 65536:
+        head = bytes((b0, mbit | 126)) + struct.pack(">H", n)
+    else:
+        head = bytes((b0, mbit | 127)) + struct.pack(">Q", n)
+    if mask is None:
+        return head + payload
+    body = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+    return head + mask + body
+
+
+class FrameReader:
+    """Server frames off a raw socket."""
+
+    def __init__(self, sock, auto_pong=True):
+        self.sock = sock
+        self.buf = b""
+        self.auto_pong = auto_pong  # answer keepalive pings and skip them
+        self.pings = 0
+
+    def _need(self, n, deadline):
+        while len(self.buf) < n:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+
+    def next(self, timeout=5.0):
+        """(opcode, fin, payload) of the next frame (pings answered and skipped)."""
+        while True:
+            op, fin, payload = self._next(timeout)
+            if op == 0x9 and self.auto_pong:
+                self.pings += 1
+                self.sock.sendall(frame(0xA, payload))
+                continue
+            return op, fin, payload
+
+    def _next(self, timeout):
+        deadline = time.monotonic() + timeout
+        self._need(2, deadline)
+        b0, b1 = self.buf[0], self.buf[1]
+        n = b1 & 0x7F
+        size = 2
+        if n == 126:
+            size = 4
+            self._need(size, deadline)
+            n = struct.unpack(">H", self.buf[2:4])[0]
+        elif n == 127:
+            size = 10
+            self._need(size, deadline)
+            n = struct.unpack(">Q", self.buf[2:10])[0]
+        self._need(size + n, deadline)
+        payload = self.buf[size:size + n]
+        self.buf = self.buf[size + n:]
+        return b0 & 0x0F, bool(b0 & 0x80), payload
+
+    def close_code(self, timeout=5.0):
+        """Skip frames until a close frame; its code (1005 if empty)."""
+        while True:
+            op, _, payload = self.next(timeout)
+            if op == 0x8:
+                return struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
+
+
+def wait_until(pred, timeout=5.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+def echo_roundtrip(port, payload=b"ping", timeout=5.0):
+    """One message through /echo with the real websockets client."""
+    from websockets.sync.client import connect as ws_connect
+
+    with ws_connect("ws://127.0.0.1:%d/echo" % port, open_timeout=timeout,
+                    close_timeout=timeout) as ws:
+        ws.send(payload)
+        return ws.recv(timeout)
