@@ -159,10 +159,11 @@ class FakeConn:
         if self.recv_chunk:
             k = min(k, self.recv_chunk)
         if self.reset_after_in is not None:
-            k = min(k, self.reset_after_in - self.bytes_read)
-            if k <= 0:
+            left = self.reset_after_in - self.bytes_read
+            if left <= 0:
                 self.is_reset = True
                 raise ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
+            k = min(k, left)
         if k == 0:
             if self.eof:
                 return 0
