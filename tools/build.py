@@ -43,7 +43,8 @@ def firmware_files(src=None):
     for dirpath, dirnames, filenames in os.walk(src):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
-            if name.endswith((".pyc",)) or name == "config.json":
+            # *_cpython.py modules are the host-only halves of compat/kernels.
+            if name.endswith((".pyc", "_cpython.py")) or name == "config.json":
                 continue
             full = os.path.join(dirpath, name)
             yield os.path.relpath(full, src), full

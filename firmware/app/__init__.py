@@ -1,7 +1,38 @@
 # The default application: /echo for anyone, the dashboard page and its /ws channel.
-from app import echo, dashboard
+from app import echo
 
 
 def install(srv, cfg, board):
     srv.route("/echo", echo.EchoHandler())
-    dashboard.install(srv, cfg, board)
+    srv.static("/", "www")
+    srv.route("/ws", LazyDashboard(srv, cfg, board))
+
+
+class LazyDashboard:
+    """Stands in for the dashboard's /ws handler until the first page connects.
+
+    The dashboard's code costs about 5 KB of heap on the unix port; a device that only
+    echoes (or has not been visited yet) never pays it. The first connection imports the
+    dashboard, which registers itself for /ws; that connection keeps talking through
+    this stand-in.
+    """
+
+    def __init__(self, srv, cfg, board):
+        self.args = (srv, cfg, board)
+        self.real = None
+
+    def on_open(self, conn):
+        if self.real is None:
+            from app import dashboard
+
+            self.real = dashboard.install(*self.args)
+        self.real.on_open(conn)
+
+    def on_message(self, conn, data, text):
+        return self.real.on_message(conn, data, text)
+
+    def on_writable(self, conn):
+        self.real.on_writable(conn)
+
+    def on_close(self, conn, code, reason):
+        self.real.on_close(conn, code, reason)

@@ -1,10 +1,10 @@
 # /echo: every message back with its type, any size.
 #
 # Messages that fit the slot come whole (on_message) and go back as one frame. Larger ones
-# arrive piece by piece (on_fragment) and go back piece by piece as fragments of one
-# message: a 16 MiB message echoes through a few KiB of buffers. When the ring is full the
-# handler says so (returns False): the runtime stops reading until the ring drains, so
-# TCP flow control slows the sender instead of memory growing.
+# arrive piece by piece (on_fragment) and go back frame for frame (conn.relay): the reply
+# has the same frames as the request, however large, through a ring of a few KiB. When the
+# ring is full the handler says so (returns False): the runtime stops reading until the
+# ring drains, so TCP flow control slows the sender instead of memory growing.
 
 
 class EchoHandler:
@@ -12,4 +12,4 @@ class EchoHandler:
         return conn.send(data, text)
 
     def on_fragment(self, conn, data, text, first, last):
-        return conn.send_fragment(data, text, first, last)
+        return conn.relay(data)

@@ -44,7 +44,6 @@ class FrameHeader:
         self.masked = False
         self.length = 0
         self.mask = bytearray(4)
-        self.size = 0  # header bytes
 
     def parse(self, buf, pos, end):
         """Decode the header at buf[pos:end]. Returns its size, or 0 if incomplete.
@@ -87,7 +86,6 @@ class FrameHeader:
             mk[1] = buf[m + 1]
             mk[2] = buf[m + 2]
             mk[3] = buf[m + 3]
-        self.size = size
         return size
 
 

@@ -13,21 +13,6 @@ _HEAD_CODEC = "utf-8" if MICROPYTHON else "latin-1"
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEADERS = 40
 
-REASONS = {
-    101: "Switching Protocols",
-    200: "OK",
-    304: "Not Modified",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 class HttpError(Exception):
@@ -168,20 +153,3 @@ def response_101(accept, subprotocol=None):
     if subprotocol:
         head += "Sec-WebSocket-Protocol: " + subprotocol + "\r\n"
     return (head + "\r\n").encode()
-
-
-def response_head(status, content_type=None, length=None, headers=()):
-    head = "HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Error"))
-    if content_type:
-        head += "Content-Type: " + content_type + "\r\n"
-    if length is not None:
-        head += "Content-Length: %d\r\n" % length
-    for name, value in headers:
-        head += name + ": " + value + "\r\n"
-    head += "Connection: close\r\n\r\n"
-    return head.encode()
-
-
-def error_response(err):
-    body = ("%d %s: %s\n" % (err.status, REASONS.get(err.status, "Error"), err.message)).encode()
-    return response_head(err.status, "text/plain", len(body), err.headers) + body

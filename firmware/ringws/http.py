@@ -4,7 +4,25 @@
 import json
 import os
 
-from ringws.handshake import HttpError, error_response, response_head
+from ringws.handshake import HttpError
+
+# Status lines and error bodies live here, not in handshake.py: a device that only does
+# WebSocket never loads them.
+REASONS = {
+    101: "Switching Protocols",
+    200: "OK",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 TYPES = {
     "html": "text/html; charset=utf-8",
@@ -107,3 +125,20 @@ async def _static(srv, slot, req, directory, rel):
                 await srv.flush(slot)
             ring.write(rbuf, 0, n)
     await srv.flush(slot)
+
+
+def response_head(status, content_type=None, length=None, headers=()):
+    head = "HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Error"))
+    if content_type:
+        head += "Content-Type: " + content_type + "\r\n"
+    if length is not None:
+        head += "Content-Length: %d\r\n" % length
+    for name, value in headers:
+        head += name + ": " + value + "\r\n"
+    head += "Connection: close\r\n\r\n"
+    return head.encode()
+
+
+def error_response(err):
+    body = ("%d %s: %s\n" % (err.status, REASONS.get(err.status, "Error"), err.message)).encode()
+    return response_head(err.status, "text/plain", len(body), err.headers) + body

@@ -28,7 +28,8 @@ from ringws.frames import (
 )
 from ringws.kernels import copy
 from ringws.ring import RingBuffer
-from ringws.utf8 import Utf8Validator, is_valid
+from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, utf8_step
+from ringws.utf8 import is_valid
 
 EV_NONE = const(0)  # nothing complete yet: read more
 EV_MESSAGE = const(1)  # ev_data (memoryview), ev_text
@@ -65,7 +66,6 @@ class Protocol(FrameHeader):
         self.rbuf = _view(rbuf)
         self.ring = RingBuffer(ring_buf)
         self.mbuf = _view(mbuf)
-        self.utf8 = Utf8Validator()
         self.scratch = bytearray(14)
         # Largest payload of a streamed piece: it must fit the ring beside the reserve.
         self.max_piece = ring_size - CONTROL_RESERVE - 10
@@ -88,6 +88,7 @@ class Protocol(FrameHeader):
         self.streaming = False
         self.stream_first = True
         self.out_frag = False  # an outgoing fragmented message is in progress
+        self.out_left = 0  # payload bytes still owed to a frame being relayed
         self.pending = EV_NONE
         self.p_from_mbuf = False
         self.pong_seen = False
@@ -96,7 +97,7 @@ class Protocol(FrameHeader):
         self.ev_first = False
         self.ev_last = False
         self.ring.clear()
-        self.utf8.reset()
+        self.u8 = UTF8_ACCEPT  # incremental UTF-8 state of the text message in progress
 
     # -- receive side -------------------------------------------------------------
 
@@ -182,7 +183,7 @@ class Protocol(FrameHeader):
             self.mlen = 0
             self.streaming = False
             self.stream_first = True
-            self.utf8.reset()
+            self.u8 = UTF8_ACCEPT
         if op < OP_CLOSE and not self.can_stream and self.state == OPEN:
             total = self.mlen + h.length
             if total > len(self.mbuf) and not (op != OP_CONT and h.fin and h.length <= len(self.rbuf)):
@@ -210,8 +211,10 @@ class Protocol(FrameHeader):
         if end > start:
             self.f_phase = unmask(self.rbuf, start, end, self.mask, self.f_phase)
             self.f_seen = have
-            if text and not self.utf8.feed(self.rbuf, start, end):
-                return False
+            if text:
+                self.u8 = utf8_step(self.rbuf, start, end, self.u8)
+                if self.u8 == UTF8_REJECT:
+                    return False
         return True
 
     def _data(self):
@@ -235,7 +238,7 @@ class Protocol(FrameHeader):
             if self.rlen - self.rpos < n:
                 self._compact()
                 return EV_NONE
-            if text and not self.utf8.complete():
+            if text and self.u8 != UTF8_ACCEPT:
                 return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
             return self._deliver(EV_MESSAGE, self.rpos, n, False, text, True, True)
         have = self.f_seen
@@ -249,7 +252,7 @@ class Protocol(FrameHeader):
             self.in_frame = False
             if not self.fin:
                 return -1
-            if text and not self.utf8.complete():
+            if text and self.u8 != UTF8_ACCEPT:
                 return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
             return self._deliver(EV_MESSAGE, 0, self.mlen, True, text, True, True)
         if not self.can_stream:
@@ -266,7 +269,7 @@ class Protocol(FrameHeader):
                 self.in_frame = False  # empty non-final fragment: nothing to hand over
                 return -1
             return EV_NONE
-        if last and text and not self.utf8.complete():
+        if last and text and self.u8 != UTF8_ACCEPT:
             return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
         return self._deliver(EV_FRAGMENT, self.rpos, take, False, text, self.stream_first, last)
 
@@ -361,6 +364,8 @@ class Protocol(FrameHeader):
     # -- send side ----------------------------------------------------------------
 
     def _queue(self, opcode, fin, data, off, n, reserve):
+        if self.out_left:
+            return False  # no frame may start inside a relayed frame's payload
         ring = self.ring
         hsize = header_size(n)
         if hsize + n + reserve > ring.free():
@@ -404,12 +409,49 @@ class Protocol(FrameHeader):
         self.out_frag = not last
         return True
 
+    def relay(self, data):
+        """Send a piece handed over by EV_FRAGMENT with the framing it arrived in.
+
+        The first piece of an incoming frame opens an outgoing frame of the same length,
+        opcode and FIN; later pieces only add payload. So a message echoes frame for
+        frame, however large its frames are, through a ring of any size. All or nothing.
+        """
+        if self.state != OPEN or self.pending != EV_FRAGMENT:
+            return False
+        n = len(data)
+        ring = self.ring
+        if self.out_left:
+            if n > self.out_left or n + CONTROL_RESERVE > ring.free():
+                return False
+            ring.write(data, 0, n)
+            self.out_left -= n
+            return True
+        if self.p_from_mbuf:  # the assembled start of the message: a frame of its own
+            total = len(self.ev_data)
+            fin = False
+        else:
+            if self.f_left != self.length:
+                return False  # the start of this frame was not relayed
+            total = self.length
+            fin = self.fin
+        op = (OP_TEXT if self.ev_text else OP_BINARY) if self.ev_first else OP_CONT
+        hsize = header_size(total)
+        if n > total or hsize + n + CONTROL_RESERVE > ring.free():
+            return False
+        write_header(self.scratch, 0, op, fin, total)
+        ring.write(self.scratch, 0, hsize)
+        ring.write(data, 0, n)
+        self.out_left = total - n
+        return True
+
     def send_ping(self, payload=b""):
         if self.state != OPEN:
             return False
         return self._queue(OP_PING, True, payload, 0, len(payload), 0)
 
     def _queue_close(self, code, reason):
+        if self.out_left:
+            return False  # mid-frame: the close timeout ends the connection instead
         scratch = self.scratch
         r = reason.encode() if reason else b""
         if len(r) > MAX_CONTROL - 2:

@@ -105,6 +105,20 @@ class Conn:
         s.want_drain = True
         return False
 
+    def relay(self, data):
+        """Inside on_fragment: send this piece with the framing it arrived in (see
+        Protocol.relay). Returns False when the ring has no room (arms on_writable)."""
+        s = self._slot
+        if s is None:
+            return False
+        if s.relay(data):
+            if s.ev_last and not s.out_left:
+                self._server.messages_out += 1
+            self._server._sent(s)
+            return True
+        s.want_drain = True
+        return False
+
     def want_writable(self):
         s = self._slot
         if s is not None:
@@ -364,8 +378,10 @@ class Server:
                 recv_into(sock, self.scratch, len(self.scratch))
             except Exception:
                 pass
+            from ringws.http import response_head
+
             body = b"503 Service Unavailable: all connection slots are busy\n"
-            head = handshake.response_head(
+            head = response_head(
                 503, "text/plain", len(body), (("Retry-After", "1"),)
             )
             try:
@@ -406,8 +422,9 @@ class Server:
             cause = slot.cause or "peer_reset"
         except asyncio.CancelledError:
             raise
-        except MemoryError:
+        except MemoryError as e:
             cause = "memory"
+            print("ringws: out of memory on a connection:", e)
             await self._abort(slot, gen, "out of memory", "memory")
         except OSError as e:
             cause = slot.cause or "peer_reset"
@@ -649,7 +666,7 @@ class Server:
         slot.cause = "http"
         from ringws import http
 
-        await http.send_bytes(self, slot, handshake.error_response(err))
+        await http.send_bytes(self, slot, http.error_response(err))
 
     async def flush(self, slot):
         """Write the whole ring out from the calling task (HTTP phase only)."""
@@ -763,8 +780,10 @@ class Server:
 
     def _timeout_http(self, slot):
         # Best effort: the 408 goes out if the socket takes it now; never waits.
+        from ringws.http import error_response
+
         err = handshake.HttpError(408, "request not complete within %d ms" % self.cfg["handshake_timeout_ms"])
-        data = handshake.error_response(err)
+        data = error_response(err)
         try:
             send_from(slot.sock, data, 0, len(data))
         except OSError:
