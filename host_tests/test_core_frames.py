@@ -1,0 +1,77 @@
+"""frames.py: header decode/encode, close-code registry, encode_frame."""
+import pytest
+
+from conftest import client_frame, parse_server_frames
+from ringws.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_TEXT,
+    FrameHeader,
+    close_code_valid,
+    encode_frame,
+    header_size,
+    write_header,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize("n,bits", [(0, 7), (125, 7), (126, 16), (65535, 16), (65536, 64), (1 << 40, 64)])
+def test_parse_lengths_and_mask(n, bits):
+    mask = b"\x01\x02\x03\x04"
+    frame = client_frame(OP_BINARY, b"", fin=False, mask=mask, length=n)
+    h = FrameHeader()
+    buf = bytearray(b"junk" + frame)
+    size = h.parse(buf, 4, len(buf))
+    assert size == {7: 2, 16: 4, 64: 10}[bits] + 4
+    assert (h.fin, h.rsv, h.opcode, h.masked, h.length) == (False, 0, OP_BINARY, True, n)
+    assert bytes(h.mask) == mask
+
+
+def test_parse_incomplete_header_returns_zero_at_every_cut():
+    frame = client_frame(OP_TEXT, b"x" * 70000)
+    h = FrameHeader()
+    for cut in range(0, 14):
+        assert h.parse(frame, 0, cut) == 0
+    assert h.parse(frame, 0, 14) == 14
+
+
+def test_parse_reports_rsv_and_unmasked_without_judging():
+    h = FrameHeader()
+    f = client_frame(0xB, b"", rsv=5, masked=False)
+    assert h.parse(f, 0, len(f)) == 2
+    assert (h.rsv, h.opcode, h.masked) == (0x50, 0xB, False)
+
+
+def test_top_bit_64_bit_length_is_minus_one():
+    h = FrameHeader()
+    f = bytes([0x82, 0xFF]) + b"\x80" + b"\0" * 7 + b"mask"
+    assert h.parse(f, 0, len(f)) == 14 and h.length == -1
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 65535, 65536, 1 << 33])
+def test_write_header_round_trip(n):
+    buf = bytearray(10)
+    size = write_header(buf, 0, OP_TEXT, True, n)
+    assert size == header_size(n)
+    h = FrameHeader()
+    assert h.parse(buf, 0, size) == size
+    assert (h.fin, h.opcode, h.masked, h.length) == (True, OP_TEXT, False, n)
+
+
+def test_header_size_is_minimal():
+    assert [header_size(n) for n in (0, 125, 126, 65535, 65536)] == [2, 2, 4, 4, 10]
+
+
+def test_close_code_registry():
+    valid = {c for c in range(0, 70000) if close_code_valid(c)}
+    expected = set(range(1000, 1004)) | set(range(1007, 1015)) | set(range(3000, 5000))
+    assert valid == expected
+
+
+def test_encode_frame_masked_matches_client_frame_and_unmasked_parses():
+    mask = b"\xaa\xbb\xcc\xdd"
+    payload = bytes(range(200))
+    assert encode_frame(OP_CLOSE, payload, mask=mask) == client_frame(OP_CLOSE, payload, mask=mask)
+    frames, rest = parse_server_frames(encode_frame(OP_BINARY, payload, fin=False))
+    assert frames == [(False, OP_BINARY, payload)] and rest == b""
