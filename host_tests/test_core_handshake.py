@@ -43,10 +43,11 @@ def test_rfc_example_accept_key():
 
 
 def test_request_fields():
-    r = req(GOOD + ["X-Dup: a", "x-dup: b"])
+    r = req(GOOD + ["Sec-WebSocket-Protocol: a", "sec-websocket-protocol: b", "X-Other: dropped"])
     assert (r.method, r.path, r.query, r.version) == ("GET", "/echo", "x=1", "HTTP/1.1")
-    assert r.header("x-dup") == "a, b"
+    assert r.header("sec-websocket-protocol") == "a, b"  # repeats joined
     assert r.header("sec-websocket-version") == "13"
+    assert r.header("x-other") is None  # only the fields ringws uses are kept (KNOWN)
 
 
 @pytest.mark.parametrize(

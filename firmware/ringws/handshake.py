@@ -32,7 +32,8 @@ class Request:
         self.path = path
         self.query = query
         self.version = version
-        self.headers = headers  # lower-case name -> value; repeats joined with ", "
+        # lower-case name -> value (repeats joined with ", "), for the names in KNOWN
+        self.headers = headers
 
     def header(self, name, default=None):
         return self.headers.get(name, default)
@@ -47,38 +48,57 @@ def find_end(buf, start, end):
     return -1 if i < 0 else i + 4
 
 
+# The header fields anything in ringws looks at; others are checked for form and dropped,
+# so a request with many large headers costs no more memory than a small one.
+KNOWN = (
+    b"host",
+    b"upgrade",
+    b"connection",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"sec-websocket-protocol",
+    b"origin",
+    b"authorization",
+    b"accept-encoding",
+    b"if-none-match",
+)
+
+
 def parse_request(buf, end):
     """Parse the request head in buf[:end] (which includes the final blank line)."""
-    try:
-        text = str(bytes(buf[:end]), _HEAD_CODEC)
-    except (UnicodeError, ValueError):
-        raise HttpError(400, "request head is not valid text")
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
+    eol = find(buf, b"\r\n", 0, end)
+    parts = bytes(buf[:eol]).split(b" ")
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise HttpError(400, "malformed request line")
-    method, target, version = parts
+    try:
+        method, target, version = [str(p, _HEAD_CODEC) for p in parts]
+    except (UnicodeError, ValueError):
+        raise HttpError(400, "request line is not valid text")
     if not version.startswith("HTTP/1."):
         raise HttpError(400, "unsupported HTTP version: " + version[:16])
     if not target.startswith("/"):
         raise HttpError(400, "request target must be a path")
     headers = {}
     count = 0
-    for line in lines[1:]:
-        if not line:
-            continue
+    pos = eol + 2
+    while pos < end - 2:
+        eol = find(buf, b"\r\n", pos, end)
         count += 1
         if count > MAX_HEADERS:
             raise HttpError(431, "more than %d header fields" % MAX_HEADERS)
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or " " in name:
+        colon = find(buf, b":", pos, eol)
+        if colon <= pos or buf[colon - 1] in (32, 9) or buf[pos] in (32, 9):
             raise HttpError(400, "malformed header line")
-        name = name.lower()
-        value = value.strip()
-        if name in headers:
-            headers[name] = headers[name] + ", " + value
-        else:
-            headers[name] = value
+        name = bytes(buf[pos:colon]).lower()
+        if name in KNOWN:
+            try:
+                value = str(bytes(buf[colon + 1 : eol]), _HEAD_CODEC).strip()
+            except (UnicodeError, ValueError):
+                raise HttpError(400, "header value is not valid text")
+            key = str(name, "ascii")
+            old = headers.get(key)
+            headers[key] = value if old is None else old + ", " + value
+        pos = eol + 2
     return Request(method, target, version, headers)
 
 

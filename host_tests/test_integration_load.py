@@ -1,0 +1,184 @@
+"""Many clients, slow clients and churn against the firmware under the unix port with a
+110 KiB heap: the heap stays flat, slots and descriptors come back, nobody starves."""
+import asyncio
+import os
+import socket
+import struct
+import time
+
+import pytest
+import websockets
+from simfw import Firmware, http_request, raw_connect, read_frame
+
+from ringws.frames import encode_frame
+
+pytestmark = pytest.mark.timeout(240)
+MASK = b"\x01\x02\x03\x04"
+HEAP = 112640
+
+
+@pytest.fixture(scope="module")
+def fw():
+    f = Firmware(ping_interval_ms=0)
+    yield f
+    out = f.output()
+    f.stop()
+    assert "Traceback" not in out, out
+
+
+def settle(fw, want_free=None, timeout=5.0):
+    """Stats once every slot but the one /stats borrows is free again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = fw.stats()
+        if st["slots_free"] >= (want_free or st["slots_total"] - 1) or time.monotonic() > deadline:
+            time.sleep(0.1)  # let the /stats connection itself give its slot back
+            return st
+        time.sleep(0.05)
+
+
+def test_eight_concurrent_clients_echo(fw):
+    base = settle(fw)
+
+    async def client(i):
+        async with websockets.connect(fw.ws_url(), max_size=None) as ws:
+            for k in range(30):
+                msg = os.urandom(16 + 97 * k + i)
+                await ws.send(msg)
+                assert await asyncio.wait_for(ws.recv(), 20) == msg
+            return True
+
+    async def go():
+        return await asyncio.gather(*(client(i) for i in range(8)))
+
+    assert asyncio.run(go()) == [True] * 8
+    after = settle(fw)
+    assert after["messages_in"] - base["messages_in"] == 8 * 30
+    assert after["connections"] == 0
+
+
+def test_full_server_answers_503_and_keeps_serving(fw):
+    async def go():
+        conns = [await websockets.connect(fw.ws_url()) for _ in range(8)]
+        try:
+            out = await asyncio.to_thread(
+                http_request, fw.port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            assert out.startswith(b"HTTP/1.1 503"), out
+            assert b"Retry-After:" in out
+            for c in conns:  # the admitted clients are unaffected
+                await c.send("still here")
+                assert await asyncio.wait_for(c.recv(), 10) == "still here"
+        finally:
+            for c in conns:
+                await c.close()
+
+    asyncio.run(go())
+    assert settle(fw)["rejected_full"] >= 1
+
+
+def test_client_that_never_reads_does_not_grow_the_heap_or_stall_others(fw):
+    settle(fw)
+    # The stalled client pipes 4 MiB of echo requests and never reads a byte: the
+    # server's ring fills, it stops reading, TCP pushes back. Memory must stay flat.
+    stalled = raw_connect(fw.port)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.setblocking(False)
+    frame = encode_frame(0x2, b"z" * 1000, mask=MASK)
+    sent = 0
+    t_end = time.monotonic() + 3
+    while time.monotonic() < t_end and sent < 4 << 20:
+        try:
+            sent += stalled.send(frame)
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert sent < 4 << 20, "the server kept reading from a client that never reads"
+
+    samples = []
+
+    async def others():
+        async with websockets.connect(fw.ws_url()) as a, websockets.connect(fw.ws_url()) as b:
+            for k in range(40):
+                for ws in (a, b):
+                    await ws.send(b"x" * 500)
+                    assert await asyncio.wait_for(ws.recv(), 10) == b"x" * 500
+                if k % 8 == 0:
+                    st = await asyncio.to_thread(fw.stats)
+                    samples.append(st["mem_alloc"])
+
+    asyncio.run(others())
+    assert max(samples) - min(samples) < 4096, samples  # flat, within GC noise
+    assert max(samples) < HEAP
+    stalled.close()
+    st = settle(fw)
+    assert st["slots_free"] == st["slots_total"] - 1
+
+
+def test_connect_close_churn_returns_every_resource(fw):
+    base = settle(fw)
+    base_fds = fw.fds()
+    for i in range(1000):
+        s = socket.create_connection(("127.0.0.1", fw.port), timeout=5)
+        if i % 2:
+            s.sendall(
+                b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            s.recv(200)
+            # TCP reset: SO_LINGER with a zero timeout
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        else:
+            s.close()
+            ws = raw_connect(fw.port)
+            ws.sendall(encode_frame(0x8, (1000).to_bytes(2, "big"), mask=MASK))
+            assert read_frame(ws)[1] == 0x8
+            ws.close()
+    st = settle(fw)
+    assert st["slots_free"] == st["slots_total"] - 1
+    assert fw.fds() == base_fds
+    # Heap back to where it was (after gc.collect, within a few small objects).
+    assert abs(st["mem_alloc"] - base["mem_alloc"]) < 2048, (base["mem_alloc"], st["mem_alloc"])
+    closed = st["closed"]
+    assert sum(closed.values()) - sum(base["closed"].values()) >= 1000
+    assert fw.alive()
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", b"426"),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         b"Sec-WebSocket-Version: 13\r\n\r\n", b"400"),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         b"Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n", b"400"),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", b"405"),
+        (b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4000 + b"\r\n\r\n", b"431"),
+        (b"HELLO\r\n\r\n", b"400"),
+    ],
+    ids=["plain-get", "version-8", "no-key", "short-key", "post", "404", "too-large", "garbage"],
+)
+def test_bad_handshakes_get_clear_statuses(fw, request_bytes, status):
+    out = http_request(fw.port, request_bytes)
+    assert out.startswith(b"HTTP/1.1 " + status), out[:200]
+    if status == b"426":
+        assert b"Sec-WebSocket-Version: 13" in out
+    body = out.split(b"\r\n\r\n", 1)[1]
+    assert len(body) > 10  # a message that names the problem
+    assert fw.alive()
+
+
+def test_upgrade_headers_are_case_insensitive_token_lists(fw):
+    s = socket.create_connection(("127.0.0.1", fw.port), timeout=5)
+    s.sendall(
+        b"GET /echo HTTP/1.1\r\nhost: x\r\nupgrade: WebSocket\r\nconnection: keep-alive, UPGRADE\r\n"
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    )
+    head = s.recv(1000)
+    assert head.startswith(b"HTTP/1.1 101")
+    assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+    s.close()
