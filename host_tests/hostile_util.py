@@ -31,20 +31,56 @@ FAST = {
     "tick_ms": 50,
 }
 
-# Wraps main.py so that the access checker is wired while main.py does not do it yet
-# (and does nothing more once it does).
-_ACCESS_MAIN = """\
-import json
-import app
-from ringws import access
-_cfg = json.load(open("config.json")).get("access")
-_install = app.install
-def _wired(srv, cfg, board):
-    _install(srv, cfg, board)
-    if srv.access_check is None:
-        srv.access_check = access.checker(_cfg)
-app.install = _wired
-exec(open("main.py").read())
+# Test entry point: main.py itself, with a hook run right after app.install() that wires
+# the access checker (while main.py does not do it yet; nothing once it does) and, for the
+# out-of-memory cases, fills the heap with ballast until only `leave_free` bytes are left.
+_HOOK_MAIN = """\
+import gc
+import os
+_ballast = []
+def _squeeze(target):
+    # Fill the heap with ballast until only `target` bytes are free.
+    gc.collect()
+    size = 2048
+    while size >= 16:
+        room = gc.mem_free() - target
+        if room < 16:
+            break
+        try:
+            _ballast.append(bytearray(min(room - 16, size)))
+        except MemoryError:
+            size //= 2  # no free block that big left: take smaller ones
+def _squeeze_file(now):
+    # The test writes a byte count into ./squeeze to take the heap away while the
+    # server runs, and deletes the file to give it back.
+    try:
+        with open("squeeze") as f:
+            target = int(f.read())
+    except (OSError, ValueError):
+        if _ballast:
+            _ballast.clear()
+            gc.collect()
+            print("ringws-test: ballast released, heap free %d" % gc.mem_free())
+        return
+    if not _ballast:
+        _squeeze(target)
+        print("ringws-test: squeezed, heap free %d" % gc.mem_free())
+def _hostile_hook(srv, cfg):
+    h = cfg.get("hostile") or {}
+    if cfg.get("access") and srv.access_check is None:
+        from ringws import access
+        srv.access_check = access.checker(cfg.get("access"))
+    if h.get("leave_free"):
+        _squeeze(h["leave_free"])
+        print("ringws-test: ballast %d blocks, heap free %d" % (len(_ballast), gc.mem_free()))
+    if h.get("squeeze"):
+        srv.add_timer(100, _squeeze_file)
+_src = open("main.py").read()
+_hook_at = "    app.install(srv, cfg, board)\\n"
+if _hook_at not in _src:
+    raise SystemExit("hostile_main: main.py no longer calls app.install(srv, cfg, board)")
+_src = _src.replace(_hook_at, _hook_at + "    _hostile_hook(srv, cfg)\\n")
+exec(_src)
 """
 
 
@@ -64,33 +100,36 @@ def micropython():
 class Firmware:
     """The firmware under the unix port: build(), start(), stats(), fds(), stop()."""
 
-    def __init__(self, out_dir, server=None, access=None, heap=HEAP):
+    def __init__(self, out_dir, server=None, access=None, heap=HEAP, leave_free=None,
+                 squeeze=False):
         self.dir = str(out_dir)
         self.port = free_port()
         self.heap = heap
         self.proc = None
         self._log_from = 0
-        self.access = access
+        self.hooked = access is not None or leave_free is not None or squeeze
         self.log_path = self.dir + ".log"
         cmd = [sys.executable, os.path.join(ROOT, "tools", "build.py"), "--board", "host",
                "--out", self.dir, "--port", str(self.port)]
         for key, value in (server or {}).items():
             cmd += ["--set", "%s=%s" % (key, json.dumps(value))]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        if access is not None:
+        if self.hooked:
             path = os.path.join(self.dir, "config.json")
             with open(path) as f:
                 cfg = json.load(f)
-            cfg["access"] = access
+            if access is not None:
+                cfg["access"] = access
+            cfg["hostile"] = {"leave_free": leave_free, "squeeze": squeeze}
             with open(path, "w") as f:
                 json.dump(cfg, f)
             with open(os.path.join(self.dir, "hostile_main.py"), "w") as f:
-                f.write(_ACCESS_MAIN)
+                f.write(_HOOK_MAIN)
 
     def start(self, timeout=15):
         log = open(self.log_path, "ab")
         self._log_from = log.tell()  # this run's output starts here
-        entry = "hostile_main.py" if self.access is not None else "main.py"
+        entry = "hostile_main.py" if self.hooked else "main.py"
         self.proc = subprocess.Popen([micropython(), "-X", "heapsize=" + self.heap, entry],
                                      cwd=self.dir, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -104,6 +143,20 @@ class Firmware:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("firmware did not listen on %d:\n%s" % (self.port, self.log()))
+
+    def squeeze(self, leave_free):
+        """Take the heap away (ballast until leave_free bytes are free), or give it back
+        (None). Applied by a server timer within about 100 ms; waits for the log line."""
+        path = os.path.join(self.dir, "squeeze")
+        mark = "ringws-test: squeezed" if leave_free is not None else "ringws-test: ballast released"
+        seen = self.log(since_start=True).count(mark)
+        if leave_free is None:
+            os.remove(path)
+        else:
+            with open(path, "w") as f:
+                f.write(str(leave_free))
+        if not wait_until(lambda: self.log(since_start=True).count(mark) > seen, 5):
+            raise RuntimeError("squeeze not applied:\n" + self.log())
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -1,0 +1,110 @@
+"""Out of memory under the MicroPython unix port.
+
+The firmware starts normally (ESP32-sized heap); then the test takes the heap away while
+it runs: a server timer fills it with ballast until only a few hundred bytes are free
+(hostile_util's squeeze hook). Connections already open must go on being served, or be
+closed with 1011; new ones must be refused (503, or closed when even that cannot be
+built) without the server dying; once the memory is given back everything works again
+and every resource is at its baseline.
+"""
+import pytest
+
+from hostile_util import (
+    FAST,
+    Firmware,
+    FrameReader,
+    assert_baseline,
+    connect,
+    echo_roundtrip,
+    frame,
+    parse_response,
+    read_all,
+    ws_open,
+    ws_request,
+)
+
+pytestmark = pytest.mark.timeout(60)
+SLOTS = 4
+
+
+@pytest.fixture(scope="module")
+def fw(tmp_path_factory):
+    f = Firmware(tmp_path_factory.mktemp("oom") / "fw",
+                 server=dict(FAST, max_connections=SLOTS, ping_interval_ms=0),
+                 squeeze=True).start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def base(fw):
+    echo_roundtrip(fw.port)
+    b = fw.resources()
+    yield b
+    if fw.alive():
+        try:
+            fw.squeeze(None)
+        except (RuntimeError, OSError):
+            pass  # already given back by the test
+    assert fw.alive(), fw.log()
+    assert echo_roundtrip(fw.port, b"memory back") == b"memory back"
+    assert_baseline(fw, b)
+
+
+@pytest.mark.parametrize("leave_free", [1500, 400, 64])
+def test_starved_heap_keeps_open_connections_and_refuses_new_ones(fw, base, leave_free):
+    before = fw.stats()["closed"]
+    olds = [ws_open(fw.port) for _ in range(SLOTS - 2)]
+    fw.squeeze(leave_free)
+    outcomes = []
+    for i, s in enumerate(olds):
+        r = FrameReader(s)
+        s.sendall(frame(0x1, b"hi %d" % i))
+        op, _, payload = r.next()
+        if op == 0x8:
+            outcomes.append(("closed", int.from_bytes(payload[:2], "big")))
+        else:
+            outcomes.append(("echo", payload))
+    refused = []
+    for _ in range(3):
+        s = connect(fw.port)
+        s.sendall(ws_request())
+        refused.append(read_all(s, 3))
+        s.close()
+    assert fw.alive(), fw.log()
+    fw.squeeze(None)
+    for i, s in enumerate(olds):
+        if outcomes[i][0] == "echo":
+            s.sendall(frame(0x8, b"\x03\xe8"))
+            assert FrameReader(s).close_code() == 1000
+        s.close()
+    after = fw.stats()["closed"]
+    # An open connection either went on echoing or was closed with 1011; nothing else.
+    for i, out in enumerate(outcomes):
+        assert out in (("echo", b"hi %d" % i), ("closed", 1011)), outcomes
+    # A new connection is answered 101 only if there was memory for it, else refused.
+    for data in refused:
+        status = parse_response(data)[0] if data else None
+        assert status in (101, 503, None), data[:100]
+    starved = sum(1 for d in refused if not d.startswith(b"HTTP/1.1 101"))
+    assert after["memory"] - before["memory"] >= starved
+    print("\nleave_free %d: open connections %s; new %s; memory closes %d"
+          % (leave_free, outcomes, [d[:12] for d in refused],
+             after["memory"] - before["memory"]))
+    if leave_free <= 400:
+        assert starved == 3, "the squeeze did not starve the handshake: no OOM was tested"
+
+
+# Found by this test: when the opening handshake runs out of memory the connection is
+# closed with no answer at all. The issue asks for 503 (a prebuilt response would need
+# no allocation).
+@pytest.mark.xfail(strict=True, reason="server closes without a status when the handshake "
+                   "runs out of memory (docs/hostile.md, finding 2)")
+def test_handshake_out_of_memory_is_answered_503(fw, base):
+    fw.squeeze(64)
+    s = connect(fw.port)
+    s.sendall(ws_request())
+    data = read_all(s, 3)
+    s.close()
+    fw.squeeze(None)
+    assert parse_response(data)[0] == 503, data[:100]
