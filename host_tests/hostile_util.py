@@ -107,6 +107,10 @@ class Firmware:
         self.heap = heap
         self.proc = None
         self._log_from = 0
+        # /stats needs the token when one is configured
+        self.stats_path = "/stats"
+        if access and access.get("token"):
+            self.stats_path += "?token=" + access["token"]
         self.hooked = access is not None or leave_free is not None or squeeze
         self.log_path = self.dir + ".log"
         cmd = [sys.executable, os.path.join(ROOT, "tools", "build.py"), "--board", "host",
@@ -189,7 +193,7 @@ class Firmware:
         return http_get(self.port, path, headers, timeout)
 
     def stats(self):
-        status, _, body = self.get("/stats")
+        status, _, body = self.get(self.stats_path)
         assert status == 200, (status, body)
         return json.loads(body)
 
