@@ -597,7 +597,7 @@ def test_handshake_timeout_gets_408():
         c.send_raw(b"GET /echo HTTP/1.1\r\nHost: slow\r\n")  # never finished
         await c.closed(2)
         elapsed = asyncio.get_running_loop().time() - t0
-        assert 0.18 < elapsed < 1.0
+        assert 0.18 < elapsed < 1.5
         assert bytes(c.sock.take()).startswith(b"HTTP/1.1 408 ")
         assert ctx.handlers["/echo"].opened == []
 
@@ -696,7 +696,7 @@ def test_graceful_shutdown_1001_then_forced():
         await deaf.expect_close(1001)
         await done
         elapsed = loop.time() - t0
-        assert 0.18 < elapsed < 1.0
+        assert 0.18 < elapsed < 1.5
         assert polite.sock.closed and deaf.sock.closed and half.sock.closed
         assert ctx.lst.closed
         codes = sorted(c[1] for c in ctx.handlers["/echo"].closes)
