@@ -94,15 +94,19 @@ def feed():
         led(not _led_state)
 
 
-def fatal(exc):
+def fatal(exc, pause_ms=10000):
     """main.py calls this when the server dies: on a board, report it, blink, then reset
     (a fresh boot is the best recovery without a person nearby). Nothing on the host."""
     if network is None or machine is None:
         return
-    print("board: fatal %r, resetting in 10 s (Ctrl-C for the REPL)" % (exc,))
-    for _ in range(50):
+    import time
+
+    print("board: fatal %r, resetting in %d ms (Ctrl-C for the REPL)" % (exc, pause_ms))
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < pause_ms:
         led(not _led_state)
-        _sleep_ms(200)
+        feed()
+        time.sleep_ms(min(200, pause_ms))
     machine.reset()
 
 

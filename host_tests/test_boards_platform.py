@@ -84,6 +84,8 @@ class Pin:
     def value(self, v=None):
         if v is not None:
             log.append(('led', v))
+def reset():
+    log.append(('reset',))
 class WDT:
     def __init__(self, id=0, timeout=5000):
         log.append(('wdt', timeout))
@@ -99,15 +101,17 @@ network.FAILS = %(fails)d
 cfg = json.loads(%(cfg)r)
 info = board.bring_up(cfg)
 board.feed(); board.feed()
+if %(fatal)r:
+    board.fatal(ValueError('boom'), pause_ms=30)
 out = {'info': info, 'status': board.status(), 'net': network.log, 'machine': machine.log}
 print('RESULT ' + json.dumps(out))
 """
 
 
-def run_board(tmp_path, cfg, fails=0):
+def run_board(tmp_path, cfg, fails=0, fatal=False):
     (tmp_path / "network.py").write_text(FAKE_NETWORK)
     (tmp_path / "machine.py").write_text(FAKE_MACHINE)
-    (tmp_path / "run.py").write_text(RUNNER % {"firmware": FIRMWARE, "fails": fails,
+    (tmp_path / "run.py").write_text(RUNNER % {"firmware": FIRMWARE, "fails": fails, "fatal": fatal,
                                                "cfg": json.dumps(cfg)})
     r = subprocess.run([MICROPYTHON, "-X", "heapsize=110k", "run.py"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=30)
@@ -218,3 +222,10 @@ def test_led_blinks_in_ap_mode(tmp_path):
     out, _ = run_board(tmp_path, wifi_cfg(wifi={"ssid": ""}))
     leds = [e[1] for e in out["machine"] if e[0] == "led"]
     assert leds[-2:] in ([True, False], [False, True])   # two feeds, two toggles
+
+
+def test_fatal_reports_then_resets_the_board(tmp_path):
+    out, printed = run_board(tmp_path, wifi_cfg(), fatal=True)
+    assert "board: fatal ValueError('boom'" in printed
+    assert out["machine"][-1] == ["reset"]
+    assert out["machine"].count(["feed"]) > 2      # the watchdog is fed while it waits
