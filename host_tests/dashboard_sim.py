@@ -14,6 +14,10 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
+# The host board's sizing with fewer slots (the tests need at most four connections at
+# once), room for a 200-character chat line and for Chromium's request heads (a reload
+# with If-None-Match is about 700 bytes); the heap stays the ESP32's.
+SERVER = {"max_connections": 4, "max_message": 256, "recv_buf": 1024, "send_ring": 1288}
 HEAP = os.environ.get("RINGWS_TEST_HEAP", "110k")  # the ESP32 budget; override to investigate
 
 
@@ -31,7 +35,8 @@ def micropython():
 
 
 class Firmware:
-    def __init__(self, out_dir, telemetry_ms=200, server=None):
+    def __init__(self, out_dir, telemetry_ms=200, server=SERVER):
+        """server: overrides of the board's server settings (None: the board's own)."""
         self.dir = str(out_dir)
         self.port = free_port()
         self.proc = None

@@ -31,7 +31,7 @@ class Conn:
         if self.room <= 0:
             return False
         self.room -= 1
-        self.frames.append(json.loads(data))
+        self.frames.append(json.loads(bytes(data)))
         return True
 
     def of(self, t):
@@ -106,10 +106,9 @@ def cmd(dash, conn, obj):
     dash.on_message(conn, memoryview(raw), True)
 
 
-def test_install_registers_channel_page_and_timer(env):
+def test_install_registers_channel_and_timer(env):
     srv, _, dash = env
     assert srv.routes["/ws"] is dash
-    assert srv.statics == [("/", "www")]
     assert srv.timers == [(250, dash.tick)]
 
 
@@ -245,3 +244,30 @@ def test_board_without_led_gets_a_simulated_pin(board):
     assert a.of("led") == [{"t": "led", "on": True}]
     dash.tick(0)
     assert a.of("stats")[0]["led"] is True
+
+
+def test_sample_carries_the_page_figures_only(env):
+    srv, _, dash = env
+    srv.stats = lambda: {"mem_free": 1, "uptime_ms": 2, "closed": {"normal": 3},
+                         "board": {"reset_cause": "WDT_RESET", "rssi": -61, "ip": None,
+                                   "reason": "x" * 300}}
+    c = open_tab(srv, dash, 1)
+    dash.tick(0)
+    assert c.of("stats")[0]["s"] == {"mem_free": 1, "uptime_ms": 2,
+                                     "board": {"reset_cause": "WDT_RESET", "rssi": -61}}
+
+
+def test_messages_are_built_in_a_fixed_buffer():
+    srv = Srv()
+    srv.cfg = {"max_message": 100}
+    dash = dashboard.install(srv, {}, Board())
+    assert len(dash.buf) == dashboard.SAMPLE_ROOM + 100
+    a, b = open_tab(srv, dash, 1), open_tab(srv, dash, 2)
+    # 200 characters, each \u0001 escaped to 6 bytes: more than the buffer holds.
+    cmd(dash, a, {"cmd": "say", "text": "\x01" * 200})
+    assert "too long" in a.of("error")[0]["error"] and b.of("say") == []
+    cmd(dash, a, {"cmd": "say", "text": "fits"})
+    assert b.of("say")[0]["text"] == "fits"
+    srv.stats = lambda: {"board": {"wifi": "w" * 600}}
+    dash.tick(0)  # a sample no ring could take: missed by both, counted
+    assert a.of("stats") == [] and srv.dropped == 2

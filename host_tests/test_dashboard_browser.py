@@ -80,6 +80,21 @@ def wait_sample_after(pg, uptime_ms):
                          timeout=WAIT)
 
 
+@pytest.mark.xfail(strict=True, reason="host board recv_buf 640 < Chromium's ~700-byte "
+                   "conditional request head: 431 on reload (core: parse headers as a stream)")
+def test_reload_with_the_boards_own_sizing(browser, tmp_path):
+    f = Firmware(tmp_path / "fw", server=None).start()
+    try:
+        pg = browser.new_page()
+        for _ in range(2):  # the second load revalidates: If-None-Match, a longer head
+            r = pg.goto(f.url + "/")
+            assert r.status in (200, 304), r.status
+            wait_live(pg)
+        pg.close()
+    finally:
+        f.kill()
+
+
 def test_figures_match_stats(fw, page_of):
     pg = page_of()
     # Two samples are needed for the rates.

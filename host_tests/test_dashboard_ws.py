@@ -13,6 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+import dashboard_sim
 from dashboard_sim import ROOT, Firmware
 
 PERIOD = 100
@@ -20,9 +21,8 @@ PERIOD = 100
 
 @pytest.fixture(scope="module")
 def fw(tmp_path_factory):
-    # Room for an 800-byte "say" (the host board allows 256-byte messages).
     f = Firmware(tmp_path_factory.mktemp("dash_ws") / "fw", telemetry_ms=PERIOD,
-                 server={"max_connections": 4, "max_message": 1024, "send_ring": 2048})
+                 server=dashboard_sim.SERVER)
     f.start()
     yield f
     f.kill()
@@ -88,6 +88,7 @@ def test_bad_commands_get_clear_errors(fw):
                          ('{"cmd":"fly"}', "unknown cmd"), ('{"cmd":"led","on":"yes"}', "led needs"),
                          ('{"cmd":"say","text":""}', "say needs"),
                          (json.dumps({"cmd": "say", "text": "y" * 201}), "longer than")]:
+            assert len(raw.encode()) <= dashboard_sim.SERVER["max_message"]
             ws.send(raw)
             assert why in recv_json(ws, "error")["error"], raw
         ws.send(b'{"cmd":"led","on":true}')
@@ -180,8 +181,8 @@ def test_slow_tab_is_skipped_and_counted_others_unaffected(fw):
     try:
         sender.wait(lambda m: m["t"] == "hello")
         # Flood until the silent tab's socket buffers and then its ring are full (the
-        # host's TCP buffers hold megabytes; an ESP32's hold 5760 bytes). 800 bytes a say.
-        flood = json.dumps({"cmd": "say", "text": "\U0001F4E1" * 200}, ensure_ascii=False)
+        # host's TCP buffers hold megabytes; an ESP32's hold 5760 bytes).
+        flood = json.dumps({"cmd": "say", "text": "\U0001F4E1" * 50}, ensure_ascii=False)
         deadline = time.monotonic() + 20
         k = 0
         while True:
