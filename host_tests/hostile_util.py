@@ -50,21 +50,35 @@ def _squeeze(target):
             _ballast.append(bytearray(min(room - 16, size)))
         except MemoryError:
             size //= 2  # no free block that big left: take smaller ones
+_reserve = None
 def _squeeze_file(now):
     # The test writes a byte count into ./squeeze to take the heap away while the
-    # server runs, and deletes the file to give it back.
+    # server runs, and deletes the file to give it back. A small reserve, dropped at the
+    # start of each check and taken again at its end, lets the check itself run on a
+    # starved heap (it is synchronous: nothing else allocates in between).
+    global _reserve
+    _reserve = None
     try:
         with open("squeeze") as f:
             target = int(f.read())
+    except MemoryError:
+        target = -1  # keep the current state
     except (OSError, ValueError):
+        target = None
+    if target is None:
         if _ballast:
             _ballast.clear()
             gc.collect()
             print("ringws-test: ballast released, heap free %d" % gc.mem_free())
         return
-    if not _ballast:
-        _squeeze(target)
-        print("ringws-test: squeezed, heap free %d" % gc.mem_free())
+    if target > 0 and not _ballast:
+        print("ringws-test: squeezed to %d" % target)
+        _squeeze(target + 300)
+    if _ballast:
+        try:
+            _reserve = bytearray(256)
+        except MemoryError:
+            pass
 def _hostile_hook(srv, cfg):
     h = cfg.get("hostile") or {}
     if cfg.get("access") and srv.access_check is None:

@@ -95,11 +95,8 @@ def test_starved_heap_keeps_open_connections_and_refuses_new_ones(fw, base, leav
         assert starved == 3, "the squeeze did not starve the handshake: no OOM was tested"
 
 
-# Found by this test: when the opening handshake runs out of memory the connection is
-# closed with no answer at all. The issue asks for 503 (a prebuilt response would need
-# no allocation).
-@pytest.mark.xfail(strict=True, reason="server closes without a status when the handshake "
-                   "runs out of memory (docs/hostile.md, finding 2)")
+# Found by this test (fixed): when the opening handshake ran out of memory the connection
+# was closed with no answer at all; now a prebuilt 503 goes out.
 def test_handshake_out_of_memory_is_answered_503(fw, base):
     fw.squeeze(64)
     s = connect(fw.port)
