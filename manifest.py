@@ -19,4 +19,5 @@ package(
 )
 # The platform layer and the default application.
 module("board.py", base_path="firmware")
+module("wifi.py", base_path="firmware")
 package("app", base_path="firmware")

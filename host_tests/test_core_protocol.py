@@ -65,9 +65,6 @@ def test_64bit_length_with_top_bit_is_protocol_error():
     assert_failed(p, bad, 1002)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG protocol.py _data() path 1 tests f_left (what is left of "
-                   "the frame) <= len(rbuf) instead of the whole frame: once the head of a single "
-                   "frame larger than rbuf was copied to mbuf, the tail is delivered alone")
 @pytest.mark.parametrize("n,recv", [(513, 512), (1000, 512), (5000, 4096), (65535, 512)])
 def test_single_frame_larger_than_recv_buf_is_assembled_whole(n, recv):
     # max_message > recv_buf (boards/esp32-spiram.json: 16384): such a frame goes to mbuf.
@@ -76,8 +73,6 @@ def test_single_frame_larger_than_recv_buf_is_assembled_whole(n, recv):
     assert drive(p, client_frame(OP_BINARY, payload)) == [("msg", False, payload)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG protocol.py next_event(): 'return self._control()' hands "
-                   "the internal -1 (go on) to the caller after every ping or pong")
 def test_next_event_returns_only_documented_events():
     p = make_proto()
     p.feed(client_frame(OP_PING, b"a") + client_frame(OP_PONG, b"b") + client_frame(OP_TEXT, b"c"))
@@ -307,8 +302,6 @@ def test_we_close_first_then_data_is_dropped_and_peer_close_finishes():
     assert server_frames(p) == []  # no pong while closing, no second close frame
 
 
-@pytest.mark.xfail(strict=True, reason="BUG protocol.py _queue_close(): r[:MAX_CONTROL - 2] cuts the "
-                   "encoded reason inside a character; the peer then fails the connection with 1007")
 def test_close_reason_is_truncated_to_valid_utf8():
     p = make_proto()
     p.close(1000, "é" * 100)  # 200 bytes encoded; a close payload holds 123
@@ -482,9 +475,6 @@ def test_send_of_a_frame_that_can_never_fit_raises():
         p.send_fragment(b"x" * 2000, False, True, False)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG protocol.py writable(): for room 128-129 it returns 126-127 "
-                   "(needs a 4-byte header, refused) and for room 65540-65545 it returns "
-                   "65536-65541 (needs a 10-byte header, refused)")
 def test_writable_is_exactly_what_send_accepts():
     # For every fill level: send(writable()) fits, send(writable()+1) does not.
     p = make_proto(recv=512, ring=70000, mbuf=256)
@@ -545,9 +535,6 @@ def test_control_reserve_lets_pong_and_close_through_a_full_ring():
     assert ring_used > 1024 - 254 - 10
 
 
-@pytest.mark.xfail(strict=True, reason="BUG protocol.py _control(): pongs are queued with reserve 0, "
-                   "so two 125-byte pongs use the whole control reserve and the close frame of a "
-                   "following failure does not fit (_queue_close returns False, nothing is sent)")
 def test_repeated_pings_never_starve_the_close_frame():
     # Data fills the ring up to the control reserve; then two full-size pings and a
     # protocol error. Either the parser blocks (and the runtime drains, see sink) or the

@@ -493,9 +493,6 @@ def test_memory_error_in_the_socket_layer(what, at):
     run(scenario, expect={"memory": 1})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG server.py _writer()/_write_some(): only OSError is caught; a "
-                   "MemoryError from send() kills the writer task ('Task exception was never "
-                   "retrieved'), the connection is never torn down and its slot stays busy")
 def test_memory_error_in_the_writer_task_ends_the_connection():
     # The socket pushes back first, so a writer task does the sending; it then hits a
     # MemoryError. The connection must still be torn down (not left with a dead writer).
@@ -632,9 +629,6 @@ def test_keepalive_ping_unanswered_closes_1011():
     run(scenario, cfg={"ping_interval_ms": 50, "pong_timeout_ms": 100}, expect={"ping_timeout": 1})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG server.py _read_loop(): pong_seen is looked at right after "
-                   "received(n), before next_event() parsed the pong; a client that answers pings "
-                   "and is otherwise quiet is closed with 1011 'keepalive ping timeout'")
 def test_keepalive_answered_pings_keep_the_connection():
     async def scenario(ctx):
         c = await ctx.client().handshake()

@@ -215,8 +215,6 @@ def test_never_answering_pings_closes_1011_after_keepalive_timeout(fw, base):
 # Found by this test: server.py's _read_loop looks at proto.pong_seen right after
 # received(n), before next_event() has parsed the pong, so a pong is only noticed when more
 # bytes follow it. A quiet client that answers every ping is closed with 1011.
-@pytest.mark.xfail(strict=True, reason="server bug: a pong is noticed only when more bytes "
-                   "follow it (see docs/hostile.md, finding 1)")
 def test_answering_pings_keeps_a_quiet_connection(fw, base):
     s = ws_open(fw.port)
     r = FrameReader(s)  # answers pings

@@ -90,6 +90,8 @@ def parse_request(buf, end):
         if colon <= pos or buf[colon - 1] in (32, 9) or buf[pos] in (32, 9):
             raise HttpError(400, "malformed header line")
         name = bytes(buf[pos:colon]).lower()
+        if b" " in name or b"\t" in name:
+            raise HttpError(400, "malformed header name")
         if name in KNOWN:
             try:
                 value = str(bytes(buf[colon + 1 : eol]), _HEAD_CODEC).strip()
@@ -139,7 +141,7 @@ def validate_upgrade(req):
     key = key.strip()
     try:
         raw = binascii.a2b_base64(key)
-    except (ValueError, binascii.Error):
+    except ValueError:  # (binascii.Error subclasses it; MicroPython has no Error)
         raise HttpError(400, "Sec-WebSocket-Key is not base64")
     if len(raw) != 16 or len(key) != 24:
         raise HttpError(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")

@@ -146,7 +146,10 @@ class Protocol(FrameHeader):
                 if self.rlen - self.rpos < self.f_left:
                     self._compact()
                     return EV_NONE
-                return self._control()
+                ev = self._control()
+                if ev >= 0:
+                    return ev
+                continue
             ev = self._data()
             if ev >= 0:
                 return ev
@@ -234,7 +237,13 @@ class Protocol(FrameHeader):
             return self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
         n = self.f_left
         # 1. A whole message in one frame that fits rbuf: hand it over in place.
-        if self.fin and self.opcode != OP_CONT and not self.streaming and n <= len(self.rbuf):
+        if (
+            self.fin
+            and self.opcode != OP_CONT
+            and not self.streaming
+            and self.mlen == 0
+            and self.length <= len(self.rbuf)
+        ):
             if self.rlen - self.rpos < n:
                 self._compact()
                 return EV_NONE
@@ -315,7 +324,9 @@ class Protocol(FrameHeader):
         start = self.rpos
         if op == OP_PING:
             if self.state == OPEN:
-                if not self._queue(OP_PONG, True, self.rbuf, start, n, 0):
+                # A pong leaves room for a close frame: a failure right after it must
+                # still be able to say why.
+                if not self._queue(OP_PONG, True, self.rbuf, start, n, 2 + MAX_CONTROL):
                     return EV_BLOCKED
         elif op == OP_PONG:
             self.pong_seen = True
@@ -382,11 +393,17 @@ class Protocol(FrameHeader):
     def writable(self):
         """Largest payload a data frame may have right now."""
         room = self.ring.free() - CONTROL_RESERVE
-        if room > 65545:
-            return room - 10
-        if room > 129:
+        if room <= 2:
+            return 0
+        if room - 2 <= 125:
+            return room - 2
+        if room - 4 < 126:
+            return 125  # a 126..129-byte gap: the 4-byte header form does not pay off
+        if room - 4 <= 65535:
             return room - 4
-        return room - 2 if room > 2 else 0
+        if room - 10 < 65536:
+            return 65535
+        return room - 10
 
     def send(self, data, text=False):
         """Queue one whole message as one frame, or nothing. True if queued."""
@@ -456,6 +473,8 @@ class Protocol(FrameHeader):
         r = reason.encode() if reason else b""
         if len(r) > MAX_CONTROL - 2:
             r = r[: MAX_CONTROL - 2]
+            while r and not is_valid(r):  # never cut inside a character
+                r = r[:-1]
         n = 2 + len(r)
         if header_size(n) + n > self.ring.free():
             return False

@@ -56,6 +56,11 @@ CLOSE_CAUSES = (
 )
 
 
+# Prebuilt, so that answering needs no allocation when the heap has just run out.
+_TIMEOUT_408 = b'HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 71\r\nConnection: close\r\n\r\n408 Request Timeout: request not complete within the handshake timeout\n'
+_OOM_503 = b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 46\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable: out of memory, retry\n'
+
+
 class Conn:
     """The application's handle on one WebSocket connection.
 
@@ -422,10 +427,16 @@ class Server:
             cause = slot.cause or "peer_reset"
         except asyncio.CancelledError:
             raise
-        except MemoryError as e:
+        except MemoryError:
             cause = "memory"
-            print("ringws: out of memory on a connection:", e)
-            await self._abort(slot, gen, "out of memory", "memory")
+            if slot.phase == HTTP:
+                try:  # first, while nothing else has taken the little memory there is
+                    send_from(slot.sock, _OOM_503, 0, len(_OOM_503))
+                except Exception:
+                    pass
+            _note_oom()
+            if slot.phase == WS:
+                await self._abort(slot, gen, "out of memory", "memory")
         except OSError as e:
             cause = slot.cause or "peer_reset"
             if compat.errno_of(e) not in _RESET_ERRNOS:
@@ -452,6 +463,9 @@ class Server:
         while True:
             ev = slot.next_event()
             if ev == EV_NONE:
+                if slot.pong_seen:  # the parser has seen our keepalive answered
+                    slot.pong_seen = False
+                    slot.ping_at = 0
                 # End of a batch: one write for everything the handlers queued.
                 if ring.used:
                     self._flush(slot)
@@ -473,9 +487,6 @@ class Server:
                 slot.received(n)
                 self.bytes_in += n
                 slot.last_rx = ticks_ms()
-                if slot.pong_seen:
-                    slot.pong_seen = False
-                    slot.ping_at = 0
                 continue
             if ev == EV_MESSAGE or ev == EV_FRAGMENT:
                 if not self._dispatch(slot, ev):
@@ -558,6 +569,10 @@ class Server:
             slot.broken = True
             if compat.errno_of(e) not in _RESET_ERRNOS:
                 print("ringws: send error", e)
+        except MemoryError:
+            slot.broken = True
+            slot.cause = "memory"
+            print("ringws: out of memory while sending")
         return False
 
     def _push(self, slot):
@@ -579,7 +594,7 @@ class Server:
                     return
                 pushed_back = self._write_some(slot)
                 if slot.broken:
-                    self._teardown(slot, "peer_reset", gen)
+                    self._teardown(slot, slot.cause or "peer_reset", gen)
                     return
                 if ring.free() >= ring.size // 2:
                     self._drained(slot)  # may queue more: the loop goes on while data is left
@@ -779,20 +794,17 @@ class Server:
             compat.collect()
 
     def _timeout_http(self, slot):
-        # Best effort: the 408 goes out if the socket takes it now; never waits.
-        from ringws.http import error_response
-
-        err = handshake.HttpError(408, "request not complete within %d ms" % self.cfg["handshake_timeout_ms"])
-        data = error_response(err)
+        # Best effort and prebuilt: the 408 goes out if the socket takes it now; the
+        # housekeeping task never waits and allocates nothing for it.
         try:
-            send_from(slot.sock, data, 0, len(data))
+            send_from(slot.sock, _TIMEOUT_408, 0, len(_TIMEOUT_408))
         except OSError:
             pass
         self._teardown(slot, "handshake_timeout", slot.gen)
 
     def _check_ws(self, s, now, cfg):
         if s.broken:
-            self._teardown(s, "peer_reset", s.gen)
+            self._teardown(s, s.cause or "peer_reset", s.gen)
             return
         if s.want_drain and s.writer is None and not s.batching:
             self._flush(s)  # want_writable() with room already: fire on_writable now
@@ -815,6 +827,13 @@ class Server:
             if s.send_ping(b"ringws"):
                 s.ping_at = now or 1
                 self._sent(s)
+
+
+def _note_oom():
+    try:
+        print("ringws: out of memory on a connection")
+    except MemoryError:
+        pass
 
 
 def _close_quietly(sock):
