@@ -126,11 +126,6 @@ def run_frames(data, chunks=(), stream=False, refuse_every=0):
                 ev = p.next_event()
                 if ev == EV_NONE:
                     break
-                if ev == -1:
-                    # Known core bug (test_core_protocol xfail): next_event() leaks its
-                    # internal "go on" after a ping or pong. The runtime just loops again.
-                    _count("events", "internal -1 (known)")
-                    continue
                 if ev not in (EV_MESSAGE, EV_FRAGMENT, EV_CLOSE, EV_ERROR, EV_BLOCKED):
                     raise Finding("undocumented event %r" % ev)
                 if failed:
