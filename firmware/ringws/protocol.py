@@ -48,6 +48,11 @@ CLOSED = const(2)  # close handshake finished (or connection failed): only flush
 CONTROL_RESERVE = const(254)  # 2 * (2-byte header + 125)
 
 
+# Header bytes on their way into a ring. Shared by every connection: it is filled and
+# copied out within one call, never across an await.
+_SCRATCH = bytearray(14)
+
+
 def _view(buf):
     return buf if isinstance(buf, memoryview) else memoryview(buf)
 
@@ -66,7 +71,6 @@ class Protocol(FrameHeader):
         self.rbuf = _view(rbuf)
         self.ring = RingBuffer(ring_buf)
         self.mbuf = _view(mbuf)
-        self.scratch = bytearray(14)
         # Largest payload of a streamed piece: it must fit the ring beside the reserve.
         self.max_piece = ring_size - CONTROL_RESERVE - 10
         self.can_stream = False
@@ -381,8 +385,8 @@ class Protocol(FrameHeader):
         hsize = header_size(n)
         if hsize + n + reserve > ring.free():
             return False
-        write_header(self.scratch, 0, opcode, fin, n)
-        ring.write(self.scratch, 0, hsize)
+        write_header(_SCRATCH, 0, opcode, fin, n)
+        ring.write(_SCRATCH, 0, hsize)
         ring.write(data, off, n)
         return True
 
@@ -455,8 +459,8 @@ class Protocol(FrameHeader):
         hsize = header_size(total)
         if n > total or hsize + n + CONTROL_RESERVE > ring.free():
             return False
-        write_header(self.scratch, 0, op, fin, total)
-        ring.write(self.scratch, 0, hsize)
+        write_header(_SCRATCH, 0, op, fin, total)
+        ring.write(_SCRATCH, 0, hsize)
         ring.write(data, 0, n)
         self.out_left = total - n
         return True
@@ -469,7 +473,7 @@ class Protocol(FrameHeader):
     def _queue_close(self, code, reason):
         if self.out_left:
             return False  # mid-frame: the close timeout ends the connection instead
-        scratch = self.scratch
+        scratch = _SCRATCH
         r = reason.encode() if reason else b""
         if len(r) > MAX_CONTROL - 2:
             r = r[: MAX_CONTROL - 2]

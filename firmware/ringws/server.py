@@ -20,6 +20,7 @@ from ringws.compat import (
     wait_writable,
 )
 from ringws.config import server_config, slot_bytes
+from ringws.kernels import copy
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
 from ringws.protocol import (
     CLOSED,
@@ -58,6 +59,7 @@ CLOSE_CAUSES = (
 
 # Prebuilt, so that answering needs no allocation when the heap has just run out.
 _TIMEOUT_408 = b'HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 71\r\nConnection: close\r\n\r\n408 Request Timeout: request not complete within the handshake timeout\n'
+_FULL_503 = b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 55\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable: all connection slots are busy\n'
 _OOM_503 = b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 46\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable: out of memory, retry\n'
 
 
@@ -260,7 +262,7 @@ class Server:
             "messages_in": self.messages_in,
             "messages_out": self.messages_out,
             "dropped": self.dropped,
-            "closed": dict(self.closed),
+            "closed": self.closed,
             "rejected_full": self.rejected_full,
             "accept_errors": self.accept_errors,
             "http_requests": self.http_requests,
@@ -378,21 +380,14 @@ class Server:
 
     async def _refuse_task(self, sock):
         try:
-            try:
-                await wait_for_ms(wait_readable(sock), 200)
-                recv_into(sock, self.scratch, len(self.scratch))
-            except Exception:
-                pass
-            from ringws.http import response_head
-
-            body = b"503 Service Unavailable: all connection slots are busy\n"
-            head = response_head(
-                503, "text/plain", len(body), (("Retry-After", "1"),)
-            )
-            try:
-                send_from(sock, head + body, 0, len(head) + len(body))
-            except OSError:
-                pass
+            await wait_for_ms(wait_readable(sock), 200)
+            recv_into(sock, self.scratch, len(self.scratch))
+        except Exception:  # timeout, reset: answer anyway
+            pass
+        try:
+            send_from(sock, _FULL_503, 0, len(_FULL_503))
+        except Exception:
+            pass
         finally:
             _close_quietly(sock)
             self._rejecting -= 1
@@ -629,7 +624,7 @@ class Server:
         """Read one request; answer it (returns None) or accept the upgrade (the handler)."""
         proto = slot
         sock = slot.sock
-        rbuf = proto.rbuf
+        rbuf = slot.block  # receive buffer, ring and message buffer, all free until now
         size = len(rbuf)
         got = 0
         end = -1
@@ -666,11 +661,17 @@ class Server:
 
             await http.respond(self, slot, req)
             return None
+        # Bytes after the request head are the client's first frames: keep them, moved
+        # to the receive buffer before the 101 goes into the ring they may lie in.
+        early = got - end
+        if early > len(slot.rbuf):
+            await self._respond_error(slot, handshake.HttpError(400, "too much data sent before the handshake completed"))
+            return None
+        copy(slot.rbuf, 0, rbuf, end, early)
+        proto.rpos = 0
+        proto.rlen = early
         sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
         proto.ring.write(handshake.response_101(accept, sub))
-        # Bytes after the request head are the client's first frames: keep them.
-        proto.rpos = end
-        proto.rlen = got
         proto.can_stream = handler._ringws_stream
         self._next_id += 1
         slot.conn = Conn(self, slot, req, sub, remote)

@@ -20,6 +20,10 @@ class Slot(Protocol):
         b = a + cfg["recv_buf"]
         c = b + cfg["send_ring"]
         Protocol.__init__(self, mv[a:b], mv[b:c], mv[c : c + cfg["max_message"]])
+        # All three buffers in one view: an HTTP request head may use the whole slot
+        # (nothing else is in use before the response), so the header limit is the slot
+        # size, not recv_buf.
+        self.block = mv[a : c + cfg["max_message"]]
         self.gen = 0
         self.phase = FREE
         self.sock = None
