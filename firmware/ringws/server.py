@@ -361,11 +361,27 @@ class Server:
                 compat.set_nodelay(sock)
             except OSError:
                 pass
-            if not self.free:
-                self._refuse(sock)
-                continue
-            slot = self.free.pop()
-            self._start(slot, sock, remote)
+            try:
+                if not self.free:
+                    self._refuse(sock)
+                    continue
+                slot = self.free.pop()
+                try:
+                    self._start(slot, sock, remote)
+                except MemoryError:
+                    # Not even the reader task fits: give the slot back, say 503 with
+                    # the prebuilt answer, keep accepting.
+                    slot.phase = FREE
+                    slot.sock = None
+                    self.free.append(slot)
+                    raise
+            except MemoryError:
+                self.closed["memory"] += 1
+                try:
+                    send_from(sock, _OOM_503, 0, len(_OOM_503))
+                except Exception:
+                    pass
+                _close_quietly(sock)
 
     def _refuse(self, sock):
         # No slot: answer 503 without borrowing one. A few refusals at a time may wait a
@@ -376,7 +392,11 @@ class Server:
             _close_quietly(sock)
             return
         self._rejecting += 1
-        asyncio.create_task(self._refuse_task(sock))
+        try:
+            asyncio.create_task(self._refuse_task(sock))
+        except MemoryError:
+            self._rejecting -= 1
+            raise
 
     async def _refuse_task(self, sock):
         try:
