@@ -56,6 +56,10 @@ def main():
     if info.get("bind"):
         scfg["host"] = info["bind"]
     srv = Server(scfg, platform=board, slots=slots)
+    if cfg.get("access"):
+        from ringws import access
+
+        srv.access_check = access.checker(cfg["access"])
     app.install(srv, cfg, board)
     gc.collect()
     print("ringws: heap free %d alloc %d after start-up" % (gc.mem_free(), gc.mem_alloc()))

@@ -97,10 +97,12 @@ def test_client_that_never_reads_does_not_grow_the_heap_or_stall_others(fw):
             async with websockets.connect(fw.ws_url()) as a, websockets.connect(fw.ws_url()) as b:
                 t_end = time.monotonic() + 3
                 k = 0
+                pending = frame
                 while time.monotonic() < t_end:
                     for _ in range(20):
-                        try:
-                            stalled.send(frame)
+                        try:  # a partial send keeps its rest: the stream stays valid
+                            n = stalled.send(pending)
+                            pending = pending[n:] or frame
                         except BlockingIOError:
                             break
                     for ws in (a, b):  # the others keep echoing meanwhile
@@ -121,10 +123,15 @@ def test_client_that_never_reads_does_not_grow_the_heap_or_stall_others(fw):
         stalled_in = taken[-1] - base["bytes_in"]
         others_in = 2 * 506 * 20 * len(taken) + 100000
         assert stalled_in < others_in + (1 << 20), (stalled_in, taken)
+        assert st_closed(fw)["protocol"] == base["closed"]["protocol"]  # stream stayed valid
     finally:
         stalled.close()
     st = settle(fw)
     assert st["slots_free"] == st["slots_total"] - 1
+
+
+def st_closed(fw):
+    return fw.stats()["closed"]
 
 
 def test_connect_close_churn_returns_every_resource(fw):

@@ -92,6 +92,7 @@ def never_reader(srv, seconds, interval=0.25, size=1024):
                 "error": "connect: %s" % e}
     s.setblocking(False)
     sent = 0
+    pending = burst
     series = []
     t0 = time.monotonic()
     next_sample = t0
@@ -108,7 +109,12 @@ def never_reader(srv, seconds, interval=0.25, size=1024):
                 break
             next_sample += interval
         try:
-            sent += s.send(burst)
+            # A partial send keeps its remainder: starting a new burst mid-frame would
+            # corrupt the stream (the server rightly fails the connection with 1002 and
+            # then drains its input, which looks like "accepting" hundreds of MB).
+            n = s.send(pending)
+            sent += n
+            pending = pending[n:] or burst
         except BlockingIOError:
             time.sleep(0.01)
         except OSError as e:
