@@ -2,7 +2,7 @@
 
 Each step is idempotent and quick when already done: `make test` calls this every time.
 
-    tools/setup_test_deps.py [--check]
+    tools/setup_test_deps.py [--check]     (--check: install nothing, exit 1 if missing)
 
 The browser tests drive Debian's own chromium through Playwright's `executable_path`
 (never `playwright install`, which downloads a browser from a CDN we cannot reach).
@@ -52,8 +52,9 @@ def main(argv=None):
             failed = 1
             continue
         if apt_install(packages) != 0 or _missing(paths):
-            print("setup_test_deps: could not install %s" % " ".join(packages))
-            failed = 1
+            # Not fatal: the rest of the suite still runs, and the tests that need these
+            # fail with a message naming what is missing.
+            print("setup_test_deps: WARNING: could not install %s" % " ".join(packages))
     return failed
 
 
