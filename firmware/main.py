@@ -59,7 +59,7 @@ def main():
     if cfg.get("access"):
         from ringws import access
 
-        srv.access_check = access.checker(cfg["access"])
+        srv.set_access(access.checker(cfg["access"]))
     app.install(srv, cfg, board)
     gc.collect()
     print("ringws: heap free %d alloc %d after start-up" % (gc.mem_free(), gc.mem_alloc()))

@@ -259,9 +259,9 @@ def test_sample_carries_the_page_figures_only(env):
 
 def test_messages_are_built_in_a_fixed_buffer():
     srv = Srv()
-    srv.cfg = {"max_message": 100}
+    srv.cfg = {"max_message": 100, "recv_buf": 80, "send_ring": 1000}
     dash = dashboard.install(srv, {}, Board())
-    assert len(dash.buf) == dashboard.SAMPLE_ROOM + 100
+    assert len(dash.buf) == dashboard.SAMPLE_ROOM + 100  # max(recv_buf, max_message)
     a, b = open_tab(srv, dash, 1), open_tab(srv, dash, 2)
     # 200 characters, each \u0001 escaped to 6 bytes: more than the buffer holds.
     cmd(dash, a, {"cmd": "say", "text": "\x01" * 200})

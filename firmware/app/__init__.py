@@ -28,11 +28,16 @@ class LazyDashboard:
             self.real = dashboard.install(*self.args)
         self.real.on_open(conn)
 
+    # The first connection fails (1011) if the dashboard could not load; until it has,
+    # the other callbacks have nothing to forward to.
     def on_message(self, conn, data, text):
-        return self.real.on_message(conn, data, text)
+        if self.real is not None:
+            return self.real.on_message(conn, data, text)
 
     def on_writable(self, conn):
-        self.real.on_writable(conn)
+        if self.real is not None:
+            self.real.on_writable(conn)
 
     def on_close(self, conn, code, reason):
-        self.real.on_close(conn, code, reason)
+        if self.real is not None:
+            self.real.on_close(conn, code, reason)

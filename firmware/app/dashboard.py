@@ -45,8 +45,12 @@ class Dashboard(io.IOBase):  # a stream too: json.dump writes into self.buf
         self.pin = getattr(board, "led", None)
         self.sim = self.pin is None or self.pin() is None
         self.lit = False
-        # Largest command the server assembles: the page checks before sending.
-        self.max_message = (getattr(srv, "cfg", None) or {}).get("max_message", 256)
+        # Largest command the page may send: what the server hands over whole (a single
+        # frame up to recv_buf, or max_message assembled), and small enough that the
+        # "say" it turns into still fits a send ring beside the control reserve.
+        cfg = getattr(srv, "cfg", None) or {}
+        whole = max(cfg.get("recv_buf", 256), cfg.get("max_message", 256))
+        self.max_message = min(whole, cfg.get("send_ring", 1024) - 300)
         self.buf = bytearray(SAMPLE_ROOM + self.max_message)
         self.n = 0
 

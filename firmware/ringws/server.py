@@ -196,6 +196,10 @@ class Server:
         handler_stream = hasattr(handler, "on_fragment")
         handler._ringws_stream = handler_stream
 
+    def set_access(self, check):
+        """check(req, is_websocket) raises handshake.HttpError to refuse a request."""
+        self.access_check = check
+
     def http(self, path, func):
         self.http_routes[path] = func
 
