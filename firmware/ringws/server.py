@@ -212,14 +212,6 @@ class Server:
     def count_drop(self, n=1):
         self.dropped += n
 
-    def connections(self, path=None):
-        out = []
-        for s in self.slots:
-            c = s.conn
-            if c is not None and s.state == OPEN and (path is None or c.path == path):
-                out.append(c)
-        return out
-
     def broadcast(self, data, text=False, path=None):
         """Queue data for every open connection (of path); skip and count full rings."""
         if isinstance(data, str):
@@ -723,6 +715,7 @@ class Server:
     def _open(self, slot, handler):
         slot.phase = WS
         slot.last_rx = ticks_ms()
+        slot.t_phase = 0  # open: no close handshake to time yet (see Slot.t_phase)
         slot.batching = True  # the 101 response leaves with the first flush
         fn = getattr(handler, "on_open", None)
         if fn is not None:
