@@ -50,8 +50,14 @@ def firmware_files(src=None):
             yield os.path.relpath(full, src), full
 
 
-def compile_file(src, dst, arch):
-    subprocess.run([mpy_cross(), "-march=" + arch, "-o", dst, src], check=True)
+def compile_file(src, dst, arch, name=None):
+    # -s: the name tracebacks show. The relative path, not where the checkout happens to
+    # be: it is interned in the heap when the module loads, so a long absolute path costs
+    # memory on the board and makes the heap layout depend on the build machine.
+    cmd = [mpy_cross(), "-march=" + arch, "-o", dst]
+    if name:
+        cmd += ["-s", name]
+    subprocess.run(cmd + [src], check=True)
 
 
 def build(board_name, out, arch=None, overrides=None, source=False, secrets=None, src=None):
@@ -64,7 +70,7 @@ def build(board_name, out, arch=None, overrides=None, source=False, secrets=None
         if full.endswith(".py") and rel not in SOURCE_ONLY and not source:
             dst = os.path.join(out, rel[:-3] + ".mpy")
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            compile_file(full, dst, arch)
+            compile_file(full, dst, arch, rel)
         else:
             dst = os.path.join(out, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
