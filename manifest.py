@@ -18,6 +18,7 @@ package(
     base_path="firmware",
 )
 # The platform layer and the default application.
+module("launch.py", base_path="firmware")
 module("board.py", base_path="firmware")
 module("wifi.py", base_path="firmware")
 package("app", base_path="firmware")

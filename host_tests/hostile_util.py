@@ -31,8 +31,7 @@ FAST = {
     "tick_ms": 50,
 }
 
-# Test entry point: main.py itself, with a hook run right after app.install() that wires
-# the access checker (while main.py does not do it yet; nothing once it does) and, for the
+# Test entry point: launch.main() with a hook run right after app.install() that, for the
 # out-of-memory cases, fills the heap with ballast until only `leave_free` bytes are left.
 _HOOK_MAIN = """\
 import gc
@@ -81,20 +80,13 @@ def _squeeze_file(now):
             pass
 def _hostile_hook(srv, cfg):
     h = cfg.get("hostile") or {}
-    if cfg.get("access") and srv.access_check is None:
-        from ringws import access
-        srv.access_check = access.checker(cfg.get("access"))
     if h.get("leave_free"):
         _squeeze(h["leave_free"])
         print("ringws-test: ballast %d blocks, heap free %d" % (len(_ballast), gc.mem_free()))
     if h.get("squeeze"):
         srv.add_timer(100, _squeeze_file)
-_src = open("main.py").read()
-_hook_at = "    app.install(srv, cfg, board)\\n"
-if _hook_at not in _src:
-    raise SystemExit("hostile_main: main.py no longer calls app.install(srv, cfg, board)")
-_src = _src.replace(_hook_at, _hook_at + "    _hostile_hook(srv, cfg)\\n")
-exec(_src)
+import launch
+launch.main(_hostile_hook)
 """
 
 

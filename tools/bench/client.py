@@ -31,17 +31,42 @@ def masked_frame(size, opcode=2, fin=True):
     return bytes(head) + MASK + body, payload
 
 
+class CtlError(Exception):
+    """The target's control port gave no usable answer (the target may be out of heap)."""
+
+
 def ctl(port, cmd, timeout=10):
-    """One command on a target's control port (servers/ctl.py); returns the JSON reply."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(cmd.encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(256)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data)
+    """One command on a target's control port (servers/ctl.py); returns the JSON reply.
+
+    "mem" and "off" are retried (a target at the edge of its heap may fail to answer
+    once); "on" is not, since it re-enables the collector the first time it runs.
+    """
+    tries = 1 if cmd == "on" else 3
+    why = None
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.1 * attempt)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+                s.sendall(cmd.encode() + b"\n")
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = s.recv(256)
+                    if not chunk:
+                        break
+                    data += chunk
+        except OSError as e:
+            why = repr(e)
+            continue
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            why = "reply %r" % data[:60]
+            continue
+        if "error" not in reply:
+            return reply
+        why = reply["error"]
+    raise CtlError("control port: %r got no answer (%s)" % (cmd, why))
 
 
 class HandshakeError(Exception):

@@ -14,6 +14,8 @@ def _names(res):
 def _f(x, nd=0, unit=""):
     if x is None:
         return "-"
+    if isinstance(x, str):
+        return x
     if isinstance(x, float) and nd == 0:
         return "{:,.0f}{}".format(x, unit)
     return "{:,.{}f}{}".format(x, nd, unit)
@@ -166,6 +168,8 @@ def render(res):
         t = res["targets"].get(n, {})
         ih = t.get("idle_heap") or {}
         per = ih.get("per_conn", {})
+        if "error" in ih:
+            per = {1: _fails(ih)}
         al = t.get("alloc") or {}
         rows.append([n, _f(ih.get("base")), _f(per.get(1)), _f(per.get(4)), _f(per.get(8)),
                      _alloc(al.get(16)), _alloc(al.get(1024)), _f(t.get("idle_alloc_per_s"))])
@@ -184,8 +188,8 @@ def render(res):
     rows = []
     for n in names:
         nr = res["targets"].get(n, {}).get("never_reader")
-        if not nr:
-            rows.append([n, "-", "-", "-", "-", "-", "-"])
+        if not nr or "client_sent_bytes" not in nr:
+            rows.append([n, "-", "-", "-", "-", "-", _fails(nr)])
             continue
         rows.append([n, _f(nr.get("first")), _f(nr.get("max")), _f(nr.get("last")),
                      _f(nr.get("growth")), _f(nr["client_sent_bytes"] / 1024.0, 0, " KiB"),
@@ -219,8 +223,8 @@ def render(res):
     rows = []
     for n in names:
         c = res["targets"].get(n, {}).get("churn")
-        if not c:
-            rows.append([n, "-", "-", "-", "-", "-"])
+        if not c or "cycles" not in c:
+            rows.append([n, "-", "-", "-", "-", _fails(c)])
             continue
         rows.append([n, c["cycles"], c["failed"], _f(c["cycles"] / c["seconds"]),
                      _f(c.get("leaked_heap")), _f(c.get("leaked_fds"))
@@ -246,6 +250,11 @@ def render(res):
             "`make bench` for the full report)\n\n" % (res["mode"], res["started"],
                                                         cfg["heap"])) + headline(res)
     return md, head
+
+
+def _fails(d):
+    """A measurement that failed (run.guarded): its reason, shortened."""
+    return "fails: " + d["error"][:60] if d and d.get("error") else "-"
 
 
 def _alloc(a):

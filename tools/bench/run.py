@@ -143,6 +143,15 @@ def summarize(runs):
     }
 
 
+def guarded(fn, *args):
+    """Run one measurement. One that fails is a result, recorded with its reason, rather
+    than the end of the whole run (a target at the edge of its heap may stop answering)."""
+    try:
+        return fn(*args)
+    except (OSError, ValueError, KeyError, client.CtlError, client.HandshakeError) as e:
+        return {"error": "%s: %s" % (type(e).__name__, e)}
+
+
 def allocation(target, heap, cfg):
     """Bytes allocated per echoed message (16 B, 1 KiB) and per second idle, on a fresh
     server. With the collector paused a server whose loop allocates can run out of heap:
@@ -153,14 +162,16 @@ def allocation(target, heap, cfg):
     if srv is None:
         return {16: {"error": why}, 1024: {"error": why}}, None
     try:
-        idle = measure.alloc_idle(srv, 0.02)
+        idle = guarded(measure.alloc_idle, srv, 0.02)
+        if isinstance(idle, dict):
+            idle = None  # failed: the report shows "-"
         n1, n2 = cfg["alloc_n"]
         out = {}
         for size in (16, 1024):
             if not srv.alive():
                 out[size] = {"error": "server died: " + srv.tail(1)}
                 continue
-            out[size] = measure.alloc_per_message(srv, size, n1, n2)
+            out[size] = guarded(measure.alloc_per_message, srv, size, n1, n2)
             if not srv.alive():
                 out[size] = {"error": "server died with the collector paused: " + srv.tail(1)}
         return out, idle
@@ -250,7 +261,7 @@ def main(argv=None):
     try:
         for name in fleet.names():
             srv = fleet.get(name, "idle heap")
-            res["targets"][name]["idle_heap"] = measure.idle_heap(srv)
+            res["targets"][name]["idle_heap"] = guarded(measure.idle_heap, srv)
             srv.pause()
         log("bench: idle heap done")
         res["throughput"] = throughput(fleet, cfg)
@@ -258,10 +269,10 @@ def main(argv=None):
             info = res["targets"][name]
             srv = fleet.get(name, "churn")
             if srv is not None:
-                info["churn"] = measure.churn(srv, cfg["churn"])
+                info["churn"] = guarded(measure.churn, srv, cfg["churn"])
             srv = fleet.get(name, "never-reading client")
             if srv is not None:
-                info["never_reader"] = measure.never_reader(srv, cfg["never_read_s"])
+                info["never_reader"] = guarded(measure.never_reader, srv, cfg["never_read_s"])
                 if not srv.alive():
                     info["never_reader"]["exit"] = srv.tail(1)
             srv.pause()
@@ -282,8 +293,10 @@ def main(argv=None):
                 info.setdefault("capacity", {})[h] = {"clients": 0, "limit": why}
                 continue
             try:
-                c = measure.capacity(srv, cap)
+                c = guarded(measure.capacity, srv, cap)
                 c["note"] = note
+                if "error" in c:
+                    c["limit"] = c["error"]
                 info.setdefault("capacity", {})[h] = c
             finally:
                 srv.stop()

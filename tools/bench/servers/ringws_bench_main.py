@@ -1,13 +1,9 @@
-# Runs ringws's own main.py with the bench control port beside it.
+# Runs ringws's own start-up (launch.py, what main.py calls) with the bench control port
+# beside it, on the same asyncio loop.
 #   micropython -X heapsize=110k ringws_bench_main.py PORT CTL_PORT
 # PORT goes into config.json (the folder is the bench's own build of firmware/).
-# MicroPython's asyncio has one global task queue: a task created here runs as soon as
-# main.py starts its loop with asyncio.run().
-import asyncio
 import json
 import sys
-
-import ctl
 
 with open("config.json") as f:
     cfg = json.load(f)
@@ -15,5 +11,18 @@ cfg["server"]["port"] = int(sys.argv[1])
 with open("config.json", "w") as f:
     json.dump(cfg, f)
 del cfg
-asyncio.create_task(ctl.serve_async(int(sys.argv[2])))
-exec(open("main.py").read(), {"__name__": "__main__"})
+CTL_PORT = int(sys.argv[2])
+
+
+def start_ctl(srv, cfg):
+    # After the slot arena and the server's code are in place, like any application.
+    import asyncio
+
+    import ctl
+
+    asyncio.create_task(ctl.serve_async(CTL_PORT))
+
+
+import launch  # noqa: E402
+
+launch.main(start_ctl)
