@@ -1,7 +1,16 @@
-# Start-up: config -> slot arena -> code -> platform -> server -> app -> event loop.
-# main.py only calls run(). The work lives here because main.py is compiled from source
-# in RAM on every boot, while this module is loaded as .mpy (or frozen).
+# Start-up: config -> slot arena -> code -> platform -> server -> app.
+# main.py calls start(), then forget() and runs the event loop. The work lives here
+# because main.py is compiled from source in RAM on every boot, while this module loads as
+# .mpy (or frozen), and can leave the heap once the server is built.
 import gc
+import sys
+
+# Tests and the bench set this before running main.py: called as after_install(srv, cfg)
+# once the application is installed, before the loop starts.
+after_install = None
+
+# Needed only until the server is built (see forget()).
+START_ONLY = ("launch", "ringws.config")
 
 
 def load_config():
@@ -26,12 +35,8 @@ def server_settings(cfg):
         return server_config(None)
 
 
-def run(after_install=None):
-    """Boot the server and run the event loop forever.
-
-    after_install(srv, cfg), when given, runs once the application is installed and
-    before the loop starts (tests and the bench hook in here).
-    """
+def start():
+    """Build everything up to the event loop; returns the server."""
     cfg, problem = load_config()
     if problem:
         print("ringws:", problem)
@@ -48,8 +53,6 @@ def run(after_install=None):
     for name in ("asyncio", "ringws.handshake", "ringws.server", "board", "app", "ringws.http"):
         __import__(name)
         gc.collect()
-    import asyncio
-
     import board
     from ringws.server import Server
 
@@ -66,24 +69,20 @@ def run(after_install=None):
     app.install(srv, cfg, board)
     if after_install is not None:
         after_install(srv, cfg)
-    del cfg, info
+    return srv
+
+
+def forget():
+    """Drop the start-up-only modules, so their code leaves the heap (measured on the unix
+    port: 352 B more free; their names stay interned). Importing one again later would
+    simply load it again."""
+    import ringws
+
+    for name in START_ONLY:
+        sys.modules.pop(name, None)
+    try:
+        delattr(ringws, "config")  # the package keeps its imported submodules as attributes
+    except AttributeError:
+        pass
     gc.collect()
     print("ringws: heap free %d alloc %d after start-up" % (gc.mem_free(), gc.mem_alloc()))
-    asyncio.run(srv.serve())
-
-
-def main(after_install=None):
-    """run(), and on a fatal error: say so, let the board report it, re-raise."""
-    try:
-        run(after_install)
-    except KeyboardInterrupt:
-        print("ringws: stopped")
-    except Exception as e:
-        print("ringws: fatal error:", repr(e))
-        try:
-            import board
-
-            board.fatal(e)  # on a board: report, then reset after a pause
-        except Exception:
-            pass
-        raise

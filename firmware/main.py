@@ -1,6 +1,23 @@
 # Entry point on the board and under the MicroPython unix port (make sim).
-# Kept to two lines: MicroPython compiles main.py from source in RAM at every boot, so the
-# start-up code lives in launch.py, which loads as bytecode.
+# MicroPython compiles main.py from source in RAM at every boot, so it stays short: the
+# start-up lives in launch.py (bytecode), which leaves the heap before the loop starts.
 import launch
 
-launch.main()
+try:
+    srv = launch.start()
+    launch.forget()
+    del launch
+    import asyncio
+
+    asyncio.run(srv.serve())
+except KeyboardInterrupt:
+    print("ringws: stopped")
+except Exception as e:
+    print("ringws: fatal error:", repr(e))
+    try:
+        import board
+
+        board.fatal(e)  # on a board: report, then reset after a pause
+    except Exception:
+        pass
+    raise

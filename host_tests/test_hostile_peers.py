@@ -212,7 +212,7 @@ def test_never_answering_pings_closes_1011_after_keepalive_timeout(fw, base):
     assert closed_count(fw, "ping_timeout") == before + 1
 
 
-# Found by this test: server.py's _read_loop looks at proto.pong_seen right after
+# Found by this test: server.py's read loop looked at proto.pong_seen right after
 # received(n), before next_event() has parsed the pong, so a pong is only noticed when more
 # bytes follow it. A quiet client that answers every ping is closed with 1011.
 def test_answering_pings_keeps_a_quiet_connection(fw, base):

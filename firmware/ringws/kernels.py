@@ -120,6 +120,77 @@ if MICROPYTHON:
             i += 1
 
     @micropython.viper
+    def frame_scan(buf, pos: int, end: int, mask) -> int:
+        # The common case, decided in one call: is there a whole FIN text or binary frame,
+        # masked, with a 7- or 16-bit length, at buf[pos:end]? Then copy its mask into
+        # `mask` and return opcode << 20 | header size << 16 | payload length. Otherwise
+        # -1, and the general parser (FrameHeader.parse and the protocol's rules) decides.
+        if end - pos < 6:
+            return -1
+        b = ptr8(buf)
+        b0 = int(b[pos])
+        b1 = int(b[pos + 1])
+        if (b0 != 0x81 and b0 != 0x82) or (b1 & 0x80) == 0:
+            return -1
+        n = b1 & 0x7F
+        hs = 6
+        if n == 127:
+            return -1
+        if n == 126:
+            hs = 8
+            if end - pos < 8:
+                return -1
+            n = (int(b[pos + 2]) << 8) | int(b[pos + 3])
+        if end - pos < hs + n:
+            return -1
+        m = ptr8(mask)
+        k = pos + hs - 4
+        m[0] = b[k]
+        m[1] = b[k + 1]
+        m[2] = b[k + 2]
+        m[3] = b[k + 3]
+        return ((b0 & 0x0F) << 20) | (hs << 16) | n
+
+    @micropython.viper
+    def put_frame(ring, size: int, tail: int, b0: int, data, off: int, n: int) -> int:
+        # One unmasked frame into a ring buffer at `tail`, wrapping at `size`: the header
+        # (first byte b0 = FIN | opcode, length n) then data[off:off+n]. The caller has
+        # checked the room. Returns the bytes written (header + n).
+        r = ptr8(ring)
+        hs = 2
+        b1 = n
+        if n >= 65536:
+            hs = 10
+            b1 = 127
+        elif n >= 126:
+            hs = 4
+            b1 = 126
+        i = 0
+        while i < hs:
+            if i == 0:
+                v = b0
+            elif i == 1:
+                v = b1
+            elif hs == 4:
+                v = (n >> ((3 - i) << 3)) & 0xFF
+            elif i < 6:
+                v = 0  # the top half of a 64-bit length: rings are far smaller
+            else:
+                v = (n >> ((9 - i) << 3)) & 0xFF
+            r[tail] = v
+            tail += 1
+            if tail >= size:
+                tail = 0
+            i += 1
+        first = size - tail
+        if first >= n:
+            copy(ring, tail, data, off, n)
+        else:
+            copy(ring, tail, data, off, first)
+            copy(ring, 0, data, off + first, n - first)
+        return hs + n
+
+    @micropython.viper
     def _utf8_run(buf, start: int, end: int, state: int, cls, trans) -> int:
         b = ptr8(buf)
         c = ptr8(cls)
@@ -162,4 +233,4 @@ if MICROPYTHON:
 else:
     # Pure-Python versions with the same results, in their own module (no MicroPython
     # heap is spent on them).
-    from ringws.kernels_cpython import copy, find, unmask, utf8_step  # noqa: F401
+    from ringws.kernels_cpython import copy, find, frame_scan, put_frame, unmask, utf8_step  # noqa: F401

@@ -2,8 +2,6 @@
 # big-int and bytes operations). Never imported on MicroPython.
 from ringws.kernels import UTF8_CLASS, UTF8_TRANS
 
-
-
 def unmask(buf, start, end, mask, phase):
     n = end - start
     if n <= 0:
@@ -39,3 +37,39 @@ def utf8_step(buf, start, end, state):
         if state == 1:
             return 1
     return state
+
+
+def frame_scan(buf, pos, end, mask):
+    if end - pos < 6:
+        return -1
+    b0 = buf[pos]
+    b1 = buf[pos + 1]
+    if b0 not in (0x81, 0x82) or not b1 & 0x80:
+        return -1
+    n = b1 & 0x7F
+    hs = 6
+    if n == 127:
+        return -1
+    if n == 126:
+        hs = 8
+        if end - pos < 8:
+            return -1
+        n = (buf[pos + 2] << 8) | buf[pos + 3]
+    if end - pos < hs + n:
+        return -1
+    mask[0:4] = buf[pos + hs - 4 : pos + hs]
+    return ((b0 & 0x0F) << 20) | (hs << 16) | n
+
+
+def put_frame(ring, size, tail, b0, data, off, n):
+    if n < 126:
+        head = bytes((b0, n))
+    elif n < 65536:
+        head = bytes((b0, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((b0, 127)) + n.to_bytes(8, "big")
+    frame = head + bytes(memoryview(data)[off : off + n])
+    first = min(size - tail, len(frame))
+    copy(ring, tail, frame, 0, first)
+    copy(ring, 0, frame, first, len(frame) - first)
+    return len(frame)

@@ -26,9 +26,8 @@ from ringws.frames import (
     unmask,
     write_header,
 )
-from ringws.kernels import copy
+from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, copy, frame_scan, utf8_step
 from ringws.ring import RingBuffer
-from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, utf8_step
 from ringws.utf8 import is_valid
 
 EV_NONE = const(0)  # nothing complete yet: read more
@@ -140,6 +139,11 @@ class Protocol(FrameHeader):
     def next_event(self):
         if self.pending:
             return self.pending
+        if not self.in_frame and not self.msg_op and self.state == OPEN:
+            # Fast path: a whole small text/binary frame, recognised in one native call.
+            r = frame_scan(self.rbuf, self.rpos, self.rlen, self.mask)
+            if r >= 0:
+                return self._whole_frame(r >> 20, self.rpos + ((r >> 16) & 15), r & 0xFFFF)
         while self.state != CLOSED:
             if not self.in_frame:
                 ev = self._start_frame()
@@ -158,6 +162,27 @@ class Protocol(FrameHeader):
             if ev >= 0:
                 return ev
         return EV_NONE
+
+    def _whole_frame(self, op, start, n):
+        # What _start_frame + _data do for a complete FIN frame that fits rbuf, minus the
+        # checks frame_scan has already made.
+        end = start + n
+        unmask(self.rbuf, start, end, self.mask, 0)
+        text = op == OP_TEXT
+        if text:
+            u8 = utf8_step(self.rbuf, start, end, UTF8_ACCEPT)
+            if u8 != UTF8_ACCEPT:
+                return self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in text message"
+                                  if u8 == UTF8_REJECT else "text message ends inside a character")
+        self.fin = True
+        self.opcode = op
+        self.length = n
+        self.rpos = start
+        self.in_frame = True
+        self.f_left = n
+        self.f_seen = n
+        self.msg_op = op
+        return self._deliver(EV_MESSAGE, start, n, False, text, True, True)
 
     def _start_frame(self):
         # Returns an event, or -1 when a header was taken and parsing goes on.
@@ -382,12 +407,9 @@ class Protocol(FrameHeader):
         if self.out_left:
             return False  # no frame may start inside a relayed frame's payload
         ring = self.ring
-        hsize = header_size(n)
-        if hsize + n + reserve > ring.free():
+        if header_size(n) + n + reserve > ring.size - ring.used:
             return False
-        write_header(_SCRATCH, 0, opcode, fin, n)
-        ring.write(_SCRATCH, 0, hsize)
-        ring.write(data, off, n)
+        ring.write_frame((0x80 | opcode) if fin else opcode, data, off, n)
         return True
 
     def frame_fits(self, n):
@@ -414,9 +436,11 @@ class Protocol(FrameHeader):
         if self.state != OPEN or self.out_frag:
             return False
         n = len(data)
+        if self._queue(OP_TEXT if text else OP_BINARY, True, data, 0, n, CONTROL_RESERVE):
+            return True
         if not self.frame_fits(n):
             raise ValueError("%d-byte frame can never fit a %d-byte send ring: use send_fragment" % (n, self.ring.size))
-        return self._queue(OP_TEXT if text else OP_BINARY, True, data, 0, n, CONTROL_RESERVE)
+        return False
 
     def send_fragment(self, data, text, first, last):
         if self.state != OPEN or first == self.out_frag:

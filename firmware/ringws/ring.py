@@ -1,6 +1,6 @@
 # RingBuffer: one preallocated bytearray; writes are all-or-nothing; nothing is allocated
 # after __init__. The send side of every connection is one of these.
-from ringws.kernels import copy
+from ringws.kernels import copy, put_frame
 
 
 class RingBuffer:
@@ -29,6 +29,14 @@ class RingBuffer:
             return False
         self._put(data, off, n)
         return True
+
+    def write_frame(self, b0, data, off, n):
+        """Append one unmasked frame (b0 = FIN | opcode) with payload data[off:off+n].
+        The caller has checked the room (header size + n <= free())."""
+        tail = self.head + self.used
+        if tail >= self.size:
+            tail -= self.size
+        self.used += put_frame(self.buf, self.size, tail, b0, data, off, n)
 
     def _put(self, data, off, n):
         size = self.size

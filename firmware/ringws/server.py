@@ -19,7 +19,6 @@ from ringws.compat import (
     wait_readable,
     wait_writable,
 )
-from ringws.config import server_config, slot_bytes
 from ringws.kernels import copy
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
 from ringws.protocol import (
@@ -143,6 +142,10 @@ class Conn:
 
 class Server:
     def __init__(self, config=None, platform=None, slots=None):
+        # Imported here, not at the top: ringws.config is start-up code that main.py
+        # drops from the heap once the server is built (launch.forget).
+        from ringws.config import server_config, slot_bytes
+
         cfg = server_config(config)
         self.cfg = cfg
         self.platform = platform
@@ -176,7 +179,7 @@ class Server:
         self.closed = {}
         for cause in CLOSE_CAUSES:
             self.closed[cause] = 0
-        per = slot_bytes(cfg)
+        per = self.slot_size = slot_bytes(cfg)
         print(
             "ringws: %d slots x %d B (recv %d + ring %d + message %d) = %d B budgeted"
             % (
@@ -252,7 +255,7 @@ class Server:
             "http_active": busy - ws,
             "slots_total": len(self.slots),
             "slots_free": len(self.free),
-            "slot_bytes": slot_bytes(self.cfg),
+            "slot_bytes": self.slot_size,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "messages_in": self.messages_in,
@@ -434,7 +437,53 @@ class Server:
                 cause = "http"
                 return
             self._open(slot, handler)
-            await self._read_loop(slot)
+            # The read loop, inline: a coroutine of its own would keep a second generator
+            # frame (about 200 B on the unix port) alive for every open connection.
+            ring = slot.ring
+            sock = slot.sock
+            rbuf = slot.rbuf
+            while True:
+                ev = slot.next_event()
+                if ev == EV_NONE:
+                    if slot.pong_seen:  # the parser has seen our keepalive answered
+                        slot.pong_seen = False
+                        slot.ping_at = 0
+                    # End of a batch: one write for everything the handlers queued.
+                    if ring.used:
+                        self._flush(slot)
+                    if slot.broken:
+                        break
+                    if slot.state == CLOSED:
+                        if not slot.failed and not ring.used:
+                            break  # close handshake done and our last frame is out
+                        slot.discard_input()
+                    off, room = slot.recv_window()
+                    n = recv_into(sock, rbuf if off == 0 else rbuf[off:], room)
+                    if n is None:
+                        slot.batching = False
+                        await wait_readable(sock)
+                        slot.batching = True
+                        continue
+                    if n == 0:
+                        break  # EOF: cause decided by the state we were in
+                    slot.received(n)
+                    self.bytes_in += n
+                    slot.last_rx = ticks_ms()
+                    continue
+                if ev == EV_MESSAGE or ev == EV_FRAGMENT:
+                    if not self._dispatch(slot, ev):
+                        await self._pause(slot)
+                        continue
+                    slot.consume()
+                elif ev == EV_BLOCKED:
+                    await self._pause(slot)
+                elif ev == EV_CLOSE:
+                    if not slot.cause:
+                        slot.cause = "normal"
+                    slot.t_phase = slot.t_phase or ticks_ms()
+                elif ev == EV_ERROR:
+                    slot.cause = "protocol"
+                    slot.t_phase = ticks_ms()
             cause = slot.cause or "peer_reset"
         except asyncio.CancelledError:
             raise
@@ -466,53 +515,6 @@ class Server:
         start = ticks_ms()
         while slot.gen == gen and slot.writer is not None and ticks_diff(ticks_ms(), start) < 200:
             await sleep_ms(10)
-
-    async def _read_loop(self, slot):
-        ring = slot.ring
-        sock = slot.sock
-        rbuf = slot.rbuf
-        while True:
-            ev = slot.next_event()
-            if ev == EV_NONE:
-                if slot.pong_seen:  # the parser has seen our keepalive answered
-                    slot.pong_seen = False
-                    slot.ping_at = 0
-                # End of a batch: one write for everything the handlers queued.
-                if ring.used:
-                    self._flush(slot)
-                if slot.broken:
-                    return
-                if slot.state == CLOSED:
-                    if not slot.failed and not ring.used:
-                        return  # close handshake done and our last frame is out
-                    slot.discard_input()
-                off, room = slot.recv_window()
-                n = recv_into(sock, rbuf if off == 0 else rbuf[off:], room)
-                if n is None:
-                    slot.batching = False
-                    await wait_readable(sock)
-                    slot.batching = True
-                    continue
-                if n == 0:
-                    return  # EOF: cause decided by the state we were in
-                slot.received(n)
-                self.bytes_in += n
-                slot.last_rx = ticks_ms()
-                continue
-            if ev == EV_MESSAGE or ev == EV_FRAGMENT:
-                if not self._dispatch(slot, ev):
-                    await self._pause(slot)
-                    continue
-                slot.consume()
-            elif ev == EV_BLOCKED:
-                await self._pause(slot)
-            elif ev == EV_CLOSE:
-                if not slot.cause:
-                    slot.cause = "normal"
-                slot.t_phase = slot.t_phase or ticks_ms()
-            elif ev == EV_ERROR:
-                slot.cause = "protocol"
-                slot.t_phase = ticks_ms()
 
     def _dispatch(self, slot, ev):
         # Returns False when the handler cannot take the data now (backpressure).

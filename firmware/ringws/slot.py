@@ -1,7 +1,6 @@
 # Slot: one preallocated connection. All of a server's slots are made at start-up; a
 # connection borrows one and gives it back at teardown. Nothing per connection is sized
 # at run time.
-from ringws.config import slot_bytes
 from ringws.protocol import Protocol
 
 # Slot phases
@@ -15,6 +14,8 @@ class Slot(Protocol):
     bookkeeping, in one object (each object costs an attribute table on MicroPython)."""
 
     def __init__(self, index, cfg, arena):
+        from ringws.config import slot_bytes  # start-up only (see launch.forget)
+
         mv = memoryview(arena)
         a = index * slot_bytes(cfg)
         b = a + cfg["recv_buf"]
@@ -48,5 +49,7 @@ def allocate_slots(cfg):
     """Every slot, with all buffers in one block (the arena). main.py calls this before
     importing the rest of the firmware, while the heap is still one piece: allocated
     later, between loaded modules, the same bytes may not be found contiguous."""
+    from ringws.config import slot_bytes
+
     arena = bytearray(slot_bytes(cfg) * cfg["max_connections"])
     return [Slot(i, cfg, arena) for i in range(cfg["max_connections"])]

@@ -67,6 +67,36 @@ def alloc_per_message(srv, size, n1, n2):
         client.close_conns(conns, t.path)
 
 
+def alloc_per_frame_sent(srv, n1=10, n2=40):
+    """Bytes allocated per frame sent through the server's own send path (conn.send),
+    collector paused. Needs a target-specific control command: only ringws has one
+    (servers/ringws_bench_main.py); the peers' send paths cannot be driven from outside
+    without changing them. Slope between n1 and n2 frames, so fixed costs cancel."""
+    t = srv.target
+    conns = client.open_conns(srv.port, t.path, 1, 18)
+    try:
+        runs = []
+        for n in (n1, n2):
+            r = client.ctl(srv.ctl_port, "sendn %d" % n)
+            got = 0
+            c = conns[0]
+            c.sock.settimeout(2)
+            while got < r["sent"]:  # read them, so the next run starts with an empty ring
+                data = c.sock.recv(65536)
+                if not data:
+                    break
+                got += c.counter.feed(data)
+            if got < r["sent"]:
+                return {"error": "sent %d frames, %d arrived" % (r["sent"], got)}
+            runs.append(r)
+        if runs[1]["sent"] == runs[0]["sent"]:
+            return {"error": "the ring took no more frames in the larger run"}
+        return {"bytes_per_frame": (runs[1]["delta"] - runs[0]["delta"])
+                / (runs[1]["sent"] - runs[0]["sent"]), "runs": runs}
+    finally:
+        client.close_conns(conns, t.path)
+
+
 def alloc_idle(srv, seconds=0.2):
     """Bytes allocated per second by an idle server with the collector paused."""
     try:
@@ -249,9 +279,9 @@ def capacity(srv, cap, timeout=3.0):
     return {"clients": good, "limit": reason}
 
 
-def start(target, heap, max_connections=None, tag=""):
+def start(target, heap, max_connections=None, tag="", ctl=True):
     """A started Server, or (None, reason)."""
-    srv = Server(target, heap, max_connections, tag)
+    srv = Server(target, heap, max_connections, tag, ctl)
     if not srv.ok:
         reason = srv.tail(2) or "did not open its ports"
         srv.stop()

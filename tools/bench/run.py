@@ -174,6 +174,8 @@ def allocation(target, heap, cfg):
             out[size] = guarded(measure.alloc_per_message, srv, size, n1, n2)
             if not srv.alive():
                 out[size] = {"error": "server died with the collector paused: " + srv.tail(1)}
+        if target.name == "ringws" and srv.alive():
+            out["frame_sent"] = guarded(measure.alloc_per_frame_sent, srv)
         return out, idle
     finally:
         srv.stop()
@@ -183,7 +185,7 @@ def ringws_boots(target, heap, n):
     """Build ringws with n slots and check that it starts within the heap."""
     if target.prepare(max_connections=n):
         return None
-    srv, _why = measure.start(target, heap, tag="-probe%d" % n)
+    srv, _why = measure.start(target, heap, tag="-probe%d" % n, ctl=False)
     if srv is None:
         return None
     srv.stop()
@@ -210,9 +212,9 @@ def capacity_server(target, heap, cap, cfg):
             lo = lo or 8
         target.prepare(max_connections=lo)
         note = "built with max_connections=%d" % lo
-        srv, why = measure.start(target, heap, max_connections=lo, tag="-cap")
+        srv, why = measure.start(target, heap, max_connections=lo, tag="-cap", ctl=False)
     else:
-        srv, why = measure.start(target, heap, max_connections=cap + 4, tag="-cap")
+        srv, why = measure.start(target, heap, max_connections=cap + 4, tag="-cap", ctl=False)
     return srv, why, note
 
 

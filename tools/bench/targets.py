@@ -120,18 +120,21 @@ def wait_port(port, proc, timeout):
 class Server:
     """One running target process: start, pause (SIGSTOP), resume, stop."""
 
-    def __init__(self, target, heap, max_connections=None, tag=""):
+    def __init__(self, target, heap, max_connections=None, tag="", ctl=True):
+        # ctl=False: no control port (port 0 to the script), for the capacity rows: the
+        # port's own code and buffers would otherwise take heap from the clients.
         self.target = target
         self.heap = heap
         self.port = free_port()
-        self.ctl_port = free_port()
+        self.ctl_port = free_port() if ctl else 0
         self.log_path = os.path.join(target.run_dir, "server%s-%s.log" % (tag, heap))
         self.log = open(self.log_path, "w")
         argv = target.argv(self.port, self.ctl_port, max_connections)
         self.proc = subprocess.Popen([peers.MICROPYTHON, "-X", "heapsize=" + heap] + argv,
                                      cwd=target.run_dir, stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        self.ok = wait_port(self.ctl_port, self.proc, 10) and wait_port(self.port, self.proc, 5)
+        self.ok = ((not ctl or wait_port(self.ctl_port, self.proc, 10))
+                   and wait_port(self.port, self.proc, 10 if not ctl else 5))
 
     def alive(self):
         return self.proc.poll() is None

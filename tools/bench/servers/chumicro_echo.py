@@ -1,5 +1,6 @@
 # chumicro-websockets' server echo, run as its README shows (a check/handle loop).
 #   micropython -X heapsize=110k chumicro_echo.py PORT CTL_PORT [MAX_CONNECTIONS]
+# CTL_PORT 0: no control port (the capacity rows, where it would only take heap).
 # Everything is the library default except max_connections (default 2), which the bench
 # raises so the 8-connection and capacity rows can run at all.
 import sys
@@ -8,8 +9,6 @@ from chumicro_sockets import listener
 from chumicro_timing import ticks_ms
 from chumicro_websockets import WebSocketServer
 from chumicro_websockets._wire import WebSocketBackpressureError
-
-import ctl
 
 # send_* raises when the connection's TX queue (8 frames by default) is full, and an
 # exception from a callback stops the whole server loop. The echo drops that reply and
@@ -40,7 +39,11 @@ def main(port, ctl_port, max_connections):
         on_connection=on_connection,
         max_connections=max_connections,
     )
-    control = ctl.Polled(ctl_port)
+    control = None
+    if ctl_port:
+        import ctl
+
+        control = ctl.Polled(ctl_port)
     print("chumicro echo on", port)
     n = 0
     while True:
@@ -48,7 +51,7 @@ def main(port, ctl_port, max_connections):
         if server.check(now):
             server.handle(now)
         n += 1
-        if not n & 63:
+        if control is not None and not n & 63:
             control.poll()
 
 

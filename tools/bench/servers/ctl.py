@@ -4,6 +4,8 @@
 #   "mem\n" -> gc.collect(), then {"alloc": .., "free": ..}
 #   "off\n" -> gc.collect(), gc.disable(), remember gc.mem_alloc()
 #   "on\n"  -> {"delta": bytes allocated since "off"}, gc.enable()
+#   "<name> <arg>\n" -> a target-specific command registered in Ctl.extra (ringws:
+#   "sendn N", N frames sent through the server's own send path, see ringws_bench_main)
 # The harness calibrates the control port's own allocations with an off/on pair that has
 # no traffic in between, and subtracts them.
 import gc
@@ -11,11 +13,15 @@ import socket
 
 
 class Ctl:
+    extra = {}
+
     def __init__(self):
         self.a0 = 0
 
     def command(self, line):
-        cmd = line.strip()
+        cmd, _, arg = line.strip().partition(b" ")
+        if cmd in Ctl.extra:
+            return Ctl.extra[cmd](arg)
         if cmd == b"off":
             gc.collect()
             gc.disable()

@@ -6,8 +6,6 @@ import sys
 from microdot import Microdot
 from microdot.websocket import with_websocket
 
-import ctl
-
 app = Microdot()
 
 
@@ -20,7 +18,10 @@ async def echo(request, ws):
 
 
 async def main(port, ctl_port):
-    await ctl.serve_async(ctl_port)
+    if ctl_port:  # 0: no control port (capacity rows)
+        import ctl
+
+        await ctl.serve_async(ctl_port)
     print("microdot echo on", port)
     await app.start_server(host="127.0.0.1", port=port)
 

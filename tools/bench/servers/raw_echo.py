@@ -3,8 +3,6 @@
 import asyncio
 import sys
 
-import ctl
-
 
 async def echo(r, w):
     buf = bytearray(4096)
@@ -24,7 +22,10 @@ async def echo(r, w):
 
 
 async def main(port, ctl_port):
-    await ctl.serve_async(ctl_port)
+    if ctl_port:  # 0: no control port (capacity rows)
+        import ctl
+
+        await ctl.serve_async(ctl_port)
     srv = await asyncio.start_server(echo, "127.0.0.1", port, backlog=16)
     print("raw echo on", port)
     await srv.wait_closed()

@@ -1,7 +1,8 @@
-# Runs ringws's own start-up (launch.py, what main.py calls) with the bench control port
-# beside it, on the same asyncio loop.
+# Runs ringws's own main.py with the bench control port beside it, on the same asyncio
+# loop (hooked in through launch.after_install).
 #   micropython -X heapsize=110k ringws_bench_main.py PORT CTL_PORT
 # PORT goes into config.json (the folder is the bench's own build of firmware/).
+import gc
 import json
 import sys
 
@@ -12,6 +13,7 @@ with open("config.json", "w") as f:
     json.dump(cfg, f)
 del cfg
 CTL_PORT = int(sys.argv[2])
+PAYLOAD = bytes(16)
 
 
 def start_ctl(srv, cfg):
@@ -20,9 +22,35 @@ def start_ctl(srv, cfg):
 
     import ctl
 
+    def send_frames(arg):
+        # "sendn N": N 16-byte frames through conn.send() on the first open connection,
+        # with the collector paused; replies the bytes allocated and the frames queued.
+        n = int(arg)
+        conn = None
+        for s in srv.slots:
+            if s.conn is not None and s.conn.open:
+                conn = s.conn
+                break
+        if conn is None:
+            return b'{"error": "no open connection"}\n'
+        gc.collect()
+        gc.disable()
+        a0 = gc.mem_alloc()
+        sent = 0
+        for _ in range(n):
+            if conn.send(PAYLOAD):
+                sent += 1
+        delta = gc.mem_alloc() - a0
+        gc.enable()
+        return b'{"delta": %d, "sent": %d}\n' % (delta, sent)
+
+    ctl.Ctl.extra[b"sendn"] = send_frames
     asyncio.create_task(ctl.serve_async(CTL_PORT))
 
 
 import launch  # noqa: E402
 
-launch.main(start_ctl)
+if CTL_PORT:  # 0: no control port (the capacity rows)
+    launch.after_install = start_ctl
+del launch
+exec(open("main.py").read())  # as the board runs it
