@@ -181,41 +181,62 @@ def allocation(target, heap, cfg):
         srv.stop()
 
 
-def ringws_boots(target, heap, n):
-    """Build ringws with n slots and check that it starts within the heap."""
-    if target.prepare(max_connections=n):
-        return None
-    srv, _why = measure.start(target, heap, tag="-probe%d" % n, ctl=False)
-    if srv is None:
-        return None
-    srv.stop()
-    return n
-
-
-def capacity_server(target, heap, cap, cfg):
-    """Start a target for the capacity row. ringws preallocates its slots, so it gets the
-    largest max_connections (up to cap) that still boots in this heap."""
-    note = ""
+def capacity_row(target, heap, cap, cfg):
+    """The capacity row for one target at one heap."""
     if target.name == "ringws":
-        lo, hi = 0, cap
-        if ringws_boots(target, heap, cap):
-            lo = cap
-        else:
-            for _ in range(cfg["ringws_search"]):
-                mid = (lo + hi + 1) // 2
-                if mid <= lo or mid >= hi:
-                    break
-                if ringws_boots(target, heap, mid):
-                    lo = mid
+        return ringws_capacity(target, heap, cap, cfg)
+    srv, why = measure.start(target, heap, max_connections=cap + 4, tag="-cap", ctl=False)
+    if srv is None:
+        return {"clients": 0, "limit": why}
+    try:
+        return _capacity_of(srv, cap)
+    finally:
+        srv.stop()
+
+
+def _capacity_of(srv, cap):
+    c = guarded(measure.capacity, srv, cap)
+    if "error" in c:
+        c = {"clients": 0, "limit": c["error"]}
+    return c
+
+
+def ringws_capacity(target, heap, cap, cfg):
+    """ringws preallocates a slot per connection, so its capacity is a build-time choice:
+    the largest n (up to cap) for which a build with n slots boots in this heap and echoes
+    with n clients at once. The search starts from the shipped sizing (8 slots)."""
+    tried = {}
+
+    def fits(n):
+        if n not in tried:
+            c = {"clients": 0, "limit": "build failed"}
+            if not target.prepare(max_connections=n):
+                srv, why = measure.start(target, heap, max_connections=n, tag="-cap%d" % n,
+                                         ctl=False)
+                if srv is None:
+                    c = {"clients": 0, "limit": "does not boot: " + (why or "?")}
                 else:
-                    hi = mid
-            lo = lo or 8
-        target.prepare(max_connections=lo)
-        note = "built with max_connections=%d" % lo
-        srv, why = measure.start(target, heap, max_connections=lo, tag="-cap", ctl=False)
-    else:
-        srv, why = measure.start(target, heap, max_connections=cap + 4, tag="-cap", ctl=False)
-    return srv, why, note
+                    try:
+                        c = _capacity_of(srv, n)
+                    finally:
+                        srv.stop()
+            c["note"] = "built with max_connections=%d" % n
+            tried[n] = c
+        return tried[n]["clients"] >= n
+
+    first = min(8, cap)
+    lo, hi = (first, cap + 1) if fits(first) else (0, first)
+    for _ in range(cfg["ringws_search"]):
+        mid = (lo + hi) // 2
+        if mid <= lo:
+            break
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    if lo:
+        return tried[lo]
+    return tried[first]  # not even the shipped sizing: say why
 
 
 def main(argv=None):
@@ -290,18 +311,7 @@ def main(argv=None):
             cap = cfg["cap_small"] if h == cfg["heap"] else cfg["cap_big"]
             if h == heaps[-1]:
                 info["alloc"], info["idle_alloc_per_s"] = allocation(t, h, cfg)
-            srv, why, note = capacity_server(t, h, cap, cfg)
-            if srv is None:
-                info.setdefault("capacity", {})[h] = {"clients": 0, "limit": why}
-                continue
-            try:
-                c = guarded(measure.capacity, srv, cap)
-                c["note"] = note
-                if "error" in c:
-                    c["limit"] = c["error"]
-                info.setdefault("capacity", {})[h] = c
-            finally:
-                srv.stop()
+            info.setdefault("capacity", {})[h] = capacity_row(t, h, cap, cfg)
         log("bench: %s capacity and allocation done" % t.name)
         if t.name == "ringws":
             t.prepare()  # leave the default build behind
