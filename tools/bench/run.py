@@ -307,10 +307,11 @@ def main(argv=None):
     for t in tlist:
         info = res["targets"].setdefault(t.name, {})
         heaps = [cfg["heap"]] + ([] if cfg.get("skip_big") else [cfg["big_heap"]])
+        # Allocation always at the big heap: with the collector paused, a server at the
+        # small one can run out of heap before the count is done.
+        info["alloc"], info["idle_alloc_per_s"] = allocation(t, cfg["big_heap"], cfg)
         for h in heaps:
             cap = cfg["cap_small"] if h == cfg["heap"] else cfg["cap_big"]
-            if h == heaps[-1]:
-                info["alloc"], info["idle_alloc_per_s"] = allocation(t, h, cfg)
             info.setdefault("capacity", {})[h] = capacity_row(t, h, cap, cfg)
         log("bench: %s capacity and allocation done" % t.name)
         if t.name == "ringws":
