@@ -401,7 +401,9 @@ def test_slow_consumer_pauses_reading_and_others_go_on():
         unread = len(slow.sock.inbound)
         used = slot.ring.used
         assert unread > 0, "the server read everything: no backpressure"
-        assert used > len(slot.ring.buf) // 2
+        # Paused with echoes the socket has not taken (how full the ring got first
+        # depends on how many messages one read brought).
+        assert used > 0 and slot.pending
         for i in range(5):
             fast.send(OP_TEXT, b"still here %d" % i)
             assert await fast.message() == (True, b"still here %d" % i)

@@ -7,6 +7,10 @@ DEFAULTS = {
     "recv_buf": 1536,
     "send_ring": 2048,
     "max_message": 1024,
+    # One receive buffer lent to whichever connection is reading (0: none). Reads of
+    # many frames at once, and large frames relayed in one piece, without each slot
+    # paying for a large buffer.
+    "shared_recv": 4096,
     "handshake_timeout_ms": 5000,
     "idle_timeout_ms": 0,
     "ping_interval_ms": 20000,
@@ -40,6 +44,8 @@ def check(cfg):
         raise ValueError("server setting max_connections must be at least 1")
     if cfg["recv_buf"] < 278:
         raise ValueError("server setting recv_buf must be at least 278 bytes")
+    if cfg["shared_recv"] and cfg["shared_recv"] < cfg["recv_buf"]:
+        raise ValueError("server setting shared_recv must be 0 or at least recv_buf")
     # A message delivered whole must be echoable as one frame, beside the control reserve.
     need = max(cfg["recv_buf"], cfg["max_message"]) + 10 + 254
     if cfg["send_ring"] < need:

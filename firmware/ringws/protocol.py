@@ -67,7 +67,11 @@ class Protocol(FrameHeader):
         if recv_size < 2 * (14 + MAX_CONTROL):
             raise ValueError("recv_buf must be at least %d bytes" % (2 * (14 + MAX_CONTROL)))
         FrameHeader.__init__(self)
-        self.rbuf = _view(rbuf)
+        # rbuf is the buffer reads land in: the slot's own (own_rbuf), or for a while a
+        # larger one the runtime lends (see Server._borrow). Limits always follow the
+        # own size, so what is delivered whole never depends on which one was in use.
+        self.own_rbuf = self.rbuf = _view(rbuf)
+        self.rsize = recv_size
         self.ring = RingBuffer(ring_buf)
         self.mbuf = _view(mbuf)
         # Largest payload of a streamed piece: it must fit the ring beside the reserve.
@@ -76,6 +80,15 @@ class Protocol(FrameHeader):
         self.reset()
 
     def reset(self):
+        self.rbuf = self.own_rbuf
+        # Relayed frames waiting to be written straight from rbuf (see relay), as one
+        # span: tx_end is 0 when there is none. It always goes out before the ring.
+        self.tx_off = 0
+        self.tx_end = 0
+        # Start of the piece the pending event relayed in place (-1: none); it joins
+        # the span when the event is consumed, and ends where rpos then is.
+        self.j_off = -1
+
         self.rpos = 0
         self.rlen = 0
         self.state = OPEN
@@ -130,6 +143,8 @@ class Protocol(FrameHeader):
         self.rlen = 0
 
     def _compact(self):
+        if self.tx_end:
+            return  # the bytes before rpos are still being written (relay span)
         n = self.rlen - self.rpos
         if self.rpos and n:
             copy(self.rbuf, 0, self.rbuf, self.rpos, n)
@@ -142,7 +157,7 @@ class Protocol(FrameHeader):
         if not self.in_frame and not self.msg_op and self.state == OPEN:
             # Fast path: a whole small text/binary frame, recognised in one native call.
             r = frame_scan(self.rbuf, self.rpos, self.rlen, self.mask)
-            if r >= 0:
+            if r >= 0 and r & 0xFFFF <= self.rsize:
                 return self._whole_frame(r >> 20, self.rpos + ((r >> 16) & 15), r & 0xFFFF)
         while self.state != CLOSED:
             if not self.in_frame:
@@ -218,7 +233,7 @@ class Protocol(FrameHeader):
             self.u8 = UTF8_ACCEPT
         if op < OP_CLOSE and not self.can_stream and self.state == OPEN:
             total = self.mlen + h.length
-            if total > len(self.mbuf) and not (op != OP_CONT and h.fin and h.length <= len(self.rbuf)):
+            if total > len(self.mbuf) and not (op != OP_CONT and h.fin and h.length <= self.rsize):
                 return self._fail(CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
         self.rpos += size
         self.in_frame = True
@@ -229,7 +244,7 @@ class Protocol(FrameHeader):
 
     def limit(self):
         """Largest message delivered whole (a single frame may also fill rbuf)."""
-        return max(len(self.mbuf), len(self.rbuf))
+        return max(len(self.mbuf), self.rsize)
 
     def _prepare(self, text):
         # Unmask (and validate, for text) whatever of the frame's payload has arrived and
@@ -271,7 +286,7 @@ class Protocol(FrameHeader):
             and self.opcode != OP_CONT
             and not self.streaming
             and self.mlen == 0
-            and self.length <= len(self.rbuf)
+            and self.length <= self.rsize
         ):
             if self.rlen - self.rpos < n:
                 self._compact()
@@ -340,11 +355,27 @@ class Protocol(FrameHeader):
                     self.in_frame = False
             if ev == EV_FRAGMENT:
                 self.stream_first = False
+                if self.j_off >= 0:
+                    self._join()
             if self.ev_last:
                 self.msg_op = 0
                 self.streaming = False
                 self.stream_first = True
         self.ev_data = None
+
+    def _join(self):
+        # The handler is done with the piece it relayed in place: append it to the span
+        # (moving it down over the gap left by the incoming header's mask, if any), so
+        # that a batch of relayed frames leaves in one write.
+        j = self.j_off
+        n = self.rpos - j  # the piece was consumed: it ends at rpos
+        self.j_off = -1
+        if not self.tx_end:
+            self.tx_off = j
+            self.tx_end = j
+        elif j != self.tx_end:
+            copy(self.rbuf, self.tx_end, self.rbuf, j, n)
+        self.tx_end += n
 
     def _control(self):
         self._prepare(False)
@@ -433,10 +464,13 @@ class Protocol(FrameHeader):
 
     def send(self, data, text=False):
         """Queue one whole message as one frame, or nothing. True if queued."""
-        if self.state != OPEN or self.out_frag:
+        if self.state != OPEN or self.out_frag or self.out_left:
             return False
         n = len(data)
-        if self._queue(OP_TEXT if text else OP_BINARY, True, data, 0, n, CONTROL_RESERVE):
+        ring = self.ring
+        # _queue, inline: this is the per-message path.
+        if (2 if n < 126 else 4 if n < 65536 else 10) + n + CONTROL_RESERVE <= ring.size - ring.used:
+            ring.write_frame(0x81 if text else 0x82, data, 0, n)
             return True
         if not self.frame_fits(n):
             raise ValueError("%d-byte frame can never fit a %d-byte send ring: use send_fragment" % (n, self.ring.size))
@@ -465,10 +499,20 @@ class Protocol(FrameHeader):
             return False
         n = len(data)
         ring = self.ring
+        # Zero copy: the piece itself, still in rbuf, is what gets written, when nothing
+        # is queued in the ring (so order holds) and the caller relays it unchanged.
+        direct = (not ring.used and self.j_off < 0 and data is self.ev_data
+                  and not self.p_from_mbuf)
+        rpos = self.rpos
         if self.out_left:
-            if n > self.out_left or n + CONTROL_RESERVE > ring.free():
+            if n > self.out_left:
                 return False
-            ring.write(data, 0, n)
+            if direct and n and self.tx_end <= rpos:
+                self.j_off = rpos
+            elif n + CONTROL_RESERVE > ring.free():
+                return False
+            else:
+                ring.write(data, 0, n)
             self.out_left -= n
             return True
         if self.p_from_mbuf:  # the assembled start of the message: a frame of its own
@@ -481,7 +525,16 @@ class Protocol(FrameHeader):
             fin = self.fin
         op = (OP_TEXT if self.ev_text else OP_BINARY) if self.ev_first else OP_CONT
         hsize = header_size(total)
-        if n > total or hsize + n + CONTROL_RESERVE > ring.free():
+        if n > total:
+            return False
+        if direct and rpos >= hsize and self.tx_end <= rpos - hsize:
+            # The header goes just before the payload, over bytes already parsed (the
+            # incoming header, 4 bytes longer for its mask, usually lies there).
+            self.j_off = rpos - hsize
+            write_header(self.rbuf, self.j_off, op, fin, total)
+            self.out_left = total - n
+            return True
+        if hsize + n + CONTROL_RESERVE > ring.free():
             return False
         write_header(_SCRATCH, 0, op, fin, total)
         ring.write(_SCRATCH, 0, hsize)

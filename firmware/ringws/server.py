@@ -157,7 +157,8 @@ class Server:
         self.access_check = None
         # The whole memory budget is taken once, here or (on the board) by main.py before
         # the rest of the firmware is imported.
-        self.slots = slots if slots is not None else allocate_slots(cfg)
+        self.slots, self.shared = slots if slots is not None else allocate_slots(cfg)
+        self.shared_owner = None  # the slot the shared receive buffer is lent to
         self.free = list(self.slots)
         self.scratch = bytearray(64)  # for draining requests we refuse with 503
         self._next_id = 0
@@ -181,14 +182,15 @@ class Server:
             self.closed[cause] = 0
         per = self.slot_size = slot_bytes(cfg)
         print(
-            "ringws: %d slots x %d B (recv %d + ring %d + message %d) = %d B budgeted"
+            "ringws: %d slots x %d B (recv %d + ring %d + message %d) + shared recv %d = %d B budgeted"
             % (
                 len(self.slots),
                 per,
                 cfg["recv_buf"],
                 cfg["send_ring"],
                 cfg["max_message"],
-                per * len(self.slots),
+                cfg["shared_recv"],
+                per * len(self.slots) + cfg["shared_recv"],
             )
         )
 
@@ -196,8 +198,8 @@ class Server:
 
     def route(self, path, handler):
         self.routes[path] = handler
-        handler_stream = hasattr(handler, "on_fragment")
-        handler._ringws_stream = handler_stream
+        handler._ringws_stream = hasattr(handler, "on_fragment")
+        handler._ringws_msg = hasattr(handler, "on_message")
 
     def set_access(self, check):
         """check(req, is_websocket) raises handshake.HttpError to refuse a request."""
@@ -441,7 +443,7 @@ class Server:
             # frame (about 200 B on the unix port) alive for every open connection.
             ring = slot.ring
             sock = slot.sock
-            rbuf = slot.rbuf
+            shared = self.shared
             while True:
                 ev = slot.next_event()
                 if ev == EV_NONE:
@@ -449,17 +451,27 @@ class Server:
                         slot.pong_seen = False
                         slot.ping_at = 0
                     # End of a batch: one write for everything the handlers queued.
-                    if ring.used:
+                    if ring.used or slot.tx_end:
                         self._flush(slot)
                     if slot.broken:
                         break
+                    if slot.tx_end:
+                        # A relayed span the socket has not taken yet: reading now could
+                        # overwrite it. Wait until it is out (TCP flow control meanwhile).
+                        await self._pause(slot)
+                        continue
                     if slot.state == CLOSED:
                         if not slot.failed and not ring.used:
                             break  # close handshake done and our last frame is out
                         slot.discard_input()
+                    if self.shared_owner is None and shared is not None:
+                        self._borrow(slot)
                     off, room = slot.recv_window()
+                    rbuf = slot.rbuf
                     n = recv_into(sock, rbuf if off == 0 else rbuf[off:], room)
                     if n is None:
+                        if rbuf is shared:
+                            self._give_back(slot)
                         slot.batching = False
                         await wait_readable(sock)
                         slot.batching = True
@@ -516,15 +528,39 @@ class Server:
         while slot.gen == gen and slot.writer is not None and ticks_diff(ticks_ms(), start) < 200:
             await sleep_ms(10)
 
+    def _borrow(self, slot):
+        # Lend the shared receive buffer to a connection about to read; what is left in
+        # its own buffer (a partial frame) moves along.
+        n = slot.rlen - slot.rpos
+        copy(self.shared, 0, slot.rbuf, slot.rpos, n)
+        slot.rbuf = self.shared
+        slot.rpos = 0
+        slot.rlen = n
+        self.shared_owner = slot
+
+    def _give_back(self, slot):
+        # When its reads run dry. What is left unparsed then always fits the own buffer:
+        # the parser hands over everything but a partial frame that is at most recv_buf
+        # (see Protocol.rsize). Under backpressure the reader keeps the buffer instead.
+        n = slot.rlen - slot.rpos
+        if n > slot.rsize:
+            return  # (not expected; keeping the buffer is always safe)
+        copy(slot.own_rbuf, 0, slot.rbuf, slot.rpos, n)
+        slot.rbuf = slot.own_rbuf
+        slot.rpos = 0
+        slot.rlen = n
+        self.shared_owner = None
+
     def _dispatch(self, slot, ev):
         # Returns False when the handler cannot take the data now (backpressure).
+        # Method calls, not getattr(): a bound method would be allocated per message.
         handler = slot.handler
-        conn = slot.conn
-        if ev == EV_MESSAGE:
-            fn = getattr(handler, "on_message", None)
-            r = fn(conn, slot.ev_data, slot.ev_text) if fn is not None else None
+        if ev != EV_MESSAGE:
+            r = handler.on_fragment(slot.conn, slot.ev_data, slot.ev_text, slot.ev_first, slot.ev_last)
+        elif handler._ringws_msg:
+            r = handler.on_message(slot.conn, slot.ev_data, slot.ev_text)
         else:
-            r = handler.on_fragment(conn, slot.ev_data, slot.ev_text, slot.ev_first, slot.ev_last)
+            r = None
         if r is False:
             return False
         if slot.ev_last:
@@ -540,7 +576,7 @@ class Server:
         if slot.writer is not None:
             slot.writer.cancel()
             slot.writer = None
-        if not ring.used:
+        if not ring.used and not slot.tx_end:
             await sleep_ms(5)  # nothing to drain: the handler refused for its own reasons
             return
         slot.paused = True
@@ -549,7 +585,7 @@ class Server:
                 self._write_some(slot)
                 if slot.broken:
                     raise OSError(errno.ECONNRESET)
-                if not ring.used:  # (returning earlier could spin on a large refusal)
+                if not ring.used and not slot.tx_end:  # (earlier could spin on a large refusal)
                     self._drained(slot)
                     return
                 slot.batching = False
@@ -572,6 +608,14 @@ class Server:
         """Write what the socket takes now. True if it pushed back with data left."""
         ring = slot.ring
         try:
+            while slot.tx_end:  # a relayed span goes before anything queued after it
+                n = send_from(slot.sock, slot.rbuf, slot.tx_off, slot.tx_end - slot.tx_off)
+                if n is None:
+                    return True
+                slot.tx_off += n
+                self.bytes_out += n
+                if slot.tx_off == slot.tx_end:
+                    slot.tx_off = slot.tx_end = 0
             while ring.used:
                 n = send_from(slot.sock, ring.buf, ring.head, ring.readable())
                 if n is None:
@@ -613,7 +657,7 @@ class Server:
                     self._drained(slot)  # may queue more: the loop goes on while data is left
                 if slot.gen != gen:
                     return
-                if pushed_back or ring.used:
+                if pushed_back or ring.used or slot.tx_end:
                     continue
                 if slot.state == CLOSED and not slot.failed:
                     # Close handshake complete and our last frame is out: the server
@@ -763,6 +807,8 @@ class Server:
         if cause == "peer_reset" or (proto.state == OPEN and phase == WS):
             code = CLOSE_ABNORMAL
             reason = ""
+        if self.shared_owner is slot:
+            self.shared_owner = None
         proto.reset()
         self.closed[cause] = self.closed.get(cause, 0) + 1
         self.free.append(slot)

@@ -46,10 +46,13 @@ class Slot(Protocol):
 
 
 def allocate_slots(cfg):
-    """Every slot, with all buffers in one block (the arena). main.py calls this before
+    """(slots, shared receive buffer or None), with all buffers in one block (the arena). main.py calls this before
     importing the rest of the firmware, while the heap is still one piece: allocated
     later, between loaded modules, the same bytes may not be found contiguous."""
     from ringws.config import slot_bytes
 
-    arena = bytearray(slot_bytes(cfg) * cfg["max_connections"])
-    return [Slot(i, cfg, arena) for i in range(cfg["max_connections"])]
+    n = cfg["max_connections"]
+    lend = cfg["shared_recv"]
+    arena = bytearray(slot_bytes(cfg) * n + lend)
+    # The shared receive buffer sits at the end of the arena (see Server._borrow).
+    return [Slot(i, cfg, arena) for i in range(n)], (memoryview(arena)[-lend:] if lend else None)

@@ -1,0 +1,242 @@
+"""Relaying in place and the shared receive buffer.
+
+A frame too large to be delivered whole is relayed straight from the receive buffer: its
+header is written over the incoming one and consecutive relayed frames are joined into
+one span, so a batch of them leaves in one write without passing through the ring. Reads
+land in a receive buffer shared by all connections (shared_recv) while it is free; a
+connection under backpressure keeps it, the others read into their own.
+"""
+import asyncio
+import random
+
+import pytest
+
+from conftest import client_frame, make_proto, parse_server_frames, ring_out
+from ringws import protocol as P
+from ringws.frames import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, encode_frame
+from test_core_server_fake import CFG, Recorder, close_handshake, run
+from fakesock import storm
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def payload(n, seed):
+    return bytes((i * 31 + seed) & 0xFF for i in range(n))
+
+
+def lent(proto, size=4096):
+    # What Server._borrow does: reads land in a larger buffer than the slot's own.
+    proto.rbuf = memoryview(bytearray(size))
+    return proto
+
+
+def relay_all(proto, data, relay_copy=False):
+    """Feed data, relay every piece (or a copy of it), answer pings; consume as a runtime."""
+    assert proto.feed(data) == len(data)
+    while True:
+        ev = proto.next_event()
+        if ev == P.EV_NONE:
+            return
+        assert ev == P.EV_FRAGMENT, ev
+        d = proto.ev_data
+        assert proto.relay(bytes(d) if relay_copy else d)
+        proto.consume()
+
+
+def span(proto):
+    return bytes(proto.rbuf[proto.tx_off : proto.tx_end]) if proto.tx_end else b""
+
+
+# -- the protocol core ------------------------------------------------------------------
+
+
+def test_relayed_frames_are_joined_into_one_span_without_the_ring():
+    p = lent(make_proto(recv=512, ring=1024, mbuf=64, can_stream=True))
+    frames = [(OP_BINARY, payload(600, 1)), (OP_TEXT, b"x" * 700), (OP_BINARY, payload(513, 9))]
+    relay_all(p, b"".join(client_frame(op, d) for op, d in frames))
+    assert p.ring.used == 0
+    assert span(p) == b"".join(encode_frame(op, d) for op, d in frames)
+
+
+def test_a_fragmented_message_is_relayed_frame_for_frame_in_place():
+    p = lent(make_proto(recv=512, ring=1024, mbuf=64, can_stream=True))
+    parts = [payload(800, 2), payload(900, 3), payload(530, 4)]
+    data = (client_frame(OP_BINARY, parts[0], fin=False) + client_frame(OP_CONT, parts[1], fin=False)
+            + client_frame(OP_CONT, parts[2]))
+    relay_all(p, data)
+    assert p.ring.used == 0
+    assert span(p) == (encode_frame(OP_BINARY, parts[0], fin=False)
+                       + encode_frame(OP_CONT, parts[1], fin=False) + encode_frame(OP_CONT, parts[2]))
+
+
+def test_ring_data_queued_after_a_span_goes_after_it():
+    # frame, ping, frame: the pong enters the ring, so the second frame must follow it
+    # through the ring; the wire order is span, then ring.
+    p = lent(make_proto(recv=512, ring=2048, mbuf=64, can_stream=True))
+    a, b = payload(600, 5), payload(650, 6)
+    relay_all(p, client_frame(OP_BINARY, a) + client_frame(OP_PING, b"hi") + client_frame(OP_BINARY, b))
+    wire = span(p) + ring_out(p)
+    assert wire == encode_frame(OP_BINARY, a) + encode_frame(OP_PONG, b"hi") + encode_frame(OP_BINARY, b)
+
+
+def test_relaying_a_copy_goes_through_the_ring():
+    p = lent(make_proto(recv=512, ring=2048, mbuf=64, can_stream=True))
+    a = payload(600, 7)
+    relay_all(p, client_frame(OP_BINARY, a), relay_copy=True)
+    assert p.tx_end == 0
+    assert ring_out(p) == encode_frame(OP_BINARY, a)
+
+
+def test_limits_follow_the_own_buffer_not_the_lent_one():
+    # A 600-byte frame is more than recv_buf (512): streamed even though it lies whole in
+    # the lent buffer, so what a handler gets never depends on which buffer was in use.
+    p = lent(make_proto(recv=512, ring=1024, mbuf=64, can_stream=True))
+    p.feed(client_frame(OP_BINARY, payload(600, 8)))
+    assert p.next_event() == P.EV_FRAGMENT
+    q = lent(make_proto(recv=512, ring=1024, mbuf=64, can_stream=False))
+    q.feed(client_frame(OP_BINARY, payload(600, 8)))
+    assert q.next_event() == P.EV_ERROR and q.close_code == 1009
+
+
+# -- the runtime (fake sockets) ---------------------------------------------------------
+
+
+class RelayEcho(Recorder):
+    """/echo as the firmware's app does it: whole messages sent, large ones relayed."""
+
+    def on_message(self, conn, data, text):
+        return conn.send(data, text)
+
+    def on_fragment(self, conn, data, text, first, last):
+        return conn.relay(data)
+
+
+SHARED = dict(CFG, shared_recv=4096)
+
+
+def big_messages(seed, count):
+    rnd = random.Random(seed)
+    out = []
+    for i in range(count):
+        n = rnd.choice([513, 700, 1000, 1500, 3000, 5000, 20])
+        text = i % 3 == 0
+        out.append((text, b"t" * n if text else payload(n, i)))
+    return out
+
+
+@pytest.mark.parametrize("knobs", [{}, {"send_chunk": 7}, {"send_eagain": storm(0.3)},
+                                   {"recv_chunk": 333, "send_chunk": 1000}])
+def test_large_frames_echo_whole_and_in_order_under_partial_writes(knobs):
+    msgs = big_messages(3, 14)
+
+    async def scenario(ctx):
+        c = await ctx.client(**knobs).handshake()
+        c.sock.client_send(b"".join(client_frame(OP_TEXT if t else OP_BINARY, d) for t, d in msgs))
+        for t, d in msgs:
+            assert await c.message(5) == (t, d)
+        await close_handshake(c)
+        assert ctx.srv.shared_owner is None
+
+    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()}, expect={"normal": 1})
+
+
+def test_a_batch_of_relayed_frames_leaves_in_one_write():
+    msgs = [payload(900, i) for i in range(4)]  # 4 x 904 bytes: one read of the shared buffer
+
+    async def scenario(ctx):
+        c = await ctx.client().handshake()
+        await asyncio.sleep(0.02)
+        before = c.sock.send_calls
+        c.sock.client_send(b"".join(client_frame(OP_BINARY, d) for d in msgs))
+        for d in msgs:
+            assert await c.message() == (False, d)
+        assert c.sock.send_calls - before == 1
+        await close_handshake(c)
+
+    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()}, expect={"normal": 1})
+
+
+def test_without_a_shared_buffer_large_frames_still_echo():
+    msgs = big_messages(4, 8)
+
+    async def scenario(ctx):
+        c = await ctx.client(send_chunk=100).handshake()
+        c.sock.client_send(b"".join(client_frame(OP_TEXT if t else OP_BINARY, d) for t, d in msgs))
+        for t, d in msgs:
+            assert await c.message(5) == (t, d)
+        await close_handshake(c)
+        assert ctx.srv.shared is None
+
+    run(scenario, cfg=dict(CFG, shared_recv=0), handlers={"/echo": RelayEcho()},
+        expect={"normal": 1})
+
+
+def test_backpressure_keeps_the_shared_buffer_and_others_read_into_their_own():
+    slow_msgs = [payload(1500, i) for i in range(6)]
+
+    async def scenario(ctx):
+        slow = ctx.client(send_budget=0)
+        slow.sock.allow(len(b"HTTP/1.1 101 Switching Protocols\r\n") + 200)
+        await slow.handshake()
+        fast = await ctx.client().handshake()
+        slow.sock.client_send(b"".join(client_frame(OP_BINARY, d) for d in slow_msgs))
+        await asyncio.sleep(0.05)
+        slot = [s for s in ctx.srv.slots if s.sock is slow.sock][0]
+        assert ctx.srv.shared_owner is slot  # paused mid-batch: it keeps what it read
+        calls = slow.sock.recv_calls
+        for i in range(4):
+            d = payload(700 + i * 300, 40 + i)
+            fast.send(OP_BINARY, d)
+            assert await fast.message() == (False, d)
+        assert ctx.srv.shared_owner is slot
+        assert slow.sock.recv_calls == calls  # no reading while the echo cannot leave
+        slow.sock.allow(10 ** 6)
+        for d in slow_msgs:
+            assert await slow.message(5) == (False, d)
+        await close_handshake(slow)
+        await close_handshake(fast)
+        assert ctx.srv.shared_owner is None
+
+    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()}, expect={"normal": 2})
+
+
+def test_a_reset_while_holding_the_shared_buffer_frees_it():
+    async def scenario(ctx):
+        slow = ctx.client(send_budget=0)
+        slow.sock.allow(len(b"HTTP/1.1 101 Switching Protocols\r\n") + 200)
+        await slow.handshake()
+        slow.sock.client_send(b"".join(client_frame(OP_BINARY, payload(1500, i)) for i in range(5)))
+        await asyncio.sleep(0.05)
+        assert ctx.srv.shared_owner is not None
+        slow.sock.reset()
+        await slow.closed()
+        assert ctx.srv.shared_owner is None
+        c = await ctx.client().handshake()
+        c.send(OP_BINARY, payload(2000, 1))
+        assert await c.message() == (False, payload(2000, 1))
+        await close_handshake(c)
+
+    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()},
+        expect={"normal": 1, "peer_reset": 1})
+
+
+@pytest.mark.parametrize("cut", [1, 3, 200, 904 + 1, 904 + 300])
+def test_a_partial_frame_moves_back_to_the_own_buffer_intact(cut):
+    # What is left unparsed when the reads run dry (a partial header, a partial whole
+    # message, a partial large frame) goes back to the slot's own buffer with the shared
+    # one; the rest of it arrives later.
+    data = client_frame(OP_BINARY, payload(900, 1)) + client_frame(OP_TEXT, b"small" * 60) + \
+        client_frame(OP_BINARY, payload(1200, 2))
+
+    async def scenario(ctx):
+        c = await ctx.client().handshake()
+        c.sock.client_send(data[:cut])
+        await asyncio.sleep(0.05)
+        assert ctx.srv.shared_owner is None  # given back while waiting
+        c.sock.client_send(data[cut:])
+        assert await c.message() == (False, payload(900, 1))
+        assert await c.message() == (True, b"small" * 60)
+        assert await c.message() == (False, payload(1200, 2))
+        await close_handshake(c)
+
+    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()}, expect={"normal": 1})
