@@ -149,6 +149,8 @@ def validate(raw, where="<board>"):
         if key not in server:
             raise BoardError("%s: server.%s: missing" % (where, key))
         _int(where, "server." + key, server[key], 1)
+    if "shared_recv" in server:
+        _int(where, "server.shared_recv", server["shared_recv"], 0)
     slots = server["max_connections"]
     if slots + SOCKETS_RESERVED > sockets:
         raise BoardError("%s: server.max_connections: %d slots + listener + 1 HTTP request "
@@ -176,9 +178,9 @@ def validate(raw, where="<board>"):
 
 
 def slot_bytes(server):
-    """Bytes the server preallocates for its slots."""
+    """Bytes the server preallocates: its slots and the shared receive buffer."""
     per = server["recv_buf"] + server["send_ring"] + server["max_message"]
-    return server["max_connections"] * per
+    return server["max_connections"] * per + server.get("shared_recv", 0)
 
 
 def main(argv=None):
@@ -196,11 +198,11 @@ def main(argv=None):
             bad += 1
             continue
         off = "-" if b.get("flash_offset") is None else "0x%x" % b["flash_offset"]
-        print("ok   %-13s %-8s %-9s offset %-6s heap %7d  slots %d x %5d = %6d"
-              % (name, b["chip"], b["mpy_arch"], off, b["heap_bytes"],
-                 b["server"]["max_connections"],
-                 slot_bytes(b["server"]) // b["server"]["max_connections"],
-                 slot_bytes(b["server"])))
+        sv = b["server"]
+        print("ok   %-13s %-8s %-9s offset %-6s heap %7d  slots %d x %5d + shared %5d = %6d"
+              % (name, b["chip"], b["mpy_arch"], off, b["heap_bytes"], sv["max_connections"],
+                 sv["recv_buf"] + sv["send_ring"] + sv["max_message"],
+                 sv.get("shared_recv", 0), slot_bytes(sv)))
     return 1 if bad else 0
 
 

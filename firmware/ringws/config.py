@@ -9,8 +9,9 @@ DEFAULTS = {
     "max_message": 1024,
     # One receive buffer lent to whichever connection is reading (0: none). Reads of
     # many frames at once, and large frames relayed in one piece, without each slot
-    # paying for a large buffer.
-    "shared_recv": 4096,
+    # paying for a large buffer. Off by default: on a 110 KiB heap its bytes are worth
+    # more as room for connections (the board files turn it on where heap allows).
+    "shared_recv": 0,
     "handshake_timeout_ms": 5000,
     "idle_timeout_ms": 0,
     "ping_interval_ms": 20000,
