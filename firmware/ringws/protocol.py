@@ -142,6 +142,15 @@ class Protocol(FrameHeader):
         self.rpos = 0
         self.rlen = 0
 
+    def move_input(self, buf):
+        """Make buf the receive buffer, taking along what is not parsed yet (the runtime
+        lends and takes back a shared buffer with it; see Server._borrow)."""
+        n = self.rlen - self.rpos
+        copy(buf, 0, self.rbuf, self.rpos, n)
+        self.rbuf = buf
+        self.rpos = 0
+        self.rlen = n
+
     def _compact(self):
         if self.tx_end:
             return  # the bytes before rpos are still being written (relay span)
@@ -469,7 +478,7 @@ class Protocol(FrameHeader):
         n = len(data)
         ring = self.ring
         # _queue, inline: this is the per-message path.
-        if (2 if n < 126 else 4 if n < 65536 else 10) + n + CONTROL_RESERVE <= ring.size - ring.used:
+        if header_size(n) + n + CONTROL_RESERVE <= ring.size - ring.used:
             ring.write_frame(0x81 if text else 0x82, data, 0, n)
             return True
         if not self.frame_fits(n):

@@ -531,24 +531,16 @@ class Server:
     def _borrow(self, slot):
         # Lend the shared receive buffer to a connection about to read; what is left in
         # its own buffer (a partial frame) moves along.
-        n = slot.rlen - slot.rpos
-        copy(self.shared, 0, slot.rbuf, slot.rpos, n)
-        slot.rbuf = self.shared
-        slot.rpos = 0
-        slot.rlen = n
+        slot.move_input(self.shared)
         self.shared_owner = slot
 
     def _give_back(self, slot):
         # When its reads run dry. What is left unparsed then always fits the own buffer:
         # the parser hands over everything but a partial frame that is at most recv_buf
         # (see Protocol.rsize). Under backpressure the reader keeps the buffer instead.
-        n = slot.rlen - slot.rpos
-        if n > slot.rsize:
+        if slot.rlen - slot.rpos > slot.rsize:
             return  # (not expected; keeping the buffer is always safe)
-        copy(slot.own_rbuf, 0, slot.rbuf, slot.rpos, n)
-        slot.rbuf = slot.own_rbuf
-        slot.rpos = 0
-        slot.rlen = n
+        slot.move_input(slot.own_rbuf)
         self.shared_owner = None
 
     def _dispatch(self, slot, ev):
