@@ -62,6 +62,11 @@ def start():
     if info.get("bind"):
         scfg["host"] = info["bind"]
     srv = Server(scfg, platform=board, slots=slots)
+    # Printed from here, not by Server: this module leaves the heap after start-up.
+    print("ringws: %d slots x %d B (recv %d + ring %d + message %d) + shared recv %d = %d B budgeted"
+          % (len(srv.slots), srv.slot_size, scfg["recv_buf"], scfg["send_ring"],
+             scfg["max_message"], scfg["shared_recv"],
+             srv.slot_size * len(srv.slots) + scfg["shared_recv"]))
     if cfg.get("access"):
         from ringws import access
 

@@ -87,7 +87,7 @@ def test_reload_with_the_boards_own_sizing(browser, tmp_path):
         pg = browser.new_page()
         for _ in range(2):  # the second load revalidates: If-None-Match, a longer head
             r = pg.goto(f.url + "/")
-            assert r.status in (200, 304), r.status
+            assert r.status in (200, 304), (r.status, r.text())
             wait_live(pg)
         pg.close()
     finally:

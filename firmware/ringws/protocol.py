@@ -71,7 +71,6 @@ class Protocol(FrameHeader):
         # larger one the runtime lends (see Server._borrow). Limits always follow the
         # own size, so what is delivered whole never depends on which one was in use.
         self.own_rbuf = self.rbuf = _view(rbuf)
-        self.rsize = recv_size
         self.ring = RingBuffer(ring_buf)
         self.mbuf = _view(mbuf)
         # Largest payload of a streamed piece: it must fit the ring beside the reserve.
@@ -166,7 +165,7 @@ class Protocol(FrameHeader):
         if not self.in_frame and not self.msg_op and self.state == OPEN:
             # Fast path: a whole small text/binary frame, recognised in one native call.
             r = frame_scan(self.rbuf, self.rpos, self.rlen, self.mask)
-            if r >= 0 and r & 0xFFFF <= self.rsize:
+            if r >= 0 and r & 0xFFFF <= len(self.own_rbuf):
                 return self._whole_frame(r >> 20, self.rpos + ((r >> 16) & 15), r & 0xFFFF)
         while self.state != CLOSED:
             if not self.in_frame:
@@ -242,7 +241,7 @@ class Protocol(FrameHeader):
             self.u8 = UTF8_ACCEPT
         if op < OP_CLOSE and not self.can_stream and self.state == OPEN:
             total = self.mlen + h.length
-            if total > len(self.mbuf) and not (op != OP_CONT and h.fin and h.length <= self.rsize):
+            if total > len(self.mbuf) and not (op != OP_CONT and h.fin and h.length <= len(self.own_rbuf)):
                 return self._fail(CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
         self.rpos += size
         self.in_frame = True
@@ -253,7 +252,7 @@ class Protocol(FrameHeader):
 
     def limit(self):
         """Largest message delivered whole (a single frame may also fill rbuf)."""
-        return max(len(self.mbuf), self.rsize)
+        return max(len(self.mbuf), len(self.own_rbuf))
 
     def _prepare(self, text):
         # Unmask (and validate, for text) whatever of the frame's payload has arrived and
@@ -295,7 +294,7 @@ class Protocol(FrameHeader):
             and self.opcode != OP_CONT
             and not self.streaming
             and self.mlen == 0
-            and self.length <= self.rsize
+            and self.length <= len(self.own_rbuf)
         ):
             if self.rlen - self.rpos < n:
                 self._compact()

@@ -180,19 +180,7 @@ class Server:
         self.closed = {}
         for cause in CLOSE_CAUSES:
             self.closed[cause] = 0
-        per = self.slot_size = slot_bytes(cfg)
-        print(
-            "ringws: %d slots x %d B (recv %d + ring %d + message %d) + shared recv %d = %d B budgeted"
-            % (
-                len(self.slots),
-                per,
-                cfg["recv_buf"],
-                cfg["send_ring"],
-                cfg["max_message"],
-                cfg["shared_recv"],
-                per * len(self.slots) + cfg["shared_recv"],
-            )
-        )
+        self.slot_size = slot_bytes(cfg)  # (launch.start prints the budget)
 
     # -- application API ------------------------------------------------------------
 
@@ -537,8 +525,8 @@ class Server:
     def _give_back(self, slot):
         # When its reads run dry. What is left unparsed then always fits the own buffer:
         # the parser hands over everything but a partial frame that is at most recv_buf
-        # (see Protocol.rsize). Under backpressure the reader keeps the buffer instead.
-        if slot.rlen - slot.rpos > slot.rsize:
+        # (see Protocol.own_rbuf). Under backpressure the reader keeps the buffer instead.
+        if slot.rlen - slot.rpos > len(slot.own_rbuf):
             return  # (not expected; keeping the buffer is always safe)
         slot.move_input(slot.own_rbuf)
         self.shared_owner = None
