@@ -76,7 +76,7 @@ def test_put_frame_writes_what_header_plus_ring_write_would(size, head, used, b0
     slow = RingBuffer(bytearray(size))
     for r in (fast, slow):
         r.head, r.used = head, used
-    fast.write_frame(b0, data, 0, n)
+    fast.write_frame(b0, data)
     hdr = bytearray(14)
     k = write_header(hdr, 0, b0 & 0x0F, bool(b0 & 0x80), n)
     slow.write(hdr, 0, k)
@@ -132,13 +132,18 @@ rings = []
 for size, tail, b0, hexdata in cases["put"]:
     ring = bytearray(size)
     data = bytes.fromhex(hexdata)
-    n = K.put_frame(ring, size, tail, b0, memoryview(data), 0, len(data))
+    n = K.put_frame(ring, tail, b0, memoryview(data), len(data))
     rings.append([n, ring.hex()])
-print(json.dumps({"scan": out, "put": rings}))
+moved = []
+for hexbuf, dst, start, end, hexmask in cases["move"]:
+    buf = bytearray(bytes.fromhex(hexbuf))
+    K.unmask_move(buf, dst, start, end, bytearray(bytes.fromhex(hexmask)))
+    moved.append(buf.hex())
+print(json.dumps({"scan": out, "put": rings, "move": moved}))
 """
 
 
-def test_viper_fast_path_kernels_match_cpython():
+def test_viper_fast_path_kernels_match_cpython(tmp_path):
     mp = os.path.join(ROOT, ".venv", "bin", "micropython")
     if not os.path.exists(mp):
         pytest.skip("no MicroPython interpreter in .venv")
@@ -161,8 +166,19 @@ def test_viper_fast_path_kernels_match_cpython():
         n = rnd.choice([0, 1, 17, 125, 126, 200, 290])
         put.append([size, rnd.randrange(size), rnd.choice([0x81, 0x82, 0x00]),
                     bytes(rnd.randrange(256) for _ in range(n)).hex()])
-    script = MP_SCRIPT % {"fw": FIRMWARE, "cases": json.dumps({"scan": scan, "put": put})}
-    out = subprocess.run([mp, "-X", "heapsize=2M", "-c", script], capture_output=True,
+    move = []
+    for _ in range(200):
+        # unmask_move: word-wide when dst and start agree modulo 4, bytewise otherwise.
+        n = rnd.choice([0, 1, 3, 4, 7, 64, 125, 1000])
+        start = rnd.randrange(0, 40)
+        dst = start - rnd.choice([0, 1, 2, 3, 4, 8, 13]) if start >= 13 else start
+        move.append([bytes(rnd.randrange(256) for _ in range(start + n + 5)).hex(), dst, start,
+                     start + n, bytes(rnd.randrange(256) for _ in range(4)).hex()])
+    script = MP_SCRIPT % {"fw": FIRMWARE,
+                          "cases": json.dumps({"scan": scan, "put": put, "move": move})}
+    path = tmp_path / "kernels_case.py"  # too long for a command line
+    path.write_text(script)
+    out = subprocess.run([mp, "-X", "heapsize=2M", str(path)], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
@@ -178,5 +194,15 @@ def test_viper_fast_path_kernels_match_cpython():
     for (size, tail, b0, hexdata), (n, ring_hex) in zip(put, got["put"]):
         ring = bytearray(size)
         data = bytes.fromhex(hexdata)
-        assert n == K.put_frame(ring, size, tail, b0, data, 0, len(data))
+        assert n == K.put_frame(ring, tail, b0, data, len(data))
         assert ring_hex == ring.hex(), (size, tail, b0, len(data))
+    for (hexbuf, dst, start, end, hexmask), got_hex in zip(move, got["move"]):
+        orig = bytes.fromhex(hexbuf)
+        plain = bytes(b ^ bytes.fromhex(hexmask)[i & 3] for i, b in enumerate(orig[start:end]))
+        buf = bytearray(orig)
+        K.unmask_move(buf, dst, start, end, bytearray(bytes.fromhex(hexmask)))
+        for out in (buf, bytes.fromhex(got_hex)):  # CPython's, then the viper kernel's
+            # What unmask_move promises: the unmasked payload at dst, nothing touched
+            # outside dst..end (the source bytes past the payload's new end may change).
+            assert out[dst : dst + len(plain)] == plain, (dst, start, end)
+            assert out[:dst] == orig[:dst] and out[end:] == orig[end:], (dst, start, end)

@@ -98,6 +98,81 @@ def test_limits_follow_the_own_buffer_not_the_lent_one():
     assert q.next_event() == P.EV_ERROR and q.close_code == 1009
 
 
+def whole(proto):
+    proto.can_stream = P.STREAM_WHOLE  # what Server.route sets for a handler with whole_frames
+    return proto
+
+
+def test_a_whole_frame_comes_as_one_piece_for_a_whole_frames_handler():
+    a = payload(3000, 11)
+    p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
+    p.feed(client_frame(OP_BINARY, a))
+    assert p.next_event() == P.EV_FRAGMENT
+    assert (bytes(p.ev_data), p.ev_first, p.ev_last, p.ev_text) == (a, True, True, False)
+    # Without the opt-in the same frame comes in pieces that fit the ring.
+    q = lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True))
+    q.feed(client_frame(OP_BINARY, a))
+    assert q.next_event() == P.EV_FRAGMENT and len(q.ev_data) == q.max_piece()
+
+
+def test_whole_frames_join_one_span_each_unmasked_straight_into_place():
+    frames = [(OP_BINARY, payload(900, 1)), (OP_TEXT, b"y" * 1500), (OP_BINARY, payload(600, 2)),
+              (OP_BINARY, payload(60000, 3))]
+    p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True), size=70000))
+    p.feed(b"".join(client_frame(op, d) for op, d in frames))
+    for i, (op, d) in enumerate(frames):
+        assert p.next_event() == P.EV_FRAGMENT
+        assert bytes(p.ev_data) == d
+        if i:  # after the previous frame's outgoing bytes, not where it arrived
+            assert p.ev_off == p.tx_end + 4 < p.rpos - len(d)
+        assert p.relay(p.ev_data)
+        p.consume()
+    assert p.next_event() == P.EV_NONE and p.ring.used == 0
+    assert span(p) == b"".join(encode_frame(op, d) for op, d in frames)
+
+
+def test_a_whole_frame_the_handler_does_not_relay_is_stepped_over():
+    p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
+    p.feed(client_frame(OP_BINARY, payload(1000, 4)) + client_frame(OP_TEXT, b"after"))
+    assert p.next_event() == P.EV_FRAGMENT
+    p.consume()  # taken without a reply
+    assert p.next_event() == P.EV_MESSAGE and bytes(p.ev_data) == b"after"
+    assert p.tx_end == 0 and p.ring.used == 0
+
+
+def test_a_refused_whole_frame_is_offered_again_unchanged():
+    p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
+    p.feed(client_frame(OP_BINARY, payload(1000, 5)) + client_frame(OP_BINARY, payload(1100, 6)))
+    assert p.next_event() == P.EV_FRAGMENT and p.relay(p.ev_data)
+    p.consume()
+    assert p.next_event() == P.EV_FRAGMENT
+    first = p.ev_data
+    assert p.send(b"queued first")  # the ring is no longer empty: the copy does not fit
+    assert not p.relay(first)
+    assert p.next_event() == P.EV_FRAGMENT and p.ev_data is first
+    ring_out(p)  # the runtime drains the ring
+    assert p.relay(first)
+    p.consume()
+    assert span(p) == encode_frame(OP_BINARY, payload(1000, 5)) + encode_frame(OP_BINARY, payload(1100, 6))
+
+
+def test_a_whole_frame_is_relayed_whole_or_not_at_all():
+    p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
+    p.feed(client_frame(OP_BINARY, payload(1000, 7)))
+    assert p.next_event() == P.EV_FRAGMENT
+    with pytest.raises(ValueError, match="can only be relayed unchanged"):
+        p.relay(bytes(p.ev_data))  # a copy: it would have to fit the ring
+    with pytest.raises(ValueError, match="relayed whole"):
+        p.relay(p.ev_data[:10])
+    assert p.tx_end == 0 and p.ring.used == 0 and p.j_off < 0
+
+
+def test_a_whole_text_frame_with_bad_utf8_fails_with_1007():
+    p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
+    p.feed(client_frame(OP_TEXT, b"a" * 700 + b"\xff" + b"b" * 300))
+    assert p.next_event() == P.EV_ERROR and p.close_code == 1007
+
+
 # -- the runtime (fake sockets) ---------------------------------------------------------
 
 
@@ -109,6 +184,15 @@ class RelayEcho(Recorder):
 
     def on_fragment(self, conn, data, text, first, last):
         return conn.relay(data)
+
+
+class WholeEcho(RelayEcho):
+    """RelayEcho that takes a frame lying whole in the receive buffer as one piece."""
+
+    whole_frames = True
+
+
+ECHOES = pytest.mark.parametrize("echo", [RelayEcho, WholeEcho], ids=["pieces", "whole"])
 
 
 SHARED = dict(CFG, shared_recv=4096)
@@ -124,9 +208,10 @@ def big_messages(seed, count):
     return out
 
 
+@ECHOES
 @pytest.mark.parametrize("knobs", [{}, {"send_chunk": 7}, {"send_eagain": storm(0.3)},
                                    {"recv_chunk": 333, "send_chunk": 1000}])
-def test_large_frames_echo_whole_and_in_order_under_partial_writes(knobs):
+def test_large_frames_echo_whole_and_in_order_under_partial_writes(knobs, echo):
     msgs = big_messages(3, 14)
 
     async def scenario(ctx):
@@ -137,10 +222,11 @@ def test_large_frames_echo_whole_and_in_order_under_partial_writes(knobs):
         await close_handshake(c)
         assert ctx.srv.shared_owner is None
 
-    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()}, expect={"normal": 1})
+    run(scenario, cfg=SHARED, handlers={"/echo": echo()}, expect={"normal": 1})
 
 
-def test_a_batch_of_relayed_frames_leaves_in_one_write():
+@ECHOES
+def test_a_batch_of_relayed_frames_leaves_in_one_write(echo):
     msgs = [payload(900, i) for i in range(4)]  # 4 x 904 bytes: one read of the shared buffer
 
     async def scenario(ctx):
@@ -153,10 +239,11 @@ def test_a_batch_of_relayed_frames_leaves_in_one_write():
         assert c.sock.send_calls - before == 1
         await close_handshake(c)
 
-    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()}, expect={"normal": 1})
+    run(scenario, cfg=SHARED, handlers={"/echo": echo()}, expect={"normal": 1})
 
 
-def test_without_a_shared_buffer_large_frames_still_echo():
+@ECHOES
+def test_without_a_shared_buffer_large_frames_still_echo(echo):
     msgs = big_messages(4, 8)
 
     async def scenario(ctx):
@@ -167,11 +254,12 @@ def test_without_a_shared_buffer_large_frames_still_echo():
         await close_handshake(c)
         assert ctx.srv.shared is None
 
-    run(scenario, cfg=dict(CFG, shared_recv=0), handlers={"/echo": RelayEcho()},
+    run(scenario, cfg=dict(CFG, shared_recv=0), handlers={"/echo": echo()},
         expect={"normal": 1})
 
 
-def test_backpressure_keeps_the_shared_buffer_and_others_read_into_their_own():
+@ECHOES
+def test_backpressure_keeps_the_shared_buffer_and_others_read_into_their_own(echo):
     slow_msgs = [payload(1500, i) for i in range(6)]
 
     async def scenario(ctx):
@@ -197,10 +285,11 @@ def test_backpressure_keeps_the_shared_buffer_and_others_read_into_their_own():
         await close_handshake(fast)
         assert ctx.srv.shared_owner is None
 
-    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()}, expect={"normal": 2})
+    run(scenario, cfg=SHARED, handlers={"/echo": echo()}, expect={"normal": 2})
 
 
-def test_a_reset_while_holding_the_shared_buffer_frees_it():
+@ECHOES
+def test_a_reset_while_holding_the_shared_buffer_frees_it(echo):
     async def scenario(ctx):
         slow = ctx.client(send_budget=0)
         slow.sock.allow(len(b"HTTP/1.1 101 Switching Protocols\r\n") + 200)
@@ -216,12 +305,13 @@ def test_a_reset_while_holding_the_shared_buffer_frees_it():
         assert await c.message() == (False, payload(2000, 1))
         await close_handshake(c)
 
-    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()},
+    run(scenario, cfg=SHARED, handlers={"/echo": echo()},
         expect={"normal": 1, "peer_reset": 1})
 
 
+@ECHOES
 @pytest.mark.parametrize("cut", [1, 3, 200, 904 + 1, 904 + 300])
-def test_a_partial_frame_moves_back_to_the_own_buffer_intact(cut):
+def test_a_partial_frame_moves_back_to_the_own_buffer_intact(cut, echo):
     # What is left unparsed when the reads run dry (a partial header, a partial whole
     # message, a partial large frame) goes back to the slot's own buffer with the shared
     # one; the rest of it arrives later.
@@ -239,4 +329,4 @@ def test_a_partial_frame_moves_back_to_the_own_buffer_intact(cut):
         assert await c.message() == (False, payload(1200, 2))
         await close_handshake(c)
 
-    run(scenario, cfg=SHARED, handlers={"/echo": RelayEcho()}, expect={"normal": 1})
+    run(scenario, cfg=SHARED, handlers={"/echo": echo()}, expect={"normal": 1})

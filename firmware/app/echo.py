@@ -8,6 +8,9 @@
 
 
 class EchoHandler:
+    # on_fragment only relays: a large frame that arrived whole comes as one piece.
+    whole_frames = True
+
     def on_message(self, conn, data, text):
         return conn.send(data, text)
 

@@ -101,6 +101,41 @@ if MICROPYTHON:
         return p
 
     @micropython.viper
+    def unmask_move(buf, dst: int, start: int, end: int, mask):
+        # Unmask buf[start:end] (from mask[0]) into buf[dst:], dst <= start: relaying
+        # joins frames into one span this way, in the same pass as unmasking. Word-wide
+        # when dst and start lie alike modulo 4 (the usual case: a mask is 4 bytes).
+        b = ptr8(buf)
+        m = ptr8(mask)
+        p = 0
+        i = start
+        d = dst - start
+        if (d & 3) == 0:
+            while i < end and ((int(b) + i) & 3) != 0:
+                b[i + d] = b[i] ^ m[p]
+                p = (p + 1) & 3
+                i += 1
+            words = (end - i) >> 2
+            if words > 0:
+                w = (
+                    m[p]
+                    | (m[(p + 1) & 3] << 8)
+                    | (m[(p + 2) & 3] << 16)
+                    | (m[(p + 3) & 3] << 24)
+                )
+                s32 = ptr32(int(b) + i)
+                d32 = ptr32(int(b) + i + d)
+                k = 0
+                while k < words:
+                    d32[k] = s32[k] ^ w
+                    k += 1
+                i += words << 2
+        while i < end:
+            b[i + d] = b[i] ^ m[p]
+            p = (p + 1) & 3
+            i += 1
+
+    @micropython.viper
     def copy(dst, doff: int, src, soff: int, n: int):
         # dst[doff:doff+n] = src[soff:soff+n] without a slice object. Safe for moving
         # data towards the start of the same buffer (doff <= soff).
@@ -152,10 +187,12 @@ if MICROPYTHON:
         return ((b0 & 0x0F) << 20) | (hs << 16) | n
 
     @micropython.viper
-    def put_frame(ring, size: int, tail: int, b0: int, data, off: int, n: int) -> int:
-        # One unmasked frame into a ring buffer at `tail`, wrapping at `size`: the header
-        # (first byte b0 = FIN | opcode, length n) then data[off:off+n]. The caller has
-        # checked the room. Returns the bytes written (header + n).
+    def put_frame(ring, tail: int, b0: int, data, n: int) -> int:
+        # One unmasked frame into a ring buffer at `tail`, wrapping at its end: the header
+        # (first byte b0 = FIN | opcode, length n) then data[:n]. The caller has checked
+        # the room. Returns the bytes written (header + n). (Five arguments: the caller's
+        # frame then stays small enough for the C stack, see RingBuffer.write_frame.)
+        size = int(len(ring))
         r = ptr8(ring)
         hs = 2
         b1 = n
@@ -184,10 +221,10 @@ if MICROPYTHON:
             i += 1
         first = size - tail
         if first >= n:
-            copy(ring, tail, data, off, n)
+            copy(ring, tail, data, 0, n)
         else:
-            copy(ring, tail, data, off, first)
-            copy(ring, 0, data, off + first, n - first)
+            copy(ring, tail, data, 0, first)
+            copy(ring, 0, data, first, n - first)
         return hs + n
 
     @micropython.viper
@@ -233,4 +270,12 @@ if MICROPYTHON:
 else:
     # Pure-Python versions with the same results, in their own module (no MicroPython
     # heap is spent on them).
-    from ringws.kernels_cpython import copy, find, frame_scan, put_frame, unmask, utf8_step  # noqa: F401
+    from ringws.kernels_cpython import (  # noqa: F401
+        copy,
+        find,
+        frame_scan,
+        put_frame,
+        unmask,
+        unmask_move,
+        utf8_step,
+    )

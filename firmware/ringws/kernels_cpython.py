@@ -15,6 +15,11 @@ def unmask(buf, start, end, mask, phase):
     return (p + n) & 3
 
 
+def unmask_move(buf, dst, start, end, mask):
+    unmask(buf, start, end, mask, 0)
+    copy(buf, dst, buf, start, end - start)
+
+
 def copy(dst, doff, src, soff, n):
     memoryview(dst)[doff : doff + n] = memoryview(src)[soff : soff + n]
 
@@ -61,14 +66,15 @@ def frame_scan(buf, pos, end, mask):
     return ((b0 & 0x0F) << 20) | (hs << 16) | n
 
 
-def put_frame(ring, size, tail, b0, data, off, n):
+def put_frame(ring, tail, b0, data, n):
+    size = len(ring)
     if n < 126:
         head = bytes((b0, n))
     elif n < 65536:
         head = bytes((b0, 126)) + n.to_bytes(2, "big")
     else:
         head = bytes((b0, 127)) + n.to_bytes(8, "big")
-    frame = head + bytes(memoryview(data)[off : off + n])
+    frame = head + bytes(memoryview(data)[:n])
     first = min(size - tail, len(frame))
     copy(ring, tail, frame, 0, first)
     copy(ring, 0, frame, first, len(frame) - first)

@@ -26,7 +26,7 @@ from ringws.frames import (
     unmask,
     write_header,
 )
-from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, copy, frame_scan, utf8_step
+from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, copy, frame_scan, unmask_move, utf8_step
 from ringws.ring import RingBuffer
 from ringws.utf8 import is_valid
 
@@ -46,6 +46,22 @@ CLOSED = const(2)  # close handshake finished (or connection failed): only flush
 # that data sends can never starve the protocol's own replies.
 CONTROL_RESERVE = const(254)  # 2 * (2-byte header + 125)
 
+# Protocol.can_stream
+NO_STREAM = const(0)
+STREAM_PIECES = const(1)
+STREAM_WHOLE = const(2)
+
+# Where the pending event's piece (ev_data) lies (p_kind)
+_P_RBUF = const(0)  # in rbuf at rpos: part of the frame being parsed
+_P_MBUF = const(1)  # in mbuf: a message (or a message's start) assembled from frames
+_P_WHOLE = const(2)  # a whole frame in rbuf, already stepped over (see _whole_frame)
+
+# Builtins as module globals. MicroPython looks a builtin up in the module's globals
+# first, and that miss probes the whole, nearly full table on every call; a global hit
+# is cheap (and cached in the bytecode on ports that enable it).
+len = len
+isinstance = isinstance
+
 
 # Header bytes on their way into a ring. Shared by every connection: it is filled and
 # copied out within one call, never across an await.
@@ -63,7 +79,6 @@ class Protocol(FrameHeader):
         # Three preallocated buffers (bytearrays or memoryviews): receive, send ring and
         # message assembly. Nothing else of size is allocated per connection.
         recv_size = len(rbuf)
-        ring_size = len(ring_buf)
         if recv_size < 2 * (14 + MAX_CONTROL):
             raise ValueError("recv_buf must be at least %d bytes" % (2 * (14 + MAX_CONTROL)))
         FrameHeader.__init__(self)
@@ -73,10 +88,19 @@ class Protocol(FrameHeader):
         self.own_rbuf = self.rbuf = _view(rbuf)
         self.ring = RingBuffer(ring_buf)
         self.mbuf = _view(mbuf)
-        # Largest payload of a streamed piece: it must fit the ring beside the reserve.
-        self.max_piece = ring_size - CONTROL_RESERVE - 10
-        self.can_stream = False
+        # What the handler takes: messages whole only (NO_STREAM), or also large ones
+        # piece by piece (STREAM_PIECES), or such pieces as whole frames (STREAM_WHOLE:
+        # it only relays them, and relay writes a frame lying in rbuf in place, not
+        # through the ring). One attribute, not two: every attribute of a slot costs
+        # 16 bytes of its attribute table, 8 slots over.
+        self.can_stream = NO_STREAM
         self.reset()
+
+    def max_piece(self):
+        """Largest payload of a streamed piece: it must fit the ring beside the reserve."""
+        # A method, not a property: a class with a property makes MicroPython look every
+        # attribute store on its instances up in the class chain first.
+        return self.ring.size - CONTROL_RESERVE - 10
 
     def reset(self):
         self.rbuf = self.own_rbuf
@@ -105,9 +129,10 @@ class Protocol(FrameHeader):
         self.out_frag = False  # an outgoing fragmented message is in progress
         self.out_left = 0  # payload bytes still owed to a frame being relayed
         self.pending = EV_NONE
-        self.p_from_mbuf = False
+        self.p_kind = _P_RBUF
         self.pong_seen = False
         self.ev_data = None
+        self.ev_off = 0
         self.ev_text = False
         self.ev_first = False
         self.ev_last = False
@@ -117,13 +142,14 @@ class Protocol(FrameHeader):
     # -- receive side -------------------------------------------------------------
 
     def recv_window(self):
-        """(offset, size) of rbuf where the next read should land."""
+        """Offset in rbuf where the next read should land; it may fill rbuf from there
+        (one int, not a tuple: this runs for every read)."""
         if self.rpos == self.rlen:
             self.rpos = 0
             self.rlen = 0
         elif self.rlen == len(self.rbuf) and self.rpos > 0:
             self._compact()
-        return self.rlen, len(self.rbuf) - self.rlen
+        return self.rlen
 
     def received(self, n):
         self.rlen += n
@@ -131,8 +157,8 @@ class Protocol(FrameHeader):
     def feed(self, data):
         """Copy data into rbuf (tests and tools; the runtime reads into rbuf directly).
         Returns how many bytes fitted."""
-        off, room = self.recv_window()
-        n = min(room, len(data))
+        off = self.recv_window()
+        n = min(len(self.rbuf) - off, len(data))
         copy(self.rbuf, off, data, 0, n)
         self.rlen += n
         return n
@@ -165,8 +191,8 @@ class Protocol(FrameHeader):
         if not self.in_frame and not self.msg_op and self.state == OPEN:
             # Fast path: a whole small text/binary frame, recognised in one native call.
             r = frame_scan(self.rbuf, self.rpos, self.rlen, self.mask)
-            if r >= 0 and r & 0xFFFF <= len(self.own_rbuf):
-                return self._whole_frame(r >> 20, self.rpos + ((r >> 16) & 15), r & 0xFFFF)
+            if r >= 0 and (r & 0xFFFF <= len(self.own_rbuf) or self.can_stream == STREAM_WHOLE):
+                return _whole_frame(self, r)
         while self.state != CLOSED:
             if not self.in_frame:
                 ev = self._start_frame()
@@ -186,26 +212,43 @@ class Protocol(FrameHeader):
                 return ev
         return EV_NONE
 
-    def _whole_frame(self, op, start, n):
-        # What _start_frame + _data do for a complete FIN frame that fits rbuf, minus the
-        # checks frame_scan has already made.
-        end = start + n
-        unmask(self.rbuf, start, end, self.mask, 0)
-        text = op == OP_TEXT
-        if text:
-            u8 = utf8_step(self.rbuf, start, end, UTF8_ACCEPT)
-            if u8 != UTF8_ACCEPT:
+    def _whole_frame(self, r):
+        # What _start_frame, _data and consume do for a complete FIN frame, minus the
+        # checks frame_scan has made (r is its result). The frame is stepped over at once
+        # (rpos moves past it; the piece is _P_WHOLE), so consume has nothing left to do
+        # but a join. A message if it fits the own rbuf, else (only for a STREAM_WHOLE
+        # handler) the whole message as one piece to relay.
+        # Per message, so kept to 11 words of locals and stack: MicroPython allocates a
+        # larger frame on the heap for every call (see the end of this module).
+        n = r & 0xFFFF
+        start = self.rpos + ((r >> 16) & 15)
+        if n <= len(self.own_rbuf):
+            at = start
+            unmask(self.rbuf, start, start + n, self.mask, 0)
+        else:
+            # If relayed frames already wait in rbuf, unmask the piece straight to where
+            # it would join them (after its outgoing header) instead of moving it there
+            # afterwards (see _join).
+            at = self.tx_end
+            if at and not (start - at) & 3:
+                at += header_size(n)
+            else:
+                at = start
+            unmask_move(self.rbuf, at, start, start + n, self.mask)
+        self.ev_text = r >> 20 == OP_TEXT
+        if self.ev_text:
+            r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
+            if r != UTF8_ACCEPT:
                 return self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in text message"
-                                  if u8 == UTF8_REJECT else "text message ends inside a character")
-        self.fin = True
-        self.opcode = op
-        self.length = n
-        self.rpos = start
-        self.in_frame = True
-        self.f_left = n
-        self.f_seen = n
-        self.msg_op = op
-        return self._deliver(EV_MESSAGE, start, n, False, text, True, True)
+                                  if r == UTF8_REJECT else "text message ends inside a character")
+        self.rpos = start + n
+        self.ev_off = at
+        self.ev_data = self.rbuf[at : at + n]
+        self.ev_first = True
+        self.ev_last = True
+        self.p_kind = _P_WHOLE
+        self.pending = EV_MESSAGE if n <= len(self.own_rbuf) else EV_FRAGMENT
+        return self.pending
 
     def _start_frame(self):
         # Returns an event, or -1 when a header was taken and parsing goes on.
@@ -301,13 +344,13 @@ class Protocol(FrameHeader):
                 return EV_NONE
             if text and self.u8 != UTF8_ACCEPT:
                 return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
-            return self._deliver(EV_MESSAGE, self.rpos, n, False, text, True, True)
+            return _deliver(self, EV_MESSAGE, self.rpos, n, False, text, True, True)
         have = self.f_seen
         # 2. Assemble a fragmented (or rbuf-sized) message in mbuf while it fits.
         if not self.streaming and self.mlen + n <= len(self.mbuf):
             copy(self.mbuf, self.mlen, self.rbuf, self.rpos, have)
             self.mlen += have
-            self._advance(have)
+            _advance(self, have)
             if self.f_left:
                 return EV_NONE
             self.in_frame = False
@@ -315,15 +358,16 @@ class Protocol(FrameHeader):
                 return -1
             if text and self.u8 != UTF8_ACCEPT:
                 return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
-            return self._deliver(EV_MESSAGE, 0, self.mlen, True, text, True, True)
+            return _deliver(self, EV_MESSAGE, 0, self.mlen, True, text, True, True)
         if not self.can_stream:
             return self._fail(CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
         # 3. Stream: first what was assembled, then the payload piece by piece as it comes.
         if not self.streaming:
             self.streaming = True
             if self.mlen:
-                return self._deliver(EV_FRAGMENT, 0, self.mlen, True, text, True, False)
-        take = have if have < self.max_piece else self.max_piece
+                return _deliver(self, EV_FRAGMENT, 0, self.mlen, True, text, True, False)
+        cap = self.max_piece()
+        take = have if have < cap else cap
         last = self.fin and take == n
         if take == 0 and not last:
             if n == 0:
@@ -332,14 +376,15 @@ class Protocol(FrameHeader):
             return EV_NONE
         if last and text and self.u8 != UTF8_ACCEPT:
             return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
-        return self._deliver(EV_FRAGMENT, self.rpos, take, False, text, self.stream_first, last)
+        return _deliver(self, EV_FRAGMENT, self.rpos, take, False, text, self.stream_first, last)
 
     def _deliver(self, ev, start, n, from_mbuf, text, first, last):
+        self.ev_off = start
         self.ev_data = (self.mbuf if from_mbuf else self.rbuf)[start : start + n]
         self.ev_text = text
         self.ev_first = first
         self.ev_last = last
-        self.p_from_mbuf = from_mbuf
+        self.p_kind = _P_MBUF if from_mbuf else _P_RBUF
         self.pending = ev
         return ev
 
@@ -354,17 +399,21 @@ class Protocol(FrameHeader):
         if not ev:
             return
         self.pending = EV_NONE
-        if ev == EV_MESSAGE or ev == EV_FRAGMENT:
-            if self.p_from_mbuf:
+        kind = self.p_kind
+        if kind == _P_WHOLE:
+            if self.j_off >= 0:
+                _join(self)
+        elif ev == EV_MESSAGE or ev == EV_FRAGMENT:
+            if kind == _P_MBUF:
                 self.mlen = 0
             else:
-                self._advance(len(self.ev_data))
+                _advance(self, len(self.ev_data))
                 if self.f_left == 0:
                     self.in_frame = False
             if ev == EV_FRAGMENT:
                 self.stream_first = False
                 if self.j_off >= 0:
-                    self._join()
+                    _join(self)
             if self.ev_last:
                 self.msg_op = 0
                 self.streaming = False
@@ -376,7 +425,7 @@ class Protocol(FrameHeader):
         # (moving it down over the gap left by the incoming header's mask, if any), so
         # that a batch of relayed frames leaves in one write.
         j = self.j_off
-        n = self.rpos - j  # the piece was consumed: it ends at rpos
+        n = self.ev_off + len(self.ev_data) - j
         self.j_off = -1
         if not self.tx_end:
             self.tx_off = j
@@ -394,13 +443,13 @@ class Protocol(FrameHeader):
             if self.state == OPEN:
                 # A pong leaves room for a close frame: a failure right after it must
                 # still be able to say why.
-                if not self._queue(OP_PONG, True, self.rbuf, start, n, 2 + MAX_CONTROL):
+                if not self._queue(OP_PONG, True, self.rbuf[start : start + n], 2 + MAX_CONTROL):
                     return EV_BLOCKED
         elif op == OP_PONG:
             self.pong_seen = True
         else:
             return self._peer_close(start, n)
-        self._advance(n)
+        _advance(self, n)
         self.in_frame = False
         return -1
 
@@ -420,9 +469,9 @@ class Protocol(FrameHeader):
             reason = str(bytes(raw), "utf-8")
         if self.state == OPEN:
             # Answer with the same code (RFC 6455 5.5.1); an empty close gets an empty one.
-            if not self._queue(OP_CLOSE, True, buf, start, 2 if n >= 2 else 0, 0):
+            if not self._queue(OP_CLOSE, True, buf[start : start + (2 if n >= 2 else 0)], 0):
                 return EV_BLOCKED
-        self._advance(n)
+        _advance(self, n)
         self.in_frame = False
         self.state = CLOSED
         self.close_code = code
@@ -442,13 +491,14 @@ class Protocol(FrameHeader):
 
     # -- send side ----------------------------------------------------------------
 
-    def _queue(self, opcode, fin, data, off, n, reserve):
+    def _queue(self, opcode, fin, data, reserve):
         if self.out_left:
             return False  # no frame may start inside a relayed frame's payload
         ring = self.ring
+        n = len(data)
         if header_size(n) + n + reserve > ring.size - ring.used:
             return False
-        ring.write_frame((0x80 | opcode) if fin else opcode, data, off, n)
+        ring.write_frame((0x80 | opcode) if fin else opcode, data)
         return True
 
     def frame_fits(self, n):
@@ -478,7 +528,7 @@ class Protocol(FrameHeader):
         ring = self.ring
         # _queue, inline: this is the per-message path.
         if header_size(n) + n + CONTROL_RESERVE <= ring.size - ring.used:
-            ring.write_frame(0x81 if text else 0x82, data, 0, n)
+            ring.write_frame(0x81 if text else 0x82, data)
             return True
         if not self.frame_fits(n):
             raise ValueError("%d-byte frame can never fit a %d-byte send ring: use send_fragment" % (n, self.ring.size))
@@ -491,7 +541,7 @@ class Protocol(FrameHeader):
         if not self.frame_fits(n):
             raise ValueError("%d-byte fragment can never fit a %d-byte send ring" % (n, self.ring.size))
         op = (OP_TEXT if text else OP_BINARY) if first else OP_CONT
-        if not self._queue(op, last, data, 0, n, CONTROL_RESERVE):
+        if not self._queue(op, last, data, CONTROL_RESERVE):
             return False
         self.out_frag = not last
         return True
@@ -503,27 +553,45 @@ class Protocol(FrameHeader):
         opcode and FIN; later pieces only add payload. So a message echoes frame for
         frame, however large its frames are, through a ring of any size. All or nothing.
         """
-        if self.state != OPEN or self.pending != EV_FRAGMENT:
+        if self.pending != EV_FRAGMENT or self.state != OPEN:
             return False
+        if (self.p_kind == _P_WHOLE and data is self.ev_data and not self.ring.used
+                and self.j_off < 0 and not self.out_left):
+            # The per-message case: a whole frame, in place. Its header goes just before
+            # it, over the incoming one (4 bytes longer, for the mask) or at the end of
+            # the span it was unmasked next to (see _whole_frame).
+            n = len(data)
+            self.j_off = self.ev_off - header_size(n)
+            write_header(self.rbuf, self.j_off, OP_TEXT if self.ev_text else OP_BINARY, True, n)
+            return True
+        return self._relay(data)
+
+    def _relay(self, data):
+        # relay() for everything but a whole frame going out in place.
         n = len(data)
         ring = self.ring
+        kind = self.p_kind
         # Zero copy: the piece itself, still in rbuf, is what gets written, when nothing
         # is queued in the ring (so order holds) and the caller relays it unchanged.
-        direct = (not ring.used and self.j_off < 0 and data is self.ev_data
-                  and not self.p_from_mbuf)
-        rpos = self.rpos
+        direct = data is self.ev_data and kind != _P_MBUF and not ring.used and self.j_off < 0
+        at = self.ev_off
         if self.out_left:
             if n > self.out_left:
                 return False
-            if direct and n and self.tx_end <= rpos:
-                self.j_off = rpos
+            if direct and n and self.tx_end <= at:
+                self.j_off = at
             elif n + CONTROL_RESERVE > ring.free():
                 return False
             else:
                 ring.write(data, 0, n)
             self.out_left -= n
             return True
-        if self.p_from_mbuf:  # the assembled start of the message: a frame of its own
+        if kind == _P_WHOLE:  # a whole frame: nothing of it comes later
+            total = len(self.ev_data)
+            fin = True
+            if n != total:
+                raise ValueError("a whole frame is relayed whole (%d of %d bytes given)" % (n, total))
+        elif kind == _P_MBUF:  # the assembled start of the message: a frame of its own
             total = len(self.ev_data)
             fin = False
         else:
@@ -535,14 +603,19 @@ class Protocol(FrameHeader):
         hsize = header_size(total)
         if n > total:
             return False
-        if direct and rpos >= hsize and self.tx_end <= rpos - hsize:
+        if direct and at >= hsize and self.tx_end <= at - hsize:
             # The header goes just before the payload, over bytes already parsed (the
             # incoming header, 4 bytes longer for its mask, usually lies there).
-            self.j_off = rpos - hsize
+            self.j_off = at - hsize
             write_header(self.rbuf, self.j_off, op, fin, total)
             self.out_left = total - n
             return True
         if hsize + n + CONTROL_RESERVE > ring.free():
+            if hsize + n + CONTROL_RESERVE > ring.size and data is not self.ev_data:
+                # Only a whole_frames piece can be this large. The piece itself goes in
+                # place once the ring is empty (the runtime waits for that); a copy of
+                # it could never fit.
+                raise ValueError("a %d-byte piece can only be relayed unchanged (whole_frames)" % n)
             return False
         write_header(_SCRATCH, 0, op, fin, total)
         ring.write(_SCRATCH, 0, hsize)
@@ -553,7 +626,7 @@ class Protocol(FrameHeader):
     def send_ping(self, payload=b""):
         if self.state != OPEN:
             return False
-        return self._queue(OP_PING, True, payload, 0, len(payload), 0)
+        return self._queue(OP_PING, True, payload, 0)
 
     def _queue_close(self, code, reason):
         if self.out_left:
@@ -583,3 +656,19 @@ class Protocol(FrameHeader):
         self.close_code = code
         self.close_reason = reason
         return True
+
+
+# Module-level names for the per-message path. On MicroPython a method call on a slot
+# first misses in the instance's attribute table (some 60 entries, nearly full), and
+# that probe costs more than the call itself; the runtime and the methods above call
+# these functions directly instead.
+next_event = Protocol.next_event
+recv_window = Protocol.recv_window
+received = Protocol.received
+consume = Protocol.consume
+_whole_frame = Protocol._whole_frame
+_deliver = Protocol._deliver
+_advance = Protocol._advance
+_join = Protocol._join
+relay = Protocol.relay
+send = Protocol.send

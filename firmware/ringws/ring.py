@@ -30,13 +30,17 @@ class RingBuffer:
         self._put(data, off, n)
         return True
 
-    def write_frame(self, b0, data, off, n):
-        """Append one unmasked frame (b0 = FIN | opcode) with payload data[off:off+n].
-        The caller has checked the room (header size + n <= free())."""
+    def write_frame(self, b0, data):
+        """Append one unmasked frame (b0 = FIN | opcode) with payload data. The caller
+        has checked the room (header size + len(data) <= free())."""
+        # Per message: kept to 11 words of locals and stack, so that MicroPython runs
+        # it on the C stack instead of allocating its frame on the heap (fun_bc_call).
         tail = self.head + self.used
         if tail >= self.size:
             tail -= self.size
-        self.used += put_frame(self.buf, self.size, tail, b0, data, off, n)
+        n = len(data)
+        n = put_frame(self.buf, tail, b0, data, n)
+        self.used += n
 
     def _put(self, data, off, n):
         size = self.size

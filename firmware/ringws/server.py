@@ -29,7 +29,16 @@ from ringws.protocol import (
     EV_FRAGMENT,
     EV_MESSAGE,
     EV_NONE,
+    NO_STREAM,
     OPEN,
+    STREAM_PIECES,
+    STREAM_WHOLE,
+    consume,
+    next_event,
+    received,
+    recv_window,
+    relay,
+    send,
 )
 from ringws.slot import FREE, HTTP, WS, allocate_slots
 
@@ -54,6 +63,12 @@ CLOSE_CAUSES = (
     "shutdown",
     "http",  # an HTTP request answered (page, /stats, an error status)
 )
+
+# Builtins as module globals. MicroPython looks a builtin up in the module's globals
+# first, and that miss probes the whole, nearly full table on every call; a global hit
+# is cheap (and cached in the bytecode on ports that enable it).
+len = len
+isinstance = isinstance
 
 
 # Prebuilt, so that answering needs no allocation when the heap has just run out.
@@ -92,9 +107,11 @@ class Conn:
         if isinstance(data, str):
             data = data.encode()
             text = True
-        if s.send(data, text):
-            self._server.messages_out += 1
-            self._server._sent(s)
+        if send(s, data, text):
+            srv = self._server
+            srv.messages_out += 1
+            if not s.batching:
+                srv._push(s)
             return True
         s.want_drain = True
         return False
@@ -117,10 +134,12 @@ class Conn:
         s = self._slot
         if s is None:
             return False
-        if s.relay(data):
+        if relay(s, data):
+            srv = self._server
             if s.ev_last and not s.out_left:
-                self._server.messages_out += 1
-            self._server._sent(s)
+                srv.messages_out += 1
+            if not s.batching:
+                srv._push(s)
             return True
         s.want_drain = True
         return False
@@ -186,8 +205,10 @@ class Server:
 
     def route(self, path, handler):
         self.routes[path] = handler
-        handler._ringws_stream = hasattr(handler, "on_fragment")
         handler._ringws_msg = hasattr(handler, "on_message")
+        handler._ringws_stream = NO_STREAM
+        if hasattr(handler, "on_fragment"):
+            handler._ringws_stream = STREAM_WHOLE if getattr(handler, "whole_frames", False) else STREAM_PIECES
 
     def set_access(self, check):
         """check(req, is_websocket) raises handshake.HttpError to refuse a request."""
@@ -433,7 +454,7 @@ class Server:
             sock = slot.sock
             shared = self.shared
             while True:
-                ev = slot.next_event()
+                ev = next_event(slot)
                 if ev == EV_NONE:
                     if slot.pong_seen:  # the parser has seen our keepalive answered
                         slot.pong_seen = False
@@ -454,9 +475,9 @@ class Server:
                         slot.discard_input()
                     if self.shared_owner is None and shared is not None:
                         self._borrow(slot)
-                    off, room = slot.recv_window()
+                    off = recv_window(slot)
                     rbuf = slot.rbuf
-                    n = recv_into(sock, rbuf if off == 0 else rbuf[off:], room)
+                    n = recv_into(sock, rbuf if off == 0 else rbuf[off:], len(rbuf) - off)
                     if n is None:
                         if rbuf is shared:
                             self._give_back(slot)
@@ -466,15 +487,15 @@ class Server:
                         continue
                     if n == 0:
                         break  # EOF: cause decided by the state we were in
-                    slot.received(n)
+                    received(slot, n)
                     self.bytes_in += n
                     slot.last_rx = ticks_ms()
                     continue
                 if ev == EV_MESSAGE or ev == EV_FRAGMENT:
-                    if not self._dispatch(slot, ev):
+                    if not _dispatch(self, slot, ev):
                         await self._pause(slot)
                         continue
-                    slot.consume()
+                    consume(slot)
                 elif ev == EV_BLOCKED:
                     await self._pause(slot)
                 elif ev == EV_CLOSE:
@@ -531,22 +552,6 @@ class Server:
         slot.move_input(slot.own_rbuf)
         self.shared_owner = None
 
-    def _dispatch(self, slot, ev):
-        # Returns False when the handler cannot take the data now (backpressure).
-        # Method calls, not getattr(): a bound method would be allocated per message.
-        handler = slot.handler
-        if ev != EV_MESSAGE:
-            r = handler.on_fragment(slot.conn, slot.ev_data, slot.ev_text, slot.ev_first, slot.ev_last)
-        elif handler._ringws_msg:
-            r = handler.on_message(slot.conn, slot.ev_data, slot.ev_text)
-        else:
-            r = None
-        if r is False:
-            return False
-        if slot.ev_last:
-            self.messages_in += 1
-        return True
-
     async def _pause(self, slot):
         # Stop reading until the ring drains: TCP flow control then reaches the peer.
         # While paused the reader is the socket's writer (a writer task, if any, is
@@ -586,30 +591,10 @@ class Server:
 
     def _write_some(self, slot):
         """Write what the socket takes now. True if it pushed back with data left."""
-        ring = slot.ring
         try:
-            while slot.tx_end:  # a relayed span goes before anything queued after it
-                n = send_from(slot.sock, slot.rbuf, slot.tx_off, slot.tx_end - slot.tx_off)
-                if n is None:
-                    return True
-                slot.tx_off += n
-                self.bytes_out += n
-                if slot.tx_off == slot.tx_end:
-                    slot.tx_off = slot.tx_end = 0
-            while ring.used:
-                n = send_from(slot.sock, ring.buf, ring.head, ring.readable())
-                if n is None:
-                    return True
-                ring.consume(n)
-                self.bytes_out += n
-        except OSError as e:
-            slot.broken = True
-            if compat.errno_of(e) not in _RESET_ERRNOS:
-                print("ringws: send error", e)
-        except MemoryError:
-            slot.broken = True
-            slot.cause = "memory"
-            print("ringws: out of memory while sending")
+            return _send_pending(self, slot)
+        except (OSError, MemoryError) as e:
+            _send_failed(slot, e)
         return False
 
     def _push(self, slot):
@@ -619,7 +604,7 @@ class Server:
     def _flush(self, slot):
         # _push, then the drain callback; only from tasks, never inside a handler's send.
         self._push(slot)
-        if slot.ring.free() >= slot.ring.size // 2:
+        if slot.want_drain and slot.ring.free() >= slot.ring.size // 2:
             self._drained(slot)
 
     async def _writer(self, slot, gen):
@@ -633,7 +618,7 @@ class Server:
                 if slot.broken:
                     self._teardown(slot, slot.cause or "peer_reset", gen)
                     return
-                if ring.free() >= ring.size // 2:
+                if slot.want_drain and ring.free() >= ring.size // 2:
                     self._drained(slot)  # may queue more: the loop goes on while data is left
                 if slot.gen != gen:
                     return
@@ -649,6 +634,8 @@ class Server:
                 slot.writer = None
 
     def _drained(self, slot):
+        # (Callers test slot.want_drain first: this frame is too large for the C stack, so
+        # every call would allocate it on the heap; see _dispatch.)
         if slot.want_drain and slot.conn is not None:
             slot.want_drain = False
             slot.stuck_at = 0
@@ -873,6 +860,56 @@ class Server:
             if s.send_ping(b"ringws"):
                 s.ping_at = now or 1
                 self._sent(s)
+
+
+def _dispatch(srv, slot, ev):
+    # The handler's call for one event; False when it cannot take the data now
+    # (backpressure). Module-level, like the protocol's per-message functions (see the
+    # end of protocol.py). Method calls, not getattr(): a bound method would be
+    # allocated per message.
+    # (No local for the handler: with one, the frame would exceed the 11 words that
+    # MicroPython keeps on the C stack, and every call would allocate it on the heap.)
+    if ev != EV_MESSAGE:
+        r = slot.handler.on_fragment(slot.conn, slot.ev_data, slot.ev_text, slot.ev_first, slot.ev_last)
+    elif slot.handler._ringws_msg:
+        r = slot.handler.on_message(slot.conn, slot.ev_data, slot.ev_text)
+    else:
+        r = None
+    if r is False:
+        return False
+    if slot.ev_last:
+        srv.messages_in += 1
+    return True
+
+
+def _send_pending(srv, slot):
+    # Server._write_some without its exception handling: with it, the frame would exceed
+    # the 11 words MicroPython keeps on the C stack (see _dispatch).
+    while slot.tx_end:  # a relayed span goes before anything queued after it
+        n = send_from(slot.sock, slot.rbuf, slot.tx_off, slot.tx_end - slot.tx_off)
+        if n is None:
+            return True
+        slot.tx_off += n
+        srv.bytes_out += n
+        if slot.tx_off == slot.tx_end:
+            slot.tx_off = slot.tx_end = 0
+    ring = slot.ring
+    while ring.used:
+        n = send_from(slot.sock, ring.buf, ring.head, ring.readable())
+        if n is None:
+            return True
+        ring.consume(n)
+        srv.bytes_out += n
+    return False
+
+
+def _send_failed(slot, e):
+    slot.broken = True
+    if isinstance(e, MemoryError):
+        slot.cause = "memory"
+        print("ringws: out of memory while sending")
+    elif compat.errno_of(e) not in _RESET_ERRNOS:
+        print("ringws: send error", e)
 
 
 def _note_oom():
