@@ -10,7 +10,8 @@ import sys
 after_install = None
 
 # Needed only until the server is built (see forget()).
-START_ONLY = ("launch", "ringws.config")
+# (ringws.slot: the slots keep their class; the module and allocate_slots can go.)
+START_ONLY = ("launch", "ringws.config", "ringws.slot")
 
 
 def load_config():
@@ -85,9 +86,10 @@ def forget():
 
     for name in START_ONLY:
         sys.modules.pop(name, None)
-    try:
-        delattr(ringws, "config")  # the package keeps its imported submodules as attributes
-    except AttributeError:
-        pass
+    for sub in ("config", "slot"):
+        try:
+            delattr(ringws, sub)  # the package keeps its imported submodules as attributes
+        except AttributeError:
+            pass
     gc.collect()
     print("ringws: heap free %d alloc %d after start-up" % (gc.mem_free(), gc.mem_alloc()))

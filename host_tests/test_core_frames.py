@@ -75,3 +75,24 @@ def test_encode_frame_masked_matches_client_frame_and_unmasked_parses():
     assert encode_frame(OP_CLOSE, payload, mask=mask) == client_frame(OP_CLOSE, payload, mask=mask)
     frames, rest = parse_server_frames(encode_frame(OP_BINARY, payload, fin=False))
     assert frames == [(False, OP_BINARY, payload)] and rest == b""
+
+
+def test_the_protocols_private_constants_agree_with_frames():
+    # protocol.py repeats these as private const()s so MicroPython inlines them there.
+    from ringws import frames, protocol
+
+    names = [n for n in dir(protocol) if n.startswith(("_OP_", "_CLOSE_", "_MAX_"))]
+    assert len(names) >= 12
+    for n in names:
+        assert getattr(protocol, n) == getattr(frames, n[1:]), n
+
+
+def test_the_servers_private_constants_agree_with_protocol_and_slot():
+    from ringws import protocol, server, slot
+
+    names = [n for n in dir(server) if n.startswith(("_EV_", "_OPEN", "_CLOSED", "_NO_STREAM",
+                                                      "_STREAM_", "_FREE", "_HTTP", "_WS"))]
+    assert len(names) == 14
+    for n in names:
+        src = slot if n in ("_FREE", "_HTTP", "_WS") else protocol
+        assert getattr(server, n) == getattr(src, n[1:]), n

@@ -1,6 +1,6 @@
 # RFC 6455 frame headers: decode (client -> server, masked) and encode (server -> client).
 # Pure functions over buffers and offsets; no I/O and no allocation per frame.
-from ringws.compat import const
+from ringws.compat import MICROPYTHON, const
 from ringws.kernels import unmask  # noqa: F401  (part of this module's API)
 
 OP_CONT = const(0x0)
@@ -115,15 +115,17 @@ def write_header(buf, off, opcode, fin, length):
     return 10
 
 
-def encode_frame(opcode, payload, fin=True, mask=None):
-    """A whole frame as bytes (allocates: for tests, clients and the benchmark only)."""
-    n = len(payload)
-    hdr = bytearray(14)
-    size = write_header(hdr, 0, opcode, fin, n)
-    if mask is None:
-        return bytes(hdr[:size]) + bytes(payload)
-    hdr[1] |= 0x80
-    hdr[size : size + 4] = mask
-    body = bytearray(payload)
-    unmask(body, 0, n, mask, 0)
-    return bytes(hdr[: size + 4]) + bytes(body)
+if not MICROPYTHON:  # for tests, clients and the benchmark: on a board it would only take heap
+
+    def encode_frame(opcode, payload, fin=True, mask=None):
+        """A whole frame as bytes (allocates)."""
+        n = len(payload)
+        hdr = bytearray(14)
+        size = write_header(hdr, 0, opcode, fin, n)
+        if mask is None:
+            return bytes(hdr[:size]) + bytes(payload)
+        hdr[1] |= 0x80
+        hdr[size : size + 4] = mask
+        body = bytearray(payload)
+        unmask(body, 0, n, mask, 0)
+        return bytes(hdr[: size + 4]) + bytes(body)

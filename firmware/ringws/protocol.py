@@ -6,29 +6,29 @@
 # is how a handler that cannot take a message now applies backpressure without the data
 # moving or being unmasked twice. Event fields live on the object (ev_*), so parsing
 # allocates nothing but the one memoryview handed to the handler.
-from ringws.compat import const
-from ringws.frames import (
-    CLOSE_INVALID_DATA,
-    CLOSE_NO_STATUS,
-    CLOSE_NORMAL,
-    CLOSE_PROTOCOL,
-    CLOSE_TOO_BIG,
-    MAX_CONTROL,
-    OP_BINARY,
-    OP_CLOSE,
-    OP_CONT,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    FrameHeader,
-    close_code_valid,
-    header_size,
-    unmask,
-    write_header,
-)
+from ringws.compat import MICROPYTHON, const
+from ringws.frames import FrameHeader, close_code_valid, header_size, unmask, write_header
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, copy, frame_scan, unmask_move, utf8_step
 from ringws.ring import RingBuffer
 from ringws.utf8 import is_valid
+
+
+# frames.py's constants, repeated as private const()s: MicroPython inlines a const()
+# only inside its own module, and an imported name is a global, looked up at every use
+# (and an entry in this module's table). host_tests/test_core_frames.py checks that the
+# two agree.
+_CLOSE_INVALID_DATA = const(1007)
+_CLOSE_NO_STATUS = const(1005)
+_CLOSE_NORMAL = const(1000)
+_CLOSE_PROTOCOL = const(1002)
+_CLOSE_TOO_BIG = const(1009)
+_MAX_CONTROL = const(125)
+_OP_BINARY = const(0x2)
+_OP_CLOSE = const(0x8)
+_OP_CONT = const(0x0)
+_OP_PING = const(0x9)
+_OP_PONG = const(0xa)
+_OP_TEXT = const(0x1)
 
 EV_NONE = const(0)  # nothing complete yet: read more
 EV_MESSAGE = const(1)  # ev_data (memoryview), ev_text
@@ -79,8 +79,8 @@ class Protocol(FrameHeader):
         # Three preallocated buffers (bytearrays or memoryviews): receive, send ring and
         # message assembly. Nothing else of size is allocated per connection.
         recv_size = len(rbuf)
-        if recv_size < 2 * (14 + MAX_CONTROL):
-            raise ValueError("recv_buf must be at least %d bytes" % (2 * (14 + MAX_CONTROL)))
+        if recv_size < 2 * (14 + _MAX_CONTROL):
+            raise ValueError("recv_buf must be at least %d bytes" % (2 * (14 + _MAX_CONTROL)))
         FrameHeader.__init__(self)
         # rbuf is the buffer reads land in: the slot's own (own_rbuf), or for a while a
         # larger one the runtime lends (see Server._borrow). Limits always follow the
@@ -94,13 +94,11 @@ class Protocol(FrameHeader):
         # through the ring). One attribute, not two: every attribute of a slot costs
         # 16 bytes of its attribute table, 8 slots over.
         self.can_stream = NO_STREAM
+        # Largest payload of a streamed piece: it must fit the ring beside the reserve.
+        # (An attribute, not a property: a class with a property makes MicroPython look
+        # every attribute store on its instances up in the class chain first.)
+        self.max_piece = len(ring_buf) - CONTROL_RESERVE - 10
         self.reset()
-
-    def max_piece(self):
-        """Largest payload of a streamed piece: it must fit the ring beside the reserve."""
-        # A method, not a property: a class with a property makes MicroPython look every
-        # attribute store on its instances up in the class chain first.
-        return self.ring.size - CONTROL_RESERVE - 10
 
     def reset(self):
         self.rbuf = self.own_rbuf
@@ -116,7 +114,7 @@ class Protocol(FrameHeader):
         self.rlen = 0
         self.state = OPEN
         self.failed = False
-        self.close_code = CLOSE_NO_STATUS  # what the peer sent, for on_close
+        self.close_code = _CLOSE_NO_STATUS  # what the peer sent, for on_close
         self.close_reason = ""
         self.in_frame = False
         self.f_left = 0  # payload bytes of the current frame not consumed yet
@@ -154,14 +152,16 @@ class Protocol(FrameHeader):
     def received(self, n):
         self.rlen += n
 
-    def feed(self, data):
-        """Copy data into rbuf (tests and tools; the runtime reads into rbuf directly).
-        Returns how many bytes fitted."""
-        off = self.recv_window()
-        n = min(len(self.rbuf) - off, len(data))
-        copy(self.rbuf, off, data, 0, n)
-        self.rlen += n
-        return n
+    if not MICROPYTHON:  # tests and tools; on a board its code would only take heap
+
+        def feed(self, data):
+            """Copy data into rbuf (the runtime reads into rbuf directly). Returns how many
+            bytes fitted."""
+            off = self.recv_window()
+            n = min(len(self.rbuf) - off, len(data))
+            copy(self.rbuf, off, data, 0, n)
+            self.rlen += n
+            return n
 
     def discard_input(self):
         self.rpos = 0
@@ -199,7 +199,7 @@ class Protocol(FrameHeader):
                 if ev >= 0:
                     return ev
                 continue
-            if self.opcode >= OP_CLOSE:
+            if self.opcode >= _OP_CLOSE:
                 if self.rlen - self.rpos < self.f_left:
                     self._compact()
                     return EV_NONE
@@ -235,11 +235,11 @@ class Protocol(FrameHeader):
             else:
                 at = start
             unmask_move(self.rbuf, at, start, start + n, self.mask)
-        self.ev_text = r >> 20 == OP_TEXT
+        self.ev_text = r >> 20 == _OP_TEXT
         if self.ev_text:
             r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
             if r != UTF8_ACCEPT:
-                return self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in text message"
+                return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message"
                                   if r == UTF8_REJECT else "text message ends inside a character")
         self.rpos = start + n
         self.ev_off = at
@@ -259,33 +259,33 @@ class Protocol(FrameHeader):
             return EV_NONE
         op = h.opcode
         if h.rsv:
-            return self._fail(CLOSE_PROTOCOL, "reserved bits set without an extension")
-        if op > OP_BINARY and op < OP_CLOSE or op > OP_PONG:
-            return self._fail(CLOSE_PROTOCOL, "reserved opcode %d" % op)
+            return self._fail(_CLOSE_PROTOCOL, "reserved bits set without an extension")
+        if op > _OP_BINARY and op < _OP_CLOSE or op > _OP_PONG:
+            return self._fail(_CLOSE_PROTOCOL, "reserved opcode %d" % op)
         if not h.masked:
-            return self._fail(CLOSE_PROTOCOL, "client frames must be masked")
+            return self._fail(_CLOSE_PROTOCOL, "client frames must be masked")
         if h.length < 0:
-            return self._fail(CLOSE_PROTOCOL, "64-bit length with the top bit set")
-        if op >= OP_CLOSE:
+            return self._fail(_CLOSE_PROTOCOL, "64-bit length with the top bit set")
+        if op >= _OP_CLOSE:
             if not h.fin:
-                return self._fail(CLOSE_PROTOCOL, "fragmented control frame")
-            if h.length > MAX_CONTROL:
-                return self._fail(CLOSE_PROTOCOL, "control frame longer than 125 bytes")
-        elif op == OP_CONT:
+                return self._fail(_CLOSE_PROTOCOL, "fragmented control frame")
+            if h.length > _MAX_CONTROL:
+                return self._fail(_CLOSE_PROTOCOL, "control frame longer than 125 bytes")
+        elif op == _OP_CONT:
             if not self.msg_op:
-                return self._fail(CLOSE_PROTOCOL, "continuation frame without a message")
+                return self._fail(_CLOSE_PROTOCOL, "continuation frame without a message")
         else:
             if self.msg_op:
-                return self._fail(CLOSE_PROTOCOL, "new message inside a fragmented one")
+                return self._fail(_CLOSE_PROTOCOL, "new message inside a fragmented one")
             self.msg_op = op
             self.mlen = 0
             self.streaming = False
             self.stream_first = True
             self.u8 = UTF8_ACCEPT
-        if op < OP_CLOSE and not self.can_stream and self.state == OPEN:
+        if op < _OP_CLOSE and not self.can_stream and self.state == OPEN:
             total = self.mlen + h.length
-            if total > len(self.mbuf) and not (op != OP_CONT and h.fin and h.length <= len(self.own_rbuf)):
-                return self._fail(CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
+            if total > len(self.mbuf) and not (op != _OP_CONT and h.fin and h.length <= len(self.own_rbuf)):
+                return self._fail(_CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
         self.rpos += size
         self.in_frame = True
         self.f_left = h.length
@@ -316,7 +316,7 @@ class Protocol(FrameHeader):
         return True
 
     def _data(self):
-        text = self.msg_op == OP_TEXT
+        text = self.msg_op == _OP_TEXT
         if self.state == CLOSING:
             # After our close frame the peer's data is read and dropped (RFC 6455 1.4).
             take = min(self.rlen - self.rpos, self.f_left)
@@ -329,12 +329,12 @@ class Protocol(FrameHeader):
                 return -1
             return EV_NONE
         if not self._prepare(text):
-            return self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
+            return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
         n = self.f_left
         # 1. A whole message in one frame that fits rbuf: hand it over in place.
         if (
             self.fin
-            and self.opcode != OP_CONT
+            and self.opcode != _OP_CONT
             and not self.streaming
             and self.mlen == 0
             and self.length <= len(self.own_rbuf)
@@ -343,30 +343,30 @@ class Protocol(FrameHeader):
                 self._compact()
                 return EV_NONE
             if text and self.u8 != UTF8_ACCEPT:
-                return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
-            return _deliver(self, EV_MESSAGE, self.rpos, n, False, text, True, True)
+                return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
+            return self._deliver(EV_MESSAGE, self.rpos, n, False, text, True, True)
         have = self.f_seen
         # 2. Assemble a fragmented (or rbuf-sized) message in mbuf while it fits.
         if not self.streaming and self.mlen + n <= len(self.mbuf):
             copy(self.mbuf, self.mlen, self.rbuf, self.rpos, have)
             self.mlen += have
-            _advance(self, have)
+            self._advance(have)
             if self.f_left:
                 return EV_NONE
             self.in_frame = False
             if not self.fin:
                 return -1
             if text and self.u8 != UTF8_ACCEPT:
-                return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
-            return _deliver(self, EV_MESSAGE, 0, self.mlen, True, text, True, True)
+                return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
+            return self._deliver(EV_MESSAGE, 0, self.mlen, True, text, True, True)
         if not self.can_stream:
-            return self._fail(CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
+            return self._fail(_CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
         # 3. Stream: first what was assembled, then the payload piece by piece as it comes.
         if not self.streaming:
             self.streaming = True
             if self.mlen:
-                return _deliver(self, EV_FRAGMENT, 0, self.mlen, True, text, True, False)
-        cap = self.max_piece()
+                return self._deliver(EV_FRAGMENT, 0, self.mlen, True, text, True, False)
+        cap = self.max_piece
         take = have if have < cap else cap
         last = self.fin and take == n
         if take == 0 and not last:
@@ -375,8 +375,8 @@ class Protocol(FrameHeader):
                 return -1
             return EV_NONE
         if last and text and self.u8 != UTF8_ACCEPT:
-            return self._fail(CLOSE_INVALID_DATA, "text message ends inside a character")
-        return _deliver(self, EV_FRAGMENT, self.rpos, take, False, text, self.stream_first, last)
+            return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
+        return self._deliver(EV_FRAGMENT, self.rpos, take, False, text, self.stream_first, last)
 
     def _deliver(self, ev, start, n, from_mbuf, text, first, last):
         self.ev_off = start
@@ -407,7 +407,7 @@ class Protocol(FrameHeader):
             if kind == _P_MBUF:
                 self.mlen = 0
             else:
-                _advance(self, len(self.ev_data))
+                self._advance(len(self.ev_data))
                 if self.f_left == 0:
                     self.in_frame = False
             if ev == EV_FRAGMENT:
@@ -439,39 +439,39 @@ class Protocol(FrameHeader):
         op = self.opcode
         n = self.f_left
         start = self.rpos
-        if op == OP_PING:
+        if op == _OP_PING:
             if self.state == OPEN:
                 # A pong leaves room for a close frame: a failure right after it must
                 # still be able to say why.
-                if not self._queue(OP_PONG, True, self.rbuf[start : start + n], 2 + MAX_CONTROL):
+                if not self._queue(_OP_PONG, True, self.rbuf[start : start + n], 2 + _MAX_CONTROL):
                     return EV_BLOCKED
-        elif op == OP_PONG:
+        elif op == _OP_PONG:
             self.pong_seen = True
         else:
             return self._peer_close(start, n)
-        _advance(self, n)
+        self._advance(n)
         self.in_frame = False
         return -1
 
     def _peer_close(self, start, n):
         buf = self.rbuf
         if n == 1:
-            return self._fail(CLOSE_PROTOCOL, "close frame with a 1-byte payload")
-        code = CLOSE_NO_STATUS
+            return self._fail(_CLOSE_PROTOCOL, "close frame with a 1-byte payload")
+        code = _CLOSE_NO_STATUS
         reason = ""
         if n >= 2:
             code = (buf[start] << 8) | buf[start + 1]
             if not close_code_valid(code):
-                return self._fail(CLOSE_PROTOCOL, "invalid close code %d" % code)
+                return self._fail(_CLOSE_PROTOCOL, "invalid close code %d" % code)
             raw = self.rbuf[start + 2 : start + n]
             if not is_valid(raw):
-                return self._fail(CLOSE_INVALID_DATA, "close reason is not valid UTF-8")
+                return self._fail(_CLOSE_INVALID_DATA, "close reason is not valid UTF-8")
             reason = str(bytes(raw), "utf-8")
         if self.state == OPEN:
             # Answer with the same code (RFC 6455 5.5.1); an empty close gets an empty one.
-            if not self._queue(OP_CLOSE, True, buf[start : start + (2 if n >= 2 else 0)], 0):
+            if not self._queue(_OP_CLOSE, True, buf[start : start + (2 if n >= 2 else 0)], 0):
                 return EV_BLOCKED
-        _advance(self, n)
+        self._advance(n)
         self.in_frame = False
         self.state = CLOSED
         self.close_code = code
@@ -540,7 +540,7 @@ class Protocol(FrameHeader):
         n = len(data)
         if not self.frame_fits(n):
             raise ValueError("%d-byte fragment can never fit a %d-byte send ring" % (n, self.ring.size))
-        op = (OP_TEXT if text else OP_BINARY) if first else OP_CONT
+        op = (_OP_TEXT if text else _OP_BINARY) if first else _OP_CONT
         if not self._queue(op, last, data, CONTROL_RESERVE):
             return False
         self.out_frag = not last
@@ -562,7 +562,7 @@ class Protocol(FrameHeader):
             # the span it was unmasked next to (see _whole_frame).
             n = len(data)
             self.j_off = self.ev_off - header_size(n)
-            write_header(self.rbuf, self.j_off, OP_TEXT if self.ev_text else OP_BINARY, True, n)
+            write_header(self.rbuf, self.j_off, _OP_TEXT if self.ev_text else _OP_BINARY, True, n)
             return True
         return self._relay(data)
 
@@ -599,7 +599,7 @@ class Protocol(FrameHeader):
                 return False  # the start of this frame was not relayed
             total = self.length
             fin = self.fin
-        op = (OP_TEXT if self.ev_text else OP_BINARY) if self.ev_first else OP_CONT
+        op = (_OP_TEXT if self.ev_text else _OP_BINARY) if self.ev_first else _OP_CONT
         hsize = header_size(total)
         if n > total:
             return False
@@ -626,28 +626,28 @@ class Protocol(FrameHeader):
     def send_ping(self, payload=b""):
         if self.state != OPEN:
             return False
-        return self._queue(OP_PING, True, payload, 0)
+        return self._queue(_OP_PING, True, payload, 0)
 
     def _queue_close(self, code, reason):
         if self.out_left:
             return False  # mid-frame: the close timeout ends the connection instead
         scratch = _SCRATCH
         r = reason.encode() if reason else b""
-        if len(r) > MAX_CONTROL - 2:
-            r = r[: MAX_CONTROL - 2]
+        if len(r) > _MAX_CONTROL - 2:
+            r = r[: _MAX_CONTROL - 2]
             while r and not is_valid(r):  # never cut inside a character
                 r = r[:-1]
         n = 2 + len(r)
         if header_size(n) + n > self.ring.free():
             return False
-        write_header(scratch, 0, OP_CLOSE, True, n)
+        write_header(scratch, 0, _OP_CLOSE, True, n)
         scratch[2] = code >> 8
         scratch[3] = code & 0xFF
         self.ring.write(scratch, 0, 4)
         self.ring.write(r, 0, len(r))
         return True
 
-    def close(self, code=CLOSE_NORMAL, reason=""):
+    def close(self, code=_CLOSE_NORMAL, reason=""):
         """Start the close handshake. False if it was already started or finished."""
         if self.state != OPEN:
             return False
@@ -667,8 +667,6 @@ recv_window = Protocol.recv_window
 received = Protocol.received
 consume = Protocol.consume
 _whole_frame = Protocol._whole_frame
-_deliver = Protocol._deliver
-_advance = Protocol._advance
 _join = Protocol._join
 relay = Protocol.relay
 send = Protocol.send

@@ -10,6 +10,7 @@ import socket
 
 from ringws import compat, handshake
 from ringws.compat import (
+    const,
     recv_into,
     send_from,
     sleep_ms,
@@ -21,26 +22,26 @@ from ringws.compat import (
 )
 from ringws.kernels import copy
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
-from ringws.protocol import (
-    CLOSED,
-    EV_BLOCKED,
-    EV_CLOSE,
-    EV_ERROR,
-    EV_FRAGMENT,
-    EV_MESSAGE,
-    EV_NONE,
-    NO_STREAM,
-    OPEN,
-    STREAM_PIECES,
-    STREAM_WHOLE,
-    consume,
-    next_event,
-    received,
-    recv_window,
-    relay,
-    send,
-)
-from ringws.slot import FREE, HTTP, WS, allocate_slots
+from ringws.protocol import consume, next_event, received, recv_window, relay, send
+
+# The protocol's and the slot's constants, repeated as private const()s: MicroPython
+# inlines a const() only inside its own module, and an imported name is a global looked
+# up at every use (the reader loop compares events per message).
+# host_tests/test_core_frames.py checks that they agree.
+_EV_NONE = const(0)
+_EV_MESSAGE = const(1)
+_EV_FRAGMENT = const(2)
+_EV_CLOSE = const(3)
+_EV_ERROR = const(4)
+_EV_BLOCKED = const(5)
+_OPEN = const(0)
+_CLOSED = const(2)
+_NO_STREAM = const(0)
+_STREAM_PIECES = const(1)
+_STREAM_WHOLE = const(2)
+_FREE = const(0)
+_HTTP = const(1)
+_WS = const(2)
 
 # errno numbers differ between the unix port and the ESP32: compare by name only.
 _RESET_ERRNOS = tuple(
@@ -98,7 +99,7 @@ class Conn:
     @property
     def open(self):
         s = self._slot
-        return s is not None and s.state == OPEN
+        return s is not None and s.state == _OPEN
 
     def send(self, data, text=False):
         s = self._slot
@@ -176,7 +177,11 @@ class Server:
         self.access_check = None
         # The whole memory budget is taken once, here or (on the board) by main.py before
         # the rest of the firmware is imported.
-        self.slots, self.shared = slots if slots is not None else allocate_slots(cfg)
+        if slots is None:
+            from ringws.slot import allocate_slots  # start-up code, like config
+
+            slots = allocate_slots(cfg)
+        self.slots, self.shared = slots
         self.shared_owner = None  # the slot the shared receive buffer is lent to
         self.free = list(self.slots)
         self.scratch = bytearray(64)  # for draining requests we refuse with 503
@@ -206,9 +211,9 @@ class Server:
     def route(self, path, handler):
         self.routes[path] = handler
         handler._ringws_msg = hasattr(handler, "on_message")
-        handler._ringws_stream = NO_STREAM
+        handler._ringws_stream = _NO_STREAM
         if hasattr(handler, "on_fragment"):
-            handler._ringws_stream = STREAM_WHOLE if getattr(handler, "whole_frames", False) else STREAM_PIECES
+            handler._ringws_stream = _STREAM_WHOLE if getattr(handler, "whole_frames", False) else _STREAM_PIECES
 
     def set_access(self, check):
         """check(req, is_websocket) raises handshake.HttpError to refuse a request."""
@@ -236,7 +241,7 @@ class Server:
         stuck_limit = self.cfg["stuck_timeout_ms"]
         for s in self.slots:
             c = s.conn
-            if c is None or s.state != OPEN or (path is not None and c.path != path):
+            if c is None or s.state != _OPEN or (path is not None and c.path != path):
                 continue
             if s.send(data, text):
                 sent += 1
@@ -257,7 +262,7 @@ class Server:
         busy = len(self.slots) - len(self.free)
         ws = 0
         for s in self.slots:
-            if s.phase == WS:
+            if s.phase == _WS:
                 ws += 1
         out = {
             "mem_free": compat.mem_free(),
@@ -326,15 +331,15 @@ class Server:
             accept.cancel()
         self._close_listener()
         for s in self.slots:
-            if s.phase == WS:
+            if s.phase == _WS:
                 self._close(s, CLOSE_GOING_AWAY, "server shutdown", "shutdown")
-            elif s.phase == HTTP:
+            elif s.phase == _HTTP:
                 self._teardown(s, "shutdown", s.gen)
         start = ticks_ms()
         while len(self.free) < len(self.slots) and ticks_diff(ticks_ms(), start) < timeout_ms:
             await sleep_ms(10)
         for s in self.slots:
-            if s.phase != FREE:
+            if s.phase != _FREE:
                 self._teardown(s, "shutdown", s.gen)
         for t in self._tasks:
             t.cancel()
@@ -381,7 +386,7 @@ class Server:
                 except MemoryError:
                     # Not even the reader task fits: give the slot back, say 503 with
                     # the prebuilt answer, keep accepting.
-                    slot.phase = FREE
+                    slot.phase = _FREE
                     slot.sock = None
                     self.free.append(slot)
                     raise
@@ -424,7 +429,7 @@ class Server:
 
     def _start(self, slot, sock, remote):
         slot.gen += 1
-        slot.phase = HTTP
+        slot.phase = _HTTP
         slot.sock = sock
         slot.cause = None
         slot.want_drain = False
@@ -455,7 +460,7 @@ class Server:
             shared = self.shared
             while True:
                 ev = next_event(slot)
-                if ev == EV_NONE:
+                if ev == _EV_NONE:
                     if slot.pong_seen:  # the parser has seen our keepalive answered
                         slot.pong_seen = False
                         slot.ping_at = 0
@@ -469,7 +474,7 @@ class Server:
                         # overwrite it. Wait until it is out (TCP flow control meanwhile).
                         await self._pause(slot)
                         continue
-                    if slot.state == CLOSED:
+                    if slot.state == _CLOSED:
                         if not slot.failed and not ring.used:
                             break  # close handshake done and our last frame is out
                         slot.discard_input()
@@ -491,18 +496,18 @@ class Server:
                     self.bytes_in += n
                     slot.last_rx = ticks_ms()
                     continue
-                if ev == EV_MESSAGE or ev == EV_FRAGMENT:
+                if ev == _EV_MESSAGE or ev == _EV_FRAGMENT:
                     if not _dispatch(self, slot, ev):
                         await self._pause(slot)
                         continue
                     consume(slot)
-                elif ev == EV_BLOCKED:
+                elif ev == _EV_BLOCKED:
                     await self._pause(slot)
-                elif ev == EV_CLOSE:
+                elif ev == _EV_CLOSE:
                     if not slot.cause:
                         slot.cause = "normal"
                     slot.t_phase = slot.t_phase or ticks_ms()
-                elif ev == EV_ERROR:
+                elif ev == _EV_ERROR:
                     slot.cause = "protocol"
                     slot.t_phase = ticks_ms()
             cause = slot.cause or "peer_reset"
@@ -510,13 +515,13 @@ class Server:
             raise
         except MemoryError:
             cause = "memory"
-            if slot.phase == HTTP:
+            if slot.phase == _HTTP:
                 try:  # first, while nothing else has taken the little memory there is
                     send_from(slot.sock, _OOM_503, 0, len(_OOM_503))
                 except Exception:
                     pass
             _note_oom()
-            if slot.phase == WS:
+            if slot.phase == _WS:
                 await self._abort(slot, gen, "out of memory", "memory")
         except OSError as e:
             cause = slot.cause or "peer_reset"
@@ -591,10 +596,30 @@ class Server:
 
     def _write_some(self, slot):
         """Write what the socket takes now. True if it pushed back with data left."""
+        ring = slot.ring
         try:
-            return _send_pending(self, slot)
-        except (OSError, MemoryError) as e:
-            _send_failed(slot, e)
+            while slot.tx_end:  # a relayed span goes before anything queued after it
+                n = send_from(slot.sock, slot.rbuf, slot.tx_off, slot.tx_end - slot.tx_off)
+                if n is None:
+                    return True
+                slot.tx_off += n
+                self.bytes_out += n
+                if slot.tx_off == slot.tx_end:
+                    slot.tx_off = slot.tx_end = 0
+            while ring.used:
+                n = send_from(slot.sock, ring.buf, ring.head, ring.readable())
+                if n is None:
+                    return True
+                ring.consume(n)
+                self.bytes_out += n
+        except OSError as e:
+            slot.broken = True
+            if compat.errno_of(e) not in _RESET_ERRNOS:
+                print("ringws: send error", e)
+        except MemoryError:
+            slot.broken = True
+            slot.cause = "memory"
+            print("ringws: out of memory while sending")
         return False
 
     def _push(self, slot):
@@ -624,7 +649,7 @@ class Server:
                     return
                 if pushed_back or ring.used or slot.tx_end:
                     continue
-                if slot.state == CLOSED and not slot.failed:
+                if slot.state == _CLOSED and not slot.failed:
                     # Close handshake complete and our last frame is out: the server
                     # closes the TCP connection first (RFC 6455 7.1.1).
                     self._teardown(slot, slot.cause or "normal", gen)
@@ -714,7 +739,7 @@ class Server:
         await http.send_bytes(self, slot, http.error_response(err))
 
     async def flush(self, slot):
-        """Write the whole ring out from the calling task (HTTP phase only)."""
+        """Write the whole ring out from the calling task (_HTTP phase only)."""
         ring = slot.ring
         sock = slot.sock
         while ring.used:
@@ -726,7 +751,7 @@ class Server:
             self.bytes_out += n
 
     def _open(self, slot, handler):
-        slot.phase = WS
+        slot.phase = _WS
         slot.last_rx = ticks_ms()
         slot.t_phase = 0  # open: no close handshake to time yet (see Slot.t_phase)
         slot.batching = True  # the 101 response leaves with the first flush
@@ -738,24 +763,24 @@ class Server:
 
     def _close(self, slot, code, reason, cause):
         """Start a server-side close: close frame now, teardown when answered or late."""
-        if slot.phase != WS:
-            if slot.phase == HTTP:
+        if slot.phase != _WS:
+            if slot.phase == _HTTP:
                 self._teardown(slot, cause, slot.gen)
             return
         if slot.close(code, reason):
             slot.cause = cause
             slot.t_phase = ticks_ms()
             self._sent(slot)
-        elif slot.state == CLOSED and not slot.cause:
+        elif slot.state == _CLOSED and not slot.cause:
             slot.cause = cause
 
     def _teardown(self, slot, cause, gen):
         """The one way a connection ends. Idempotent per connection (gen)."""
-        if slot.gen != gen or slot.phase == FREE:
+        if slot.gen != gen or slot.phase == _FREE:
             return
         slot.gen += 1
         phase = slot.phase
-        slot.phase = FREE
+        slot.phase = _FREE
         cur = asyncio.current_task()
         for task in (slot.reader, slot.writer):
             if task is not None and task is not cur:
@@ -771,7 +796,7 @@ class Server:
         proto = slot
         code = proto.close_code
         reason = proto.close_reason
-        if cause == "peer_reset" or (proto.state == OPEN and phase == WS):
+        if cause == "peer_reset" or (proto.state == _OPEN and phase == _WS):
             code = CLOSE_ABNORMAL
             reason = ""
         if self.shared_owner is slot:
@@ -806,10 +831,10 @@ class Server:
         cfg = self.cfg
         for s in self.slots:
             phase = s.phase
-            if phase == HTTP:
+            if phase == _HTTP:
                 if ticks_diff(now, s.t_phase) > cfg["handshake_timeout_ms"]:
                     self._timeout_http(s)
-            elif phase == WS:
+            elif phase == _WS:
                 self._check_ws(s, now, cfg)
         for timer in self.timers:
             if ticks_diff(now, timer[2]) >= timer[0]:
@@ -842,7 +867,7 @@ class Server:
         if s.want_drain and s.writer is None and not s.batching:
             self._flush(s)  # want_writable() with room already: fire on_writable now
         state = s.state
-        if state != OPEN:
+        if state != _OPEN:
             if s.t_phase and ticks_diff(now, s.t_phase) > cfg["close_timeout_ms"]:
                 cause = s.cause if s.cause and s.cause != "normal" else "close_timeout"
                 self._teardown(s, cause, s.gen)
@@ -869,7 +894,7 @@ def _dispatch(srv, slot, ev):
     # allocated per message.
     # (No local for the handler: with one, the frame would exceed the 11 words that
     # MicroPython keeps on the C stack, and every call would allocate it on the heap.)
-    if ev != EV_MESSAGE:
+    if ev != _EV_MESSAGE:
         r = slot.handler.on_fragment(slot.conn, slot.ev_data, slot.ev_text, slot.ev_first, slot.ev_last)
     elif slot.handler._ringws_msg:
         r = slot.handler.on_message(slot.conn, slot.ev_data, slot.ev_text)
@@ -880,36 +905,6 @@ def _dispatch(srv, slot, ev):
     if slot.ev_last:
         srv.messages_in += 1
     return True
-
-
-def _send_pending(srv, slot):
-    # Server._write_some without its exception handling: with it, the frame would exceed
-    # the 11 words MicroPython keeps on the C stack (see _dispatch).
-    while slot.tx_end:  # a relayed span goes before anything queued after it
-        n = send_from(slot.sock, slot.rbuf, slot.tx_off, slot.tx_end - slot.tx_off)
-        if n is None:
-            return True
-        slot.tx_off += n
-        srv.bytes_out += n
-        if slot.tx_off == slot.tx_end:
-            slot.tx_off = slot.tx_end = 0
-    ring = slot.ring
-    while ring.used:
-        n = send_from(slot.sock, ring.buf, ring.head, ring.readable())
-        if n is None:
-            return True
-        ring.consume(n)
-        srv.bytes_out += n
-    return False
-
-
-def _send_failed(slot, e):
-    slot.broken = True
-    if isinstance(e, MemoryError):
-        slot.cause = "memory"
-        print("ringws: out of memory while sending")
-    elif compat.errno_of(e) not in _RESET_ERRNOS:
-        print("ringws: send error", e)
 
 
 def _note_oom():
