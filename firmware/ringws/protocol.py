@@ -222,19 +222,13 @@ class Protocol(FrameHeader):
         # larger frame on the heap for every call (see the end of this module).
         n = r & 0xFFFF
         start = self.rpos + ((r >> 16) & 15)
-        if n <= len(self.own_rbuf):
-            at = start
-            unmask(self.rbuf, start, start + n, self.mask, 0)
-        else:
-            # If relayed frames already wait in rbuf, unmask the piece straight to where
-            # it would join them (after its outgoing header) instead of moving it there
-            # afterwards (see _join).
-            at = self.tx_end
-            if at and not (start - at) & 3:
-                at += header_size(n)
-            else:
-                at = start
-            unmask_move(self.rbuf, at, start, start + n, self.mask)
+        # A message is unmasked in place. A piece to relay goes, if relayed frames
+        # already wait in rbuf, straight to where it would join them (after its outgoing
+        # header) instead of being moved there afterwards (see _join).
+        at = start
+        if n > len(self.own_rbuf) and self.tx_end and not (start - self.tx_end) & 3:
+            at = self.tx_end + header_size(n)
+        unmask_move(self.rbuf, at, start, start + n, self.mask)
         self.ev_text = r >> 20 == _OP_TEXT
         if self.ev_text:
             r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
