@@ -137,7 +137,7 @@ for size, tail, b0, hexdata in cases["put"]:
 moved = []
 for hexbuf, dst, start, end, hexmask in cases["move"]:
     buf = bytearray(bytes.fromhex(hexbuf))
-    K.unmask_move(buf, dst, start, end, bytearray(bytes.fromhex(hexmask)))
+    K.unmask_move(dst, start, end, buf, bytearray(bytes.fromhex(hexmask)))
     moved.append(buf.hex())
 print(json.dumps({"scan": out, "put": rings, "move": moved}))
 """
@@ -200,7 +200,7 @@ def test_viper_fast_path_kernels_match_cpython(tmp_path):
         orig = bytes.fromhex(hexbuf)
         plain = bytes(b ^ bytes.fromhex(hexmask)[i & 3] for i, b in enumerate(orig[start:end]))
         buf = bytearray(orig)
-        K.unmask_move(buf, dst, start, end, bytearray(bytes.fromhex(hexmask)))
+        K.unmask_move(dst, start, end, buf, bytearray(bytes.fromhex(hexmask)))
         for out in (buf, bytes.fromhex(got_hex)):  # CPython's, then the viper kernel's
             # What unmask_move promises: the unmasked payload at dst, nothing touched
             # outside dst..end (the source bytes past the payload's new end may change).

@@ -15,12 +15,12 @@ def unmask(buf, start, end, mask, phase):
     return (p + n) & 3
 
 
-def unmask_move(buf, dst, start, end, mask):
+def unmask_move(dst, start, end, buf, mask):
     unmask(buf, start, end, mask, 0)
-    copy(buf, dst, buf, start, end - start)
+    move(dst, start, end - start, buf, buf)
 
 
-def copy(dst, doff, src, soff, n):
+def move(doff, soff, n, dst, src):
     memoryview(dst)[doff : doff + n] = memoryview(src)[soff : soff + n]
 
 
@@ -76,6 +76,6 @@ def put_frame(ring, tail, b0, data, n):
         head = bytes((b0, 127)) + n.to_bytes(8, "big")
     frame = head + bytes(memoryview(data)[:n])
     first = min(size - tail, len(frame))
-    copy(ring, tail, frame, 0, first)
-    copy(ring, 0, frame, first, len(frame) - first)
+    move(tail, 0, first, ring, frame)
+    move(0, first, len(frame) - first, ring, frame)
     return len(frame)

@@ -8,7 +8,7 @@
 # allocates nothing but the one memoryview handed to the handler.
 from ringws.compat import MICROPYTHON, const
 from ringws.frames import FrameHeader, close_code_valid, header_size, unmask, write_header
-from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, copy, frame_scan, unmask_move, utf8_step
+from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
 from ringws.ring import RingBuffer
 from ringws.utf8 import is_valid
 
@@ -159,7 +159,7 @@ class Protocol(FrameHeader):
             bytes fitted."""
             off = self.recv_window()
             n = min(len(self.rbuf) - off, len(data))
-            copy(self.rbuf, off, data, 0, n)
+            move(off, 0, n, self.rbuf, data)
             self.rlen += n
             return n
 
@@ -171,7 +171,7 @@ class Protocol(FrameHeader):
         """Make buf the receive buffer, taking along what is not parsed yet (the runtime
         lends and takes back a shared buffer with it; see Server._borrow)."""
         n = self.rlen - self.rpos
-        copy(buf, 0, self.rbuf, self.rpos, n)
+        move(0, self.rpos, n, buf, self.rbuf)
         self.rbuf = buf
         self.rpos = 0
         self.rlen = n
@@ -181,7 +181,7 @@ class Protocol(FrameHeader):
             return  # the bytes before rpos are still being written (relay span)
         n = self.rlen - self.rpos
         if self.rpos and n:
-            copy(self.rbuf, 0, self.rbuf, self.rpos, n)
+            move(0, self.rpos, n, self.rbuf, self.rbuf)
         self.rpos = 0
         self.rlen = n
 
@@ -228,7 +228,7 @@ class Protocol(FrameHeader):
         at = start
         if n > len(self.own_rbuf) and self.tx_end and not (start - self.tx_end) & 3:
             at = self.tx_end + header_size(n)
-        unmask_move(self.rbuf, at, start, start + n, self.mask)
+        unmask_move(at, start, start + n, self.rbuf, self.mask)
         self.ev_text = r >> 20 == _OP_TEXT
         if self.ev_text:
             r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
@@ -342,7 +342,7 @@ class Protocol(FrameHeader):
         have = self.f_seen
         # 2. Assemble a fragmented (or rbuf-sized) message in mbuf while it fits.
         if not self.streaming and self.mlen + n <= len(self.mbuf):
-            copy(self.mbuf, self.mlen, self.rbuf, self.rpos, have)
+            move(self.mlen, self.rpos, have, self.mbuf, self.rbuf)
             self.mlen += have
             self._advance(have)
             if self.f_left:
@@ -425,7 +425,7 @@ class Protocol(FrameHeader):
             self.tx_off = j
             self.tx_end = j
         elif j != self.tx_end:
-            copy(self.rbuf, self.tx_end, self.rbuf, j, n)
+            move(self.tx_end, j, n, self.rbuf, self.rbuf)
         self.tx_end += n
 
     def _control(self):

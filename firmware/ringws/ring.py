@@ -1,6 +1,6 @@
 # RingBuffer: one preallocated bytearray; writes are all-or-nothing; nothing is allocated
 # after __init__. The send side of every connection is one of these.
-from ringws.kernels import copy, put_frame
+from ringws.kernels import move, put_frame
 
 
 class RingBuffer:
@@ -49,10 +49,10 @@ class RingBuffer:
             tail -= size
         first = size - tail
         if first >= n:
-            copy(self.buf, tail, data, off, n)
+            move(tail, off, n, self.buf, data)
         else:
-            copy(self.buf, tail, data, off, first)
-            copy(self.buf, 0, data, off + first, n - first)
+            move(tail, off, first, self.buf, data)
+            move(0, off + first, n - first, self.buf, data)
         self.used += n
 
     def readable(self):

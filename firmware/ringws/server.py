@@ -20,7 +20,7 @@ from ringws.compat import (
     wait_readable,
     wait_writable,
 )
-from ringws.kernels import copy
+from ringws.kernels import move
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
 from ringws.protocol import consume, next_event, received, recv_window, relay, send
 
@@ -721,7 +721,7 @@ class Server:
         if early > len(slot.rbuf):
             await self._respond_error(slot, handshake.HttpError(400, "too much data sent before the handshake completed"))
             return None
-        copy(slot.rbuf, 0, rbuf, end, early)
+        move(0, end, early, slot.rbuf, rbuf)
         proto.rpos = 0
         proto.rlen = early
         sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
