@@ -25,7 +25,8 @@ FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 def reference_scan(buf, pos, end):
     """What frame_scan must answer, from the general parser: the packed result for a
-    whole FIN text/binary masked frame with a 7/16-bit length, else -1."""
+    whole FIN text/binary masked frame with a 7/16-bit length; minus the frame's size
+    when such a frame's header is there but not all of its payload; else -1."""
     h = FrameHeader()
     size = h.parse(buf, pos, end)
     if not size or not h.fin or h.rsv or h.opcode not in (OP_TEXT, OP_BINARY):
@@ -33,7 +34,7 @@ def reference_scan(buf, pos, end):
     if not h.masked or h.length < 0 or h.length > 65535 or size > 8:
         return -1, None
     if end - pos < size + h.length:
-        return -1, None
+        return -(size + h.length), None
     return (h.opcode << 20) | (size << 16) | h.length, bytes(h.mask)
 
 

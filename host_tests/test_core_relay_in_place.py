@@ -131,6 +131,47 @@ def test_whole_frames_join_one_span_each_unmasked_straight_into_place():
     assert span(p) == b"".join(encode_frame(op, d) for op, d in frames)
 
 
+def relay_pieces(proto):
+    """Relay and consume what is there; the pieces' (first, last, length)."""
+    got = []
+    while True:
+        ev = proto.next_event()
+        if ev == P.EV_NONE:
+            return got
+        assert ev == P.EV_FRAGMENT and proto.relay(proto.ev_data)
+        got.append((proto.ev_first, proto.ev_last, len(proto.ev_data)))
+        proto.consume()
+        if proto.tx_end:  # the runtime writes the span out
+            proto.tx_off = proto.tx_end = 0
+
+
+def test_a_frame_cut_by_a_full_buffer_waits_for_the_rest_and_comes_whole():
+    # Two 1,000-byte frames in a 1,500-byte buffer: the read fills it and cuts the second
+    # frame. The rest is most likely in the socket, so the second frame waits (moved to
+    # the front by recv_window) and comes whole instead of in two pieces.
+    a, b = payload(1000, 21), payload(1000, 22)
+    wire = client_frame(OP_BINARY, a) + client_frame(OP_BINARY, b)
+    p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True), size=1500))
+    assert p.feed(wire) == 1500
+    assert relay_pieces(p) == [(True, True, 1000)]
+    off = p.recv_window()
+    assert off == 1500 - 1008 and p.rpos == 0  # the cut frame moved to the front
+    assert p.feed(wire[1500:]) == len(wire) - 1500
+    assert relay_pieces(p) == [(True, True, 1000)]
+    # A buffer that is not full says the socket had no more: the cut frame streams as
+    # it lies (the first piece now, the rest when it comes).
+    q = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True), size=1600))
+    q.feed(wire[:1500])
+    assert relay_pieces(q) == [(True, True, 1000), (True, False, 1500 - 1008 - 8)]
+    q.feed(wire[1500:])
+    rest = relay_pieces(q)
+    assert sum(n for _, _, n in rest) == 1000 - (1500 - 1008 - 8) and rest[-1][:2] == (False, True)
+    # And a handler that takes pieces (no whole_frames) gets them as before.
+    r = lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True), size=1500)
+    r.feed(wire)
+    assert [last for _, last, _ in relay_pieces(r)][-1] is False
+
+
 def test_a_whole_frame_the_handler_does_not_relay_is_stepped_over():
     p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
     p.feed(client_frame(OP_BINARY, payload(1000, 4)) + client_frame(OP_TEXT, b"after"))

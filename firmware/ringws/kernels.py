@@ -173,8 +173,10 @@ if MICROPYTHON:
     def frame_scan(buf, pos: int, end: int, mask) -> int:
         # The common case, decided in one call: is there a whole FIN text or binary frame,
         # masked, with a 7- or 16-bit length, at buf[pos:end]? Then copy its mask into
-        # `mask` and return opcode << 20 | header size << 16 | payload length. Otherwise
-        # -1, and the general parser (FrameHeader.parse and the protocol's rules) decides.
+        # `mask` and return opcode << 20 | header size << 16 | payload length. If such a
+        # frame's header is there but not all of its payload, minus the frame's size (at
+        # most -6). Otherwise -1, and the general parser (FrameHeader.parse and the
+        # protocol's rules) decides.
         if end - pos < 6:
             return -1
         b = ptr8(buf)
@@ -192,7 +194,7 @@ if MICROPYTHON:
                 return -1
             n = (int(b[pos + 2]) << 8) | int(b[pos + 3])
         if end - pos < hs + n:
-            return -1
+            return -(hs + n)
         m = ptr8(mask)
         k = pos + hs - 4
         m[0] = b[k]

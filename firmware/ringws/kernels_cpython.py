@@ -61,7 +61,7 @@ def frame_scan(buf, pos, end, mask):
             return -1
         n = (buf[pos + 2] << 8) | buf[pos + 3]
     if end - pos < hs + n:
-        return -1
+        return -(hs + n)
     mask[0:4] = buf[pos + hs - 4 : pos + hs]
     return ((b0 & 0x0F) << 20) | (hs << 16) | n
 
