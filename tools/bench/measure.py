@@ -146,7 +146,7 @@ def never_reader(srv, seconds, interval=0.25, size=1024):
         except OSError as e:
             err = "send: %s" % e
             break
-    stats = http_stats(srv) if t.name == "ringws" else None
+    stats = http_stats(srv) if t.name.startswith("ringws") else None
     _rst(s)
     allocs = [a for _, a in series]
     out = {"series": series, "client_sent_bytes": sent, "alive": srv.alive(), "error": err,

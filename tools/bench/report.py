@@ -2,7 +2,8 @@
 import platform
 import sys
 
-ORDER = ["ringws", "microdot", "chumicro", "raw-tcp"]
+ORDER = ["ringws", "ringws-shared", "microdot", "chumicro", "raw-tcp"]
+OURS = ("ringws", "ringws-shared")
 
 
 def _names(res):
@@ -56,7 +57,7 @@ def headline(res):
         nr = t.get("never_reader") or {}
         cap = t.get("capacity") or {}
         rows.append([
-            "**%s**" % n if n == "ringws" else n,
+            "**%s**" % n if n in OURS else n,
             _f(c["msg_s"]) + (" (errors)" if c and c["errors"] else "") if c else "-",
             _ratio(c and c["msg_s"], raw),
             "%s / %s" % (_f(lat and lat["p50_ms"], 2), _f(lat and lat["p99_ms"], 2)),
@@ -139,20 +140,21 @@ def render(res):
 
     L.append("\n## Ratios (messages/s)\n\n")
     rows = []
-    others = [n for n in names if n != "ringws"]
+    ours = [n for n in names if n in OURS]
+    peers = [n for n in names if n not in OURS and n != "raw-tcp"]
     for key, per in res.get("throughput", {}).items():
         row = [key]
         raw = per.get("raw-tcp", {}).get("msg_s")
         for n in names:
             if n != "raw-tcp":
                 row.append(_ratio(per.get(n, {}).get("msg_s"), raw))
-        r = per.get("ringws", {}).get("msg_s")
-        for n in others:
-            if n != "raw-tcp":
+        for o in ours:
+            r = per.get(o, {}).get("msg_s")
+            for n in peers:
                 row.append(_ratio(r, per.get(n, {}).get("msg_s")))
         rows.append(row)
     L.append(_table(["cell"] + ["%s/raw" % n for n in names if n != "raw-tcp"]
-                    + ["ringws/%s" % n for n in others if n != "raw-tcp"], rows))
+                    + ["%s/%s" % (o, n) for o in ours for n in peers], rows))
 
     L.append("\n## Latency, 16 B messages (ms, p50 / p99 over all repeats)\n\n")
     rows = []
@@ -293,6 +295,20 @@ def _targets_check(res):
     rows = [
         ["1 KiB x16: >= 0.5x raw echo", _ratio(r, raw), _ok(r and raw and r >= raw / 2)],
         ["1 KiB x16: >= 10x microdot", _ratio(r, md), _ok(r and md and r >= 10 * md)],
+    ]
+    if "ringws-shared" in res["targets"]:
+        s = _rate(res, key, "ringws-shared")
+        scap = ((res["targets"]["ringws-shared"].get("capacity") or {})
+                .get(res["config"]["heap"]) or {}).get("clients")
+        rows += [
+            ["1 KiB x16 with a 4 KiB shared receive buffer (ringws-shared): >= 0.5x raw echo",
+             _ratio(s, raw), _ok(s and raw and s >= raw / 2)],
+            ["1 KiB x16 with a 4 KiB shared receive buffer: >= 10x microdot", _ratio(s, md),
+             _ok(s and md and s >= 10 * md)],
+            ["8 echoing clients in a 110 KiB heap with that buffer", _f(scap),
+             _ok(scap is not None and scap >= 8)],
+        ]
+    rows += [
         ["0 bytes allocated per frame sent", _f(fs, 1) + " B", _ok(fs is not None and fs <= 0)],
         ["<= 1 small object (32 B on x64) per message received, measured per echoed 16 B "
          "message with 1 in flight (includes asyncio's wake-up)", _f(a16, 1) + " B",

@@ -156,7 +156,7 @@ def allocation(target, heap, cfg):
     """Bytes allocated per echoed message (16 B, 1 KiB) and per second idle, on a fresh
     server. With the collector paused a server whose loop allocates can run out of heap:
     that is reported, and the next measurement gets a fresh server."""
-    if target.name == "ringws":
+    if isinstance(target, targets.Ringws):
         target.prepare()
     srv, why = measure.start(target, heap, max_connections=16, tag="-alloc")
     if srv is None:
@@ -174,7 +174,7 @@ def allocation(target, heap, cfg):
             out[size] = guarded(measure.alloc_per_message, srv, size, n1, n2)
             if not srv.alive():
                 out[size] = {"error": "server died with the collector paused: " + srv.tail(1)}
-        if target.name == "ringws" and srv.alive():
+        if isinstance(target, targets.Ringws) and srv.alive():
             out["frame_sent"] = guarded(measure.alloc_per_frame_sent, srv)
         return out, idle
     finally:
@@ -183,7 +183,7 @@ def allocation(target, heap, cfg):
 
 def capacity_row(target, heap, cap, cfg):
     """The capacity row for one target at one heap."""
-    if target.name == "ringws":
+    if isinstance(target, targets.Ringws):
         return ringws_capacity(target, heap, cap, cfg)
     srv, why = measure.start(target, heap, max_connections=cap + 4, tag="-cap", ctl=False)
     if srv is None:
@@ -244,7 +244,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="the under-90-s version")
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
     ap.add_argument("--out", default=os.path.join(peers.ROOT, "bench-results"))
-    ap.add_argument("--targets", default="ringws,microdot,chumicro,raw-tcp")
+    ap.add_argument("--targets", default="ringws,ringws-shared,microdot,chumicro,raw-tcp")
     ap.add_argument("--heap", help="MicroPython heap for every target (default 110k)")
     ap.add_argument("--big-heap", help="second heap for capacity and allocation (2M)")
     args = ap.parse_args(argv)
@@ -314,7 +314,7 @@ def main(argv=None):
             cap = cfg["cap_small"] if h == cfg["heap"] else cfg["cap_big"]
             info.setdefault("capacity", {})[h] = capacity_row(t, h, cap, cfg)
         log("bench: %s capacity and allocation done" % t.name)
-        if t.name == "ringws":
+        if isinstance(t, targets.Ringws):
             t.prepare()  # leave the default build behind
 
     res["cpython_frames"] = cpython_frames.bench(total_bytes=cfg["frames_bytes"])

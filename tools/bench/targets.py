@@ -1,4 +1,4 @@
-"""The four targets and the processes that run them.
+"""The targets (ringws in two sizings, three peers) and the processes that run them.
 
 Every target runs under the same .venv/bin/micropython with the same -X heapsize and
 exposes the bench control port (servers/ctl.py) next to its WebSocket (or TCP) port.
@@ -82,6 +82,7 @@ class Chumicro(Target):
 class Ringws(Target):
     name = "ringws"
     script = "ringws_bench_main.py"
+    shared_recv = 0  # the host board file's (the ESP32's sizing: none)
 
     def prepare(self, max_connections=None):
         if not os.path.exists(os.path.join(ROOT, "firmware", "main.py")):
@@ -90,18 +91,28 @@ class Ringws(Target):
                "--out", self.run_dir, "--port", "0"]
         if max_connections:
             cmd += ["--set", "max_connections=%d" % max_connections]
+        if self.shared_recv:
+            cmd += ["--set", "shared_recv=%d" % self.shared_recv]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode:
             return "build failed: " + (p.stdout + p.stderr).strip().splitlines()[-1]
         peers.add_bench_modules(self.run_dir, self.script)
         self.note = "tools/build.py --board host" + (
-            " max_connections=%d" % max_connections if max_connections else "")
+            " max_connections=%d" % max_connections if max_connections else "") + (
+            " shared_recv=%d" % self.shared_recv if self.shared_recv else "")
 
     def argv(self, port, ctl_port, max_connections=None):
         return [self.script, str(port), str(ctl_port)]
 
 
-ALL = [Ringws, Microdot, Chumicro, Raw]
+class RingwsShared(Ringws):
+    """The same build plus one 4 KiB receive buffer shared by all connections, as the S3
+    and C6 board files set: many frames per read, and 1 KiB frames relayed whole."""
+    name = "ringws-shared"
+    shared_recv = 4096
+
+
+ALL = [Ringws, RingwsShared, Microdot, Chumicro, Raw]
 
 
 def wait_port(port, proc, timeout):
