@@ -97,7 +97,11 @@ def connect(port, path, timeout=5.0):
     head, _, rest = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 101"):
         s.close()
-        raise HandshakeError(head.split(b"\r\n")[0].decode("latin-1"))
+        # The status line and, for an error, the start of the body: it says why (ringws
+        # tells "all connection slots are busy" from "out of memory").
+        why = head.split(b"\r\n")[0].decode("latin-1")
+        body = rest.strip()[:80].decode("latin-1", "replace")
+        raise HandshakeError(why + (": " + body if body else ""))
     return s, rest
 
 
