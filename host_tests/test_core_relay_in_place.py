@@ -371,3 +371,27 @@ def test_a_partial_frame_moves_back_to_the_own_buffer_intact(cut, echo):
         await close_handshake(c)
 
     run(scenario, cfg=SHARED, handlers={"/echo": echo()}, expect={"normal": 1})
+
+
+@ECHOES
+def test_a_frame_cut_by_a_full_read_does_not_keep_the_shared_buffer_when_reads_run_dry(echo):
+    # 5 frames of 708 bytes and 556 of a sixth (more than the own 512-byte buffer holds)
+    # fill the 4 KiB shared buffer exactly. A whole_frames handler's cut frame waits for
+    # its rest; when the socket has none, it goes out piece by piece instead, so that the
+    # buffer goes back to the other connections.
+    msgs = [payload(700, 50 + i) for i in range(6)]
+    data = b"".join(client_frame(OP_BINARY, d) for d in msgs)
+    assert 4096 - 5 * 708 == 556
+
+    async def scenario(ctx):
+        c = await ctx.client().handshake()
+        c.sock.client_send(data[:4096])
+        for d in msgs[:5]:
+            assert await c.message() == (False, d)
+        await asyncio.sleep(0.05)
+        assert ctx.srv.shared_owner is None
+        c.sock.client_send(data[4096:])
+        assert await c.message() == (False, msgs[5])
+        await close_handshake(c)
+
+    run(scenario, cfg=SHARED, handlers={"/echo": echo()}, expect={"normal": 1})

@@ -458,6 +458,7 @@ class Server:
             ring = slot.ring
             sock = slot.sock
             shared = self.shared
+            kept = False  # the shared buffer was kept at the last dry read (see below)
             while True:
                 ev = next_event(slot)
                 if ev == _EV_NONE:
@@ -486,12 +487,20 @@ class Server:
                     if n is None:
                         if rbuf is shared:
                             self._give_back(slot)
+                            if self.shared_owner is slot and not kept:
+                                # Kept: a frame the last read cut waits in it for its
+                                # rest (Protocol.next_event), and the socket has none
+                                # now. Parse again: the frame, moved to the front, goes
+                                # out piece by piece, and the buffer can go back.
+                                kept = True
+                                continue
                         slot.batching = False
                         await wait_readable(sock)
                         slot.batching = True
                         continue
                     if n == 0:
                         break  # EOF: cause decided by the state we were in
+                    kept = False
                     received(slot, n)
                     self.bytes_in += n
                     slot.last_rx = ticks_ms()
