@@ -296,3 +296,9 @@ else:
         unmask_move,
         utf8_step,
     )
+
+
+def utf8_valid(data):
+    """Is data, all of it, valid UTF-8? (For close reasons; here rather than in
+    ringws.utf8, so that the board need not load that module.)"""
+    return utf8_step(data, 0, len(data), UTF8_ACCEPT) == UTF8_ACCEPT

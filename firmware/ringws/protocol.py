@@ -9,8 +9,8 @@
 from ringws.compat import MICROPYTHON, const
 from ringws.frames import FrameHeader, close_code_valid, header_size, unmask, write_header
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
+from ringws.kernels import utf8_valid as is_valid
 from ringws.ring import RingBuffer
-from ringws.utf8 import is_valid
 
 
 # frames.py's constants, repeated as private const()s: MicroPython inlines a const()
