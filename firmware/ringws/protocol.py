@@ -194,14 +194,14 @@ class Protocol(FrameHeader):
             if r >= 0:
                 if r & 0xFFFF <= len(self.own_rbuf) or self.can_stream == STREAM_WHOLE:
                     return _whole_frame(self, r)
-            elif r < -1 and self.rlen == len(self.rbuf) and -r <= len(self.rbuf):
+            elif (r < -1 and self.can_stream == STREAM_WHOLE and self.rlen == len(self.rbuf)
+                  and -r <= len(self.rbuf)):
                 # The last read filled the buffer and cut a frame that would fit it: the
                 # rest is most likely waiting in the socket. Let the next read (after
                 # recv_window moves the frame to the front) complete it, so that it
                 # goes the whole-frame way too instead of piece by piece. (When the
                 # socket had no more, a partial frame is streamed as it lies.)
-                if self.can_stream == STREAM_WHOLE:
-                    return EV_NONE
+                return EV_NONE
         while self.state != CLOSED:
             if not self.in_frame:
                 ev = self._start_frame()
@@ -236,7 +236,7 @@ class Protocol(FrameHeader):
         # header) instead of being moved there afterwards (see _join).
         at = start
         if n > len(self.own_rbuf) and self.tx_end and not (start - self.tx_end) & 3:
-            at = self.tx_end + (2 if n < 126 else 4)  # header_size(n), inline
+            at = self.tx_end + header_size(n)
         unmask_move(at, start, start + n, self.rbuf, self.mask)
         self.ev_text = r >> 20 == _OP_TEXT
         if self.ev_text:
@@ -529,8 +529,8 @@ class Protocol(FrameHeader):
             return False
         n = len(data)
         ring = self.ring
-        # _queue, inline (and header_size): this is the per-message path.
-        if (2 if n < 126 else 4 if n < 65536 else 10) + n + CONTROL_RESERVE <= ring.size - ring.used:
+        # _queue, inline: this is the per-message path.
+        if header_size(n) + n + CONTROL_RESERVE <= ring.size - ring.used:
             ring.write_frame(0x81 if text else 0x82, data)
             return True
         if not self.frame_fits(n):
@@ -563,20 +563,9 @@ class Protocol(FrameHeader):
             # The per-message case: a whole frame, in place. Its header goes just before
             # it, over the incoming one (4 bytes longer, for the mask) or at the end of
             # the span it was unmasked next to (see _whole_frame).
-            # (write_header, inline: a frame_scan frame has a 7- or 16-bit length.)
             n = len(data)
-            b = self.rbuf
-            j = self.ev_off
-            if n < 126:
-                j -= 2
-                b[j + 1] = n
-            else:
-                j -= 4
-                b[j + 1] = 126
-                b[j + 2] = n >> 8
-                b[j + 3] = n & 0xFF
-            b[j] = 0x81 if self.ev_text else 0x82
-            self.j_off = j
+            self.j_off = self.ev_off - header_size(n)
+            write_header(self.rbuf, self.j_off, _OP_TEXT if self.ev_text else _OP_BINARY, True, n)
             return True
         return self._relay(data)
 
