@@ -71,9 +71,9 @@ def mpy_cross(src, dst):
 
 
 def add_bench_modules(run_dir, script):
-    """Copy the server script (source: MicroPython runs it by name) and ctl (.mpy)."""
+    """Compile the server script (run with `micropython -m`) and ctl to .mpy."""
     os.makedirs(run_dir, exist_ok=True)
-    shutil.copyfile(os.path.join(SERVERS, script), os.path.join(run_dir, script))
+    mpy_cross(os.path.join(SERVERS, script), os.path.join(run_dir, script[:-3] + ".mpy"))
     mpy_cross(os.path.join(SERVERS, "ctl.py"), os.path.join(run_dir, "ctl.mpy"))
 
 

@@ -1,5 +1,5 @@
 # chumicro-websockets' server echo, run as its README shows (a check/handle loop).
-#   micropython -X heapsize=110k chumicro_echo.py PORT CTL_PORT [MAX_CONNECTIONS]
+#   micropython -X heapsize=110k -m chumicro_echo PORT CTL_PORT [MAX_CONNECTIONS]
 # CTL_PORT 0: no control port (the capacity rows, where it would only take heap).
 # Everything is the library default except max_connections (default 2), which the bench
 # raises so the 8-connection and capacity rows can run at all.

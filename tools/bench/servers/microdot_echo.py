@@ -1,5 +1,5 @@
 # microdot's documented WebSocket echo, with microdot's defaults.
-#   micropython -X heapsize=110k microdot_echo.py PORT CTL_PORT
+#   micropython -X heapsize=110k -m microdot_echo PORT CTL_PORT
 import asyncio
 import sys
 

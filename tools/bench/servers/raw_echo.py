@@ -1,5 +1,5 @@
 # The ceiling: a raw TCP echo on MicroPython asyncio, no WebSocket framing at all.
-#   micropython -X heapsize=110k raw_echo.py PORT CTL_PORT
+#   micropython -X heapsize=110k -m raw_echo PORT CTL_PORT
 import asyncio
 import sys
 

@@ -1,18 +1,13 @@
 # Runs ringws's own main.py with the bench control port beside it, on the same asyncio
 # loop (hooked in through launch.after_install).
-#   micropython -X heapsize=110k ringws_bench_main.py PORT CTL_PORT
-# PORT goes into config.json (the folder is the bench's own build of firmware/).
+#   micropython -X heapsize=110k -m ringws_bench_main CTL_PORT
+# The folder is the bench's own build of firmware/; the harness has written the server's
+# port into its config.json. This module is compiled to .mpy, and main.py is imported,
+# which compiles it from source as a board does at boot.
 import gc
-import json
 import sys
 
-with open("config.json") as f:
-    cfg = json.load(f)
-cfg["server"]["port"] = int(sys.argv[1])
-with open("config.json", "w") as f:
-    json.dump(cfg, f)
-del cfg
-CTL_PORT = int(sys.argv[2])
+CTL_PORT = int(sys.argv[1])
 PAYLOAD = bytes(16)
 
 
@@ -53,4 +48,4 @@ import launch  # noqa: E402
 if CTL_PORT:  # 0: no control port (the capacity rows)
     launch.after_install = start_ctl
 del launch
-exec(open("main.py").read())  # as the board runs it
+import main  # noqa: E402,F401  (runs the firmware's main.py, as the board does)
