@@ -26,13 +26,33 @@ if MICROPYTHON:
     def mem_alloc():
         return gc.mem_alloc()
 
-    # MicroPython's asyncio streams wait exactly like this: the task parks itself on the
-    # poller entry of the socket. Only one task may wait to read and one to write.
-    async def wait_readable(sock):
-        yield _core._io_queue.queue_read(sock)
+    # The task parks itself on the poller entry of the socket, as MicroPython's asyncio
+    # streams do (`yield core._io_queue.queue_read(s)`), and awaits _PARKED, which
+    # yields once: no coroutine object per wait, the way asyncio.sleep_ms reuses one
+    # generator. Only one task may wait to read and one to write.
+    class _Parked:
+        armed = False
 
-    async def wait_writable(sock):
-        yield _core._io_queue.queue_write(sock)
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            if self.armed:  # first step, right after wait_*(): give the loop back
+                self.armed = False
+                return None
+            raise StopIteration  # resumed: the socket is ready
+
+    _PARKED = _Parked()
+
+    def wait_readable(sock):
+        _core._io_queue.queue_read(sock)
+        _PARKED.armed = True
+        return _PARKED
+
+    def wait_writable(sock):
+        _core._io_queue.queue_write(sock)
+        _PARKED.armed = True
+        return _PARKED
 
     def recv_into(sock, buf, n):
         # Returns bytes read (0 = EOF) or None when the socket has nothing now.
@@ -53,6 +73,10 @@ if MICROPYTHON:
 
     def print_exception(e):
         sys.print_exception(e)
+
+    def uncancel():
+        # A task that catches CancelledError and goes on: nothing to undo here.
+        pass
 
 else:
     # CPython: kept in its own module so that its code never takes MicroPython heap.
