@@ -113,7 +113,7 @@ def test_streaming_pieces_join_to_the_same_messages(msgs, sizes):
     got = []
     cur = None
     for ev, text, data, first, last in events:
-        assert len(data) <= P.max_piece(p)
+        assert len(data) <= p.max_piece
         if ev == P.EV_MESSAGE:
             assert cur is None
             got.append((text, data))

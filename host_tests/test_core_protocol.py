@@ -375,7 +375,7 @@ def test_single_frame_up_to_recv_buf_is_whole_even_if_mbuf_is_smaller():
 @pytest.mark.parametrize("chunk", [None, 1, 97, 1000])
 def test_streaming_pieces_never_exceed_max_piece(chunk):
     p = make_proto(recv=2048, ring=700, mbuf=256, can_stream=True)
-    assert P.max_piece(p) == 700 - 254 - 10
+    assert p.max_piece == 700 - 254 - 10
     msg = "ü".encode() * 3000  # multi-byte text: pieces may split characters
     data = (
         client_frame(OP_TEXT, msg[:100], fin=False)
@@ -386,7 +386,7 @@ def test_streaming_pieces_never_exceed_max_piece(chunk):
     out = bytearray()
     events = drive(p, data, chunk, sink=out)
     assert all(e[0] == "frag" for e in events)
-    assert all(len(e[2]) <= P.max_piece(p) for e in events)
+    assert all(len(e[2]) <= p.max_piece for e in events)
     assert b"".join(e[2] for e in events) == msg
     assert [e[3] for e in events] == [True] + [False] * (len(events) - 1)
     assert [e[4] for e in events] == [False] * (len(events) - 1) + [True]
@@ -406,7 +406,7 @@ def test_streaming_a_single_huge_frame():
     events = drive(p, client_frame(OP_BINARY, payload), 4096)
     assert b"".join(e[2] for e in events) == payload
     assert events[0][3] and events[-1][4]
-    assert max(len(e[2]) for e in events) <= P.max_piece(p)
+    assert max(len(e[2]) for e in events) <= p.max_piece
 
 
 # -- backpressure: events stay pending ------------------------------------------------------

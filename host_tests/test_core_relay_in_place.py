@@ -112,7 +112,7 @@ def test_a_whole_frame_comes_as_one_piece_for_a_whole_frames_handler():
     # Without the opt-in the same frame comes in pieces that fit the ring.
     q = lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True))
     q.feed(client_frame(OP_BINARY, a))
-    assert q.next_event() == P.EV_FRAGMENT and len(q.ev_data) == P.max_piece(q)
+    assert q.next_event() == P.EV_FRAGMENT and len(q.ev_data) == q.max_piece
 
 
 def test_whole_frames_join_one_span_each_unmasked_straight_into_place():

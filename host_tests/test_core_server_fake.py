@@ -226,7 +226,7 @@ def run(scenario, cfg=None, handlers=None, expect=None, settle=True):
                 await until(lambda: len(srv.free) == len(srv.slots), 2, "every slot free")
                 await until(lambda: not net.open_sockets(include_listeners=False), 2, "sockets closed")
                 await asyncio.sleep(0.02)
-                left = asyncio.all_tasks() - {own, serve} - set(srv._tasks) - set(srv._readers)
+                left = asyncio.all_tasks() - {own, serve} - set(srv._tasks)
                 assert not left, "tasks left after the scenario: %r" % left
         finally:
             await srv.shutdown()
@@ -236,7 +236,7 @@ def run(scenario, cfg=None, handlers=None, expect=None, settle=True):
         assert asyncio.all_tasks() == {own}
         assert len(srv.free) == len(srv.slots)
         for s in srv.slots:
-            assert s.sock is None and s.conn is None and s.remote is None and s.writer is None
+            assert s.sock is None and s.conn is None and s.reader is None and s.writer is None
         for h in hs.values():
             h.check_once()
         for c in net.sockets:
@@ -368,49 +368,6 @@ def test_reset_while_idle_and_eof_mid_frame():
         assert sorted(x[1] for x in h.closes) == [1006, 1006]
 
     run(scenario, expect={"peer_reset": 2})
-
-
-def test_a_connection_gets_no_task_of_its_own():
-    # The slot's task, made when the server starts, serves one connection after another
-    # on the same slot, however the last one ended: by its task (close handshake, reset,
-    # an HTTP answer) or from elsewhere (the housekeeping's timeouts cancel it).
-    async def scenario(ctx):
-        own = asyncio.current_task()
-        await until(lambda: ctx.srv._tasks, what="the accept loop")
-        tasks = asyncio.all_tasks() - {own}
-        assert len(ctx.srv._readers) == 1 and set(ctx.srv._readers) <= tasks
-
-        async def echoes(c):
-            c.send(OP_TEXT, b"still served")
-            assert await c.message() == (True, b"still served")
-            assert asyncio.all_tasks() - {own} == tasks  # nothing made for it
-
-        c = await ctx.client().handshake()
-        await echoes(c)
-        await close_handshake(c)
-        c = await ctx.client().handshake()
-        await echoes(c)
-        c.sock.reset()
-        await c.closed()
-        slow = ctx.client()
-        slow.send_raw(b"GET /echo HTTP/1.1\r\n")  # never finished: 408 from housekeeping
-        await slow.closed(2)
-        assert bytes(slow.sock.take()).startswith(b"HTTP/1.1 408 ")
-        st = ctx.client()
-        assert await st.http(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n") == 200
-        await st.closed()
-        idle = await ctx.client().handshake()
-        await echoes(idle)
-        await idle.expect_close(1001)  # idle timeout, also from housekeeping
-        idle.send(OP_CLOSE, close_payload(1001))
-        await idle.closed()
-        c = await ctx.client().handshake()
-        await echoes(c)
-        await close_handshake(c)
-        assert asyncio.all_tasks() - {own} == tasks
-
-    run(scenario, cfg={"max_connections": 1, "idle_timeout_ms": 300},
-        expect={"normal": 2, "peer_reset": 1, "handshake_timeout": 1, "http": 1, "idle_timeout": 1})
 
 
 def test_reset_while_the_server_is_blocked_writing():

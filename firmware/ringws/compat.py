@@ -74,10 +74,6 @@ if MICROPYTHON:
     def print_exception(e):
         sys.print_exception(e)
 
-    def uncancel():
-        # A task that catches CancelledError and goes on: nothing to undo here.
-        pass
-
 else:
     # CPython: kept in its own module so that its code never takes MicroPython heap.
     from ringws.compat_cpython import *  # noqa: F401,F403

@@ -105,13 +105,3 @@ def print_exception(e):
     import traceback
 
     traceback.print_exception(type(e), e, e.__traceback__)
-
-
-def uncancel():
-    # A task that catches CancelledError and goes on (Server._reader) takes its
-    # cancellation back, or asyncio would count it as still being cancelled (3.11+).
-    # Every pending request: a teardown and a new connection may both have cancelled
-    # it before it ran.
-    t = asyncio.current_task()
-    while t.cancelling():
-        t.uncancel()

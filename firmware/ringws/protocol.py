@@ -72,14 +72,6 @@ def _view(buf):
     return buf if isinstance(buf, memoryview) else memoryview(buf)
 
 
-def max_piece(p):
-    """Largest payload of a streamed piece: it must fit the ring beside the reserve.
-    (A function, not an attribute: every slot attribute costs 16 bytes of its table, and
-    a table that fills up grows by a quarter; not a property either: a class with one
-    makes MicroPython look every attribute store on its instances up in the class chain.)"""
-    return p.ring.size - CONTROL_RESERVE - 10
-
-
 class Protocol(FrameHeader):
     # Inherits the current frame's header fields (fin, opcode, length, mask, ...): one
     # object per connection instead of several keeps the slot's fixed cost small.
@@ -102,6 +94,10 @@ class Protocol(FrameHeader):
         # through the ring). One attribute, not two: every attribute of a slot costs
         # 16 bytes of its attribute table, 8 slots over.
         self.can_stream = NO_STREAM
+        # Largest payload of a streamed piece: it must fit the ring beside the reserve.
+        # (An attribute, not a property: a class with a property makes MicroPython look
+        # every attribute store on its instances up in the class chain first.)
+        self.max_piece = len(ring_buf) - CONTROL_RESERVE - 10
         self.reset()
 
     def reset(self):
@@ -373,7 +369,7 @@ class Protocol(FrameHeader):
             self.streaming = True
             if self.mlen:
                 return self._deliver(EV_FRAGMENT, 0, self.mlen, True, text, True, False)
-        cap = max_piece(self)
+        cap = self.max_piece
         take = have if have < cap else cap
         last = self.fin and take == n
         if take == 0 and not last:

@@ -40,7 +40,6 @@ _NO_STREAM = const(0)
 _STREAM_PIECES = const(1)
 _STREAM_WHOLE = const(2)
 _FREE = const(0)
-_IDLE_MS = const(1 << 28)  # a free slot's task sleeps until cancelled (ticks_add's limit is 2**29)
 _HTTP = const(1)
 _WS = const(2)
 
@@ -190,9 +189,7 @@ class Server:
         self.started = ticks_ms()
         self.listener = None
         self.running = False
-        self._tasks = []  # accept loop, housekeeping
-        self._readers = []  # the slots' tasks, in slot order (see _reader)
-        self._started = 0  # how many of them have run
+        self._tasks = []
         self._rejecting = 0
         self._gc_due = False
         self._done = None
@@ -316,13 +313,6 @@ class Server:
         self._done = compat.new_event()
         self.running = True
         print("ringws: listening on %s:%d" % (self.cfg["host"], self.cfg["port"]))
-        # One task per slot for the server's lifetime (see _reader), made now, with
-        # the slots' other memory, instead of one per connection. Accepting starts once
-        # every one of them runs: a task cancelled before its first step would just end.
-        for s in self.slots:
-            self._readers.append(asyncio.create_task(self._reader(s)))
-        while self._started < len(self.slots):
-            await sleep_ms(0)
         self._tasks = [
             asyncio.create_task(self._accept_loop()),
             asyncio.create_task(self._housekeeping()),
@@ -351,12 +341,9 @@ class Server:
         for s in self.slots:
             if s.phase != _FREE:
                 self._teardown(s, "shutdown", s.gen)
-        # Every slot is free and the server no longer running: a cancelled slot task
-        # returns (see _reader).
-        for t in self._tasks + self._readers:
+        for t in self._tasks:
             t.cancel()
         self._tasks = []
-        self._readers = []
         await sleep_ms(0)  # let cancelled tasks run their finally blocks
         if self._done is not None:
             self._done.set()
@@ -454,136 +441,107 @@ class Server:
         slot.batching = False
         slot.broken = False
         slot.reset()
-        slot.remote = remote
-        self._readers[self.slots.index(slot)].cancel()  # wakes the slot's task (see _reader)
+        slot.reader = asyncio.create_task(self._reader(slot, slot.gen, remote))
 
     # -- the connection's tasks ---------------------------------------------------------
 
-    async def _reader(self, slot):
-        """The slot's task: serves each connection the slot gets, one after another, until
-        the server shuts down. Made once in serve(): a connection allocates no task and no
-        coroutine frame of its own (about 380 B on the unix port), objects that lived as
-        long as the connection wherever the heap had a gap and so, at 110 KiB, cut the
-        free memory into pieces too small for the next handshake.
-
-        Cancelling it means "look at the slot again": while the slot is free the task
-        sleeps, and _start cancels the sleep when a connection arrives (no Event per
-        slot: that would cost about 200 B each on the unix port; MicroPython's sleep
-        allocates nothing). A teardown from elsewhere (a timeout, the writer, shutdown)
-        cancels it too: the CancelledError ends the connection's part below, and the
-        loop goes on with whatever the slot holds by then."""
-        self._started += 1
-        while True:
-            if slot.phase == _FREE:
-                if not self.running:
-                    return
-                try:
-                    await sleep_ms(_IDLE_MS)
-                except asyncio.CancelledError:
-                    compat.uncancel()
-                continue
-            gen = slot.gen
-            cause = "peer_reset"
-            try:
-                try:
-                    handler = await self._http_phase(slot)
-                    if handler is None:
-                        cause = "http"
-                        continue  # (the finally below ends the connection)
-                    self._open(slot, handler)
-                    # The read loop, inline: a coroutine of its own would allocate a
-                    # generator frame per connection.
-                    ring = slot.ring
-                    sock = slot.sock
-                    shared = self.shared
-                    kept = False  # the shared buffer was kept at the last dry read (see below)
-                    while True:
-                        ev = next_event(slot)
-                        if ev == _EV_NONE:
-                            if slot.pong_seen:  # the parser has seen our keepalive answered
-                                slot.pong_seen = False
-                                slot.ping_at = 0
-                            # End of a batch: one write for everything the handlers queued.
-                            if ring.used or slot.tx_end:
-                                self._flush(slot)
-                            if slot.broken:
-                                break
-                            if slot.tx_end:
-                                # A relayed span the socket has not taken yet: reading now
-                                # could overwrite it. Wait until it is out (TCP flow
-                                # control meanwhile).
-                                await self._pause(slot)
+    async def _reader(self, slot, gen, remote):
+        cause = "peer_reset"
+        try:
+            handler = await self._http_phase(slot, remote)
+            if handler is None:
+                cause = "http"
+                return
+            self._open(slot, handler)
+            # The read loop, inline: a coroutine of its own would keep a second generator
+            # frame (about 200 B on the unix port) alive for every open connection.
+            ring = slot.ring
+            sock = slot.sock
+            shared = self.shared
+            kept = False  # the shared buffer was kept at the last dry read (see below)
+            while True:
+                ev = next_event(slot)
+                if ev == _EV_NONE:
+                    if slot.pong_seen:  # the parser has seen our keepalive answered
+                        slot.pong_seen = False
+                        slot.ping_at = 0
+                    # End of a batch: one write for everything the handlers queued.
+                    if ring.used or slot.tx_end:
+                        self._flush(slot)
+                    if slot.broken:
+                        break
+                    if slot.tx_end:
+                        # A relayed span the socket has not taken yet: reading now could
+                        # overwrite it. Wait until it is out (TCP flow control meanwhile).
+                        await self._pause(slot)
+                        continue
+                    if slot.state == _CLOSED:
+                        if not slot.failed and not ring.used:
+                            break  # close handshake done and our last frame is out
+                        slot.discard_input()
+                    if self.shared_owner is None and shared is not None:
+                        self._borrow(slot)
+                    off = recv_window(slot)
+                    rbuf = slot.rbuf
+                    n = recv_into(sock, rbuf if off == 0 else rbuf[off:], len(rbuf) - off)
+                    if n is None:
+                        if rbuf is shared:
+                            self._give_back(slot)
+                            if self.shared_owner is slot and not kept:
+                                # Kept: a frame the last read cut waits in it for its
+                                # rest (Protocol.next_event), and the socket has none
+                                # now. Parse again: the frame, moved to the front, goes
+                                # out piece by piece, and the buffer can go back.
+                                kept = True
                                 continue
-                            if slot.state == _CLOSED:
-                                if not slot.failed and not ring.used:
-                                    break  # close handshake done and our last frame is out
-                                slot.discard_input()
-                            if self.shared_owner is None and shared is not None:
-                                self._borrow(slot)
-                            off = recv_window(slot)
-                            rbuf = slot.rbuf
-                            n = recv_into(sock, rbuf if off == 0 else rbuf[off:], len(rbuf) - off)
-                            if n is None:
-                                if rbuf is shared:
-                                    self._give_back(slot)
-                                    if self.shared_owner is slot and not kept:
-                                        # Kept: a frame the last read cut waits in it for
-                                        # its rest (Protocol.next_event), and the socket
-                                        # has none now. Parse again: the frame, moved to
-                                        # the front, goes out piece by piece, and the
-                                        # buffer can go back.
-                                        kept = True
-                                        continue
-                                slot.batching = False
-                                await wait_readable(sock)
-                                slot.batching = True
-                                continue
-                            if n == 0:
-                                break  # EOF: cause decided by the state we were in
-                            kept = False
-                            received(slot, n)
-                            self.bytes_in += n
-                            slot.last_rx = ticks_ms()
-                            continue
-                        if ev == _EV_MESSAGE or ev == _EV_FRAGMENT:
-                            if not _dispatch(self, slot, ev):
-                                await self._pause(slot)
-                                continue
-                            consume(slot)
-                        elif ev == _EV_BLOCKED:
-                            await self._pause(slot)
-                        elif ev == _EV_CLOSE:
-                            if not slot.cause:
-                                slot.cause = "normal"
-                            slot.t_phase = slot.t_phase or ticks_ms()
-                        elif ev == _EV_ERROR:
-                            slot.cause = "protocol"
-                            slot.t_phase = ticks_ms()
-                    cause = slot.cause or "peer_reset"
-                except MemoryError:
-                    cause = "memory"
-                    if slot.phase == _HTTP:
-                        try:  # first, while nothing else has taken the little memory there is
-                            send_from(slot.sock, _OOM_503, 0, len(_OOM_503))
-                        except Exception:
-                            pass
-                    _note_oom()
-                    if slot.phase == _WS:
-                        await self._abort(slot, gen, "out of memory", "memory")
-                except OSError as e:
-                    cause = slot.cause or "peer_reset"
-                    if compat.errno_of(e) not in _RESET_ERRNOS:
-                        print("ringws: socket error", e)
-                except Exception as e:
-                    cause = "app_error"
-                    _log_exc("connection", e)
-                    await self._abort(slot, gen, "internal error", "app_error")
-                finally:
-                    self._teardown(slot, slot.cause or cause, gen)
-            except asyncio.CancelledError:
-                # Torn down from elsewhere (the teardown is done) or, from inside the
-                # handlers above, while shutting down: either way the slot is free now.
-                compat.uncancel()
+                        slot.batching = False
+                        await wait_readable(sock)
+                        slot.batching = True
+                        continue
+                    if n == 0:
+                        break  # EOF: cause decided by the state we were in
+                    kept = False
+                    received(slot, n)
+                    self.bytes_in += n
+                    slot.last_rx = ticks_ms()
+                    continue
+                if ev == _EV_MESSAGE or ev == _EV_FRAGMENT:
+                    if not _dispatch(self, slot, ev):
+                        await self._pause(slot)
+                        continue
+                    consume(slot)
+                elif ev == _EV_BLOCKED:
+                    await self._pause(slot)
+                elif ev == _EV_CLOSE:
+                    if not slot.cause:
+                        slot.cause = "normal"
+                    slot.t_phase = slot.t_phase or ticks_ms()
+                elif ev == _EV_ERROR:
+                    slot.cause = "protocol"
+                    slot.t_phase = ticks_ms()
+            cause = slot.cause or "peer_reset"
+        except asyncio.CancelledError:
+            raise
+        except MemoryError:
+            cause = "memory"
+            if slot.phase == _HTTP:
+                try:  # first, while nothing else has taken the little memory there is
+                    send_from(slot.sock, _OOM_503, 0, len(_OOM_503))
+                except Exception:
+                    pass
+            _note_oom()
+            if slot.phase == _WS:
+                await self._abort(slot, gen, "out of memory", "memory")
+        except OSError as e:
+            cause = slot.cause or "peer_reset"
+            if compat.errno_of(e) not in _RESET_ERRNOS:
+                print("ringws: socket error", e)
+        except Exception as e:
+            cause = "app_error"
+            _log_exc("connection", e)
+            await self._abort(slot, gen, "internal error", "app_error")
+        finally:
+            self._teardown(slot, slot.cause or cause, gen)
 
     async def _abort(self, slot, gen, reason, cause):
         # Close with 1011 and give the close frame a moment to leave.
@@ -725,7 +683,7 @@ class Server:
 
     # -- HTTP and the opening handshake -------------------------------------------------
 
-    async def _http_phase(self, slot):
+    async def _http_phase(self, slot, remote):
         """Read one request; answer it (returns None) or accept the upgrade (the handler)."""
         proto = slot
         sock = slot.sock
@@ -779,7 +737,7 @@ class Server:
         proto.ring.write(handshake.response_101(accept, sub))
         proto.can_stream = handler._ringws_stream
         self._next_id += 1
-        slot.conn = Conn(self, slot, req, sub, slot.remote)
+        slot.conn = Conn(self, slot, req, sub, remote)
         slot.handler = handler
         return handler
 
@@ -833,12 +791,11 @@ class Server:
         phase = slot.phase
         slot.phase = _FREE
         cur = asyncio.current_task()
-        reader = self._readers[self.slots.index(slot)] if self._readers else None
-        for task in (reader, slot.writer):
+        for task in (slot.reader, slot.writer):
             if task is not None and task is not cur:
                 task.cancel()
+        slot.reader = None
         slot.writer = None
-        slot.remote = None
         _close_quietly(slot.sock)
         slot.sock = None
         conn = slot.conn

@@ -30,7 +30,7 @@ class Slot(Protocol):
         self.sock = None
         self.conn = None
         self.handler = None
-        self.remote = None  # the peer's address, from accept()
+        self.reader = None
         self.writer = None
         self.cause = None
         self.want_drain = False
