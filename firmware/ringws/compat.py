@@ -10,6 +10,7 @@ MICROPYTHON = sys.implementation.name == "micropython"
 if MICROPYTHON:
     import asyncio
     import gc
+    import select
     import time
     from asyncio import core as _core
     from micropython import const  # noqa: F401  (re-exported)
@@ -32,6 +33,9 @@ if MICROPYTHON:
     # generator. Only one task may wait to read and one to write.
     class _Parked:
         armed = False
+        # Raised again and again, as asyncio.sleep_ms's generator does: a new
+        # StopIteration per wait would be an exception and a traceback on the heap.
+        stop = StopIteration()
 
         def __iter__(self):
             return self
@@ -40,17 +44,62 @@ if MICROPYTHON:
             if self.armed:  # first step, right after wait_*(): give the loop back
                 self.armed = False
                 return None
-            raise StopIteration  # resumed: the socket is ready
+            stop = self.stop  # resumed: the socket is ready
+            stop.__traceback__ = None
+            raise stop
 
     _PARKED = _Parked()
 
-    def wait_readable(sock):
-        _core._io_queue.queue_read(sock)
+    # asyncio's poller entry for a socket: [reader, writer, stream] up to 1.28, [reader,
+    # pri, writer, stream] after. asyncio makes one each time a socket with no waiter
+    # gets one, and drops it when the last waiter wakes: a list per wait, so per
+    # message. A connection keeps the first one it is given (owner.pollent) and puts it
+    # back itself on every later wait.
+    _POLLIN = select.POLLIN
+    _POLLOUT = select.POLLOUT
+
+    def _park(sock, owner, i, mask):
+        q = _core._io_queue
+        m = q.map
+        ent = owner.pollent if owner is not None else None
+        # Not for a socket that has an entry (the other half waits), nor while ent is
+        # still registered for another socket (closed with its waiter not cancelled).
+        if ent is None or id(sock) in m or m.get(id(ent[-1])) is ent:
+            if i:
+                q.queue_write(sock)
+            else:
+                q.queue_read(sock)
+            if owner is not None and ent is None:
+                owner.pollent = m[id(sock)]
+            return
+        t = _core.cur_task
+        ent[0] = ent[1] = ent[-2] = None  # a cancelled waiter stays in it (IOQueue.remove)
+        ent[i] = t
+        ent[-1] = sock
+        m[id(sock)] = ent
+        q.poller.register(sock, mask)
+        t.data = q  # as asyncio does: Task.cancel() takes the task off the poller
+
+    def drop_entry(owner):
+        # At teardown, with the waiters cancelled and before the socket closes: off the
+        # poller if still on it, and empty, so that it keeps no task (and through it the
+        # connection's frames) nor socket alive while the slot is free.
+        ent = owner.pollent
+        if ent is not None:
+            q = _core._io_queue
+            if q.map.get(id(ent[-1])) is ent:
+                q._dequeue(ent[-1])
+            ent[0] = ent[1] = ent[-2] = ent[-1] = None
+
+    def wait_readable(sock, owner=None):
+        """Park the calling task until sock is readable. owner: an object with a
+        pollent attribute (None at first) that keeps the poller entry between waits."""
+        _park(sock, owner, 0, _POLLIN)
         _PARKED.armed = True
         return _PARKED
 
-    def wait_writable(sock):
-        _core._io_queue.queue_write(sock)
+    def wait_writable(sock, owner=None):
+        _park(sock, owner, -2, _POLLOUT)
         _PARKED.armed = True
         return _PARKED
 

@@ -37,7 +37,11 @@ def mem_alloc():
     return -1
 
 
-async def wait_readable(sock):
+def drop_entry(owner):
+    pass  # MicroPython's poller entry (compat.py); asyncio here keeps its own
+
+
+async def wait_readable(sock, owner=None):
     # Fake sockets (host_tests) provide their own awaitable; real ones use the loop.
     w = getattr(sock, "wait_readable", None)
     if w is not None:
@@ -52,7 +56,7 @@ async def wait_readable(sock):
         loop.remove_reader(fd)
 
 
-async def wait_writable(sock):
+async def wait_writable(sock, owner=None):
     w = getattr(sock, "wait_writable", None)
     if w is not None:
         return await w()

@@ -11,6 +11,7 @@ import socket
 from ringws import compat, handshake
 from ringws.compat import (
     const,
+    drop_entry,
     recv_into,
     send_from,
     sleep_ms,
@@ -448,15 +449,41 @@ class Server:
     async def _reader(self, slot, gen, remote):
         cause = "peer_reset"
         try:
-            handler = await self._http_phase(slot, remote)
-            if handler is None:
+            # The request head, inline: a coroutine of its own would be one more generator
+            # frame per connection in the handshake, when a reconnecting fleet has them
+            # all there at once. It may use the whole slot (receive buffer, ring and
+            # message buffer: nothing else is in use before the response).
+            sock = slot.sock
+            rbuf = slot.block
+            got = 0
+            end = -1
+            while end < 0:
+                if got == len(rbuf):
+                    await self._respond_error(slot, handshake.HttpError(431, "request head larger than %d bytes" % got))
+                    return
+                n = recv_into(sock, rbuf if got == 0 else rbuf[got:], len(rbuf) - got)
+                if n is None:
+                    await wait_readable(sock, slot)
+                    continue
+                if n == 0:
+                    return  # cause: peer_reset
+                self.bytes_in += n
+                end = handshake.find_end(rbuf, got, got + n)
+                got += n
+            handler = self._request(slot, got, end, remote)
+            if isinstance(handler, handshake.HttpError):
+                await self._respond_error(slot, handler)
+                return
+            if isinstance(handler, handshake.Request):
+                from ringws import http  # lazy: the HTTP side is not on the WebSocket path
+
                 cause = "http"
+                await http.respond(self, slot, handler)
                 return
             self._open(slot, handler)
             # The read loop, inline: a coroutine of its own would keep a second generator
             # frame (about 200 B on the unix port) alive for every open connection.
             ring = slot.ring
-            sock = slot.sock
             shared = self.shared
             kept = False  # the shared buffer was kept at the last dry read (see below)
             while True:
@@ -495,7 +522,7 @@ class Server:
                                 kept = True
                                 continue
                         slot.batching = False
-                        await wait_readable(sock)
+                        await wait_readable(sock, slot)
                         slot.batching = True
                         continue
                     if n == 0:
@@ -588,7 +615,7 @@ class Server:
                     self._drained(slot)
                     return
                 slot.batching = False
-                await wait_writable(slot.sock)
+                await wait_writable(slot.sock, slot)
                 slot.batching = True
         finally:
             slot.paused = False
@@ -645,7 +672,7 @@ class Server:
         ring = slot.ring
         try:
             while True:
-                await wait_writable(slot.sock)
+                await wait_writable(slot.sock, slot)
                 if slot.gen != gen:
                     return
                 pushed_back = self._write_some(slot)
@@ -683,30 +710,13 @@ class Server:
 
     # -- HTTP and the opening handshake -------------------------------------------------
 
-    async def _http_phase(self, slot, remote):
-        """Read one request; answer it (returns None) or accept the upgrade (the handler)."""
-        proto = slot
-        sock = slot.sock
-        rbuf = slot.block  # receive buffer, ring and message buffer, all free until now
-        size = len(rbuf)
-        got = 0
-        end = -1
-        while end < 0:
-            if got == size:
-                await self._respond_error(slot, handshake.HttpError(431, "request head larger than %d bytes" % size))
-                return None
-            n = recv_into(sock, rbuf if got == 0 else rbuf[got:], size - got)
-            if n is None:
-                await wait_readable(sock)
-                continue
-            if n == 0:
-                slot.cause = "peer_reset"
-                return None
-            self.bytes_in += n
-            end = handshake.find_end(rbuf, got, got + n)
-            got += n
+    def _request(self, slot, got, end, remote):
+        """Decide on the request head in slot.block[:end] (got bytes read). Returns the
+        handler of an accepted upgrade, with the 101 in the ring; otherwise what to
+        answer: an HttpError, or the Request for the HTTP side."""
         self.http_requests += 1
         slot.t_phase = ticks_ms()  # the answer gets its own handshake_timeout window
+        rbuf = slot.block
         try:
             req = handshake.parse_request(rbuf, end)
             handler = self.routes.get(req.path)
@@ -717,25 +727,20 @@ class Server:
             elif handshake.is_upgrade(req):
                 raise handshake.HttpError(404, "no WebSocket endpoint at " + req.path)
         except handshake.HttpError as err:
-            await self._respond_error(slot, err)
-            return None
+            return err
         if handler is None:
-            from ringws import http  # lazy: the HTTP side is not on the WebSocket path
-
-            await http.respond(self, slot, req)
-            return None
+            return req
         # Bytes after the request head are the client's first frames: keep them, moved
         # to the receive buffer before the 101 goes into the ring they may lie in.
         early = got - end
         if early > len(slot.rbuf):
-            await self._respond_error(slot, handshake.HttpError(400, "too much data sent before the handshake completed"))
-            return None
+            return handshake.HttpError(400, "too much data sent before the handshake completed")
         move(0, end, early, slot.rbuf, rbuf)
-        proto.rpos = 0
-        proto.rlen = early
+        slot.rpos = 0
+        slot.rlen = early
         sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
-        proto.ring.write(handshake.response_101(accept, sub))
-        proto.can_stream = handler._ringws_stream
+        slot.ring.write(handshake.response_101(accept, sub))
+        slot.can_stream = handler._ringws_stream
         self._next_id += 1
         slot.conn = Conn(self, slot, req, sub, remote)
         slot.handler = handler
@@ -754,7 +759,7 @@ class Server:
         while ring.used:
             n = send_from(sock, ring.buf, ring.head, ring.readable())
             if n is None:
-                await wait_writable(sock)
+                await wait_writable(sock, slot)
                 continue
             ring.consume(n)
             self.bytes_out += n
@@ -796,6 +801,7 @@ class Server:
                 task.cancel()
         slot.reader = None
         slot.writer = None
+        drop_entry(slot)
         _close_quietly(slot.sock)
         slot.sock = None
         conn = slot.conn

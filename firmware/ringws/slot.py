@@ -43,6 +43,8 @@ class Slot(Protocol):
         self.last_rx = 0
         self.ping_at = 0  # when the outstanding keepalive ping was sent, 0 if none
         self.stuck_at = 0
+        # The socket's entry in asyncio's poller, kept for every later wait (compat._park).
+        self.pollent = None
 
 
 def allocate_slots(cfg):
