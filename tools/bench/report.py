@@ -99,6 +99,7 @@ def render(res):
     L.append(_targets_check(res))
 
     L.append("\n## Echo throughput (messages/s, median, spread)\n\n")
+    L.append("Servers without the bench's control port: the heap is the target's alone.\n\n")
     rows = []
     errs = []
     for key, per in res.get("throughput", {}).items():
