@@ -86,16 +86,24 @@ class Conn:
     False) and can never reach the next connection that borrows the same slot.
     """
 
+    # Defaults at class level, stored in the instance only when they differ: each
+    # attribute an instance holds is an entry in its own table, which MicroPython grows
+    # 2, 4, 6, 8, 10 (16 B an entry on x86-64, 8 on the ESP32).
+    data = None  # the application's
+    dropped = 0
+    query = ""
+    subprotocol = None
+
     def __init__(self, server, slot, req, subprotocol, remote):
         self._server = server
         self._slot = slot
         self.id = server._next_id
         self.path = req.path
-        self.query = req.query
         self.remote = remote
-        self.subprotocol = subprotocol
-        self.data = None
-        self.dropped = 0
+        if req.query:
+            self.query = req.query
+        if subprotocol is not None:
+            self.subprotocol = subprotocol
 
     @property
     def open(self):
@@ -449,36 +457,25 @@ class Server:
     async def _reader(self, slot, gen, remote):
         cause = "peer_reset"
         try:
-            # The request head, inline: a coroutine of its own would be one more generator
-            # frame per connection in the handshake, when a reconnecting fleet has them
-            # all there at once. It may use the whole slot (receive buffer, ring and
-            # message buffer: nothing else is in use before the response).
+            # The request head: read by a plain method, in this task. A coroutine of its
+            # own would be one more generator frame per connection in the handshake, when
+            # a reconnecting fleet has them all there at once.
             sock = slot.sock
-            rbuf = slot.block
-            got = 0
-            end = -1
-            while end < 0:
-                if got == len(rbuf):
-                    await self._respond_error(slot, handshake.HttpError(431, "request head larger than %d bytes" % got))
-                    return
-                n = recv_into(sock, rbuf if got == 0 else rbuf[got:], len(rbuf) - got)
-                if n is None:
-                    await wait_readable(sock, slot)
-                    continue
-                if n == 0:
-                    return  # cause: peer_reset
-                self.bytes_in += n
-                end = handshake.find_end(rbuf, got, got + n)
-                got += n
-            handler = self._request(slot, got, end, remote)
+            while True:
+                handler = self._read_head(slot)
+                if handler is not None:
+                    break
+                await wait_readable(sock, slot)
+            if handler == 0:
+                return  # EOF: peer_reset
+            if not isinstance(handler, handshake.HttpError):
+                handler = self._request(slot, handler, remote)
             if isinstance(handler, handshake.HttpError):
                 await self._respond_error(slot, handler)
                 return
             if isinstance(handler, handshake.Request):
-                from ringws import http  # lazy: the HTTP side is not on the WebSocket path
-
                 cause = "http"
-                await http.respond(self, slot, handler)
+                await _respond_http(self, slot, handler)
                 return
             self._open(slot, handler)
             # The read loop, inline: a coroutine of its own would keep a second generator
@@ -710,10 +707,31 @@ class Server:
 
     # -- HTTP and the opening handshake -------------------------------------------------
 
-    def _request(self, slot, got, end, remote):
-        """Decide on the request head in slot.block[:end] (got bytes read). Returns the
-        handler of an accepted upgrade, with the 101 in the ring; otherwise what to
+    def _read_head(self, slot):
+        """Read what the socket has of the request head into slot.block, counted in
+        slot.rlen (the whole slot is free before the response: receive buffer, ring and
+        message buffer). Returns where the head ends, None when the socket has no more
+        now, 0 at EOF, or an HttpError (431) when it does not fit."""
+        rbuf = slot.block
+        got = slot.rlen
+        while True:
+            if got == len(rbuf):
+                return handshake.HttpError(431, "request head larger than %d bytes" % got)
+            n = recv_into(slot.sock, rbuf if got == 0 else rbuf[got:], len(rbuf) - got)
+            if not n:
+                return n  # None: nothing now; 0: EOF
+            self.bytes_in += n
+            end = handshake.find_end(rbuf, got, got + n)
+            got += n
+            slot.rlen = got
+            if end >= 0:
+                return end
+
+    def _request(self, slot, end, remote):
+        """Decide on the request head in slot.block[:end] (slot.rlen bytes read). Returns
+        the handler of an accepted upgrade, with the 101 in the ring; otherwise what to
         answer: an HttpError, or the Request for the HTTP side."""
+        got = slot.rlen
         self.http_requests += 1
         slot.t_phase = ticks_ms()  # the answer gets its own handshake_timeout window
         rbuf = slot.block
@@ -920,6 +938,13 @@ def _dispatch(srv, slot, ev):
     if slot.ev_last:
         srv.messages_in += 1
     return True
+
+
+def _respond_http(srv, slot, req):
+    # http.respond's coroutine, for the reader to await: no frame of its own here.
+    from ringws import http  # lazy: the HTTP side is not on the WebSocket path
+
+    return http.respond(srv, slot, req)
 
 
 async def _readable(sock):
