@@ -44,12 +44,14 @@ _FREE = const(0)
 _HTTP = const(1)
 _WS = const(2)
 
-# errno numbers differ between the unix port and the ESP32: compare by name only.
+# errno numbers differ between the unix port and the ESP32: compare by name. MicroPython's
+# errno module has no EPIPE, which a write to a peer that has gone raises on Linux; it is
+# 32 there and in lwIP's errno.h alike.
 _RESET_ERRNOS = tuple(
     getattr(errno, name)
-    for name in ("ECONNRESET", "EPIPE", "ECONNABORTED", "ENOTCONN", "ETIMEDOUT", "EBADF")
+    for name in ("ECONNRESET", "ECONNABORTED", "ENOTCONN", "ETIMEDOUT", "EBADF")
     if hasattr(errno, name)
-)
+) + (getattr(errno, "EPIPE", 32),)
 
 CLOSE_CAUSES = (
     "normal",  # close handshake completed (either side started it)
