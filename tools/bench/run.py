@@ -164,16 +164,14 @@ def guarded(fn, *args):
 def allocation(target, heap, cfg):
     """Bytes allocated per echoed message (16 B, 1 KiB) and per second idle, on a fresh
     server. With the collector paused a server whose loop allocates can run out of heap:
-    that is reported, and the next measurement gets a fresh server."""
+    that is reported, and the measurements after it on that server are reported as not
+    made. Idle comes last: its 1 s window is the longest pause of the collector."""
     if isinstance(target, targets.Ringws):
         target.prepare()
     srv, why = measure.start(target, heap, max_connections=16, tag="-alloc")
     if srv is None:
         return {16: {"error": why}, 1024: {"error": why}}, None
     try:
-        idle = guarded(measure.alloc_idle, srv)
-        if isinstance(idle, dict):
-            idle = None  # failed: the report shows "-"
         n1, n2 = cfg["alloc_n"]
         out = {}
         for size in (16, 1024):
@@ -189,6 +187,9 @@ def allocation(target, heap, cfg):
                     out[size] = lean
         if isinstance(target, targets.Ringws) and srv.alive():
             out["frame_sent"] = guarded(measure.alloc_per_frame_sent, srv)
+        idle = guarded(measure.alloc_idle, srv) if srv.alive() else None
+        if isinstance(idle, dict) or not srv.alive():
+            idle = None  # failed, or ran out of heap: the report shows "-"
         return out, idle
     finally:
         srv.stop()
