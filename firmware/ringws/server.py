@@ -461,7 +461,9 @@ class Server:
         try:
             # The request head: read by a plain method, in this task. A coroutine of its
             # own would be one more generator frame per connection in the handshake, when
-            # a reconnecting fleet has them all there at once.
+            # a reconnecting fleet has them all there at once. `handler` holds each thing
+            # the head turns into (its end, an HttpError, a Request, the handler): every
+            # local is a word of this frame for the connection's whole life.
             sock = slot.sock
             while True:
                 handler = self._read_head(slot)
