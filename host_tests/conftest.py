@@ -4,11 +4,13 @@
 - client_frame(): a client (masked) frame, with knobs to break every rule RFC 6455 has.
 - parse_server_frames(): split what the server wrote into (fin, opcode, payload) tuples.
 - make_proto(): a sans-I/O Protocol over fresh buffers; ring_out(): drain its send ring.
+- free_port(): a TCP port on 127.0.0.1 that nothing listens on now.
 
 Tests import the helpers with `from conftest import ...` (host_tests is on sys.path).
 """
 import os
 import random
+import socket
 import sys
 
 import pytest
@@ -19,6 +21,14 @@ if FIRMWARE not in sys.path:
     sys.path.append(FIRMWARE)
 
 _rng = random.Random(6455)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def client_frame(opcode, payload=b"", fin=True, rsv=0, mask=None, masked=True, length_bits=None,

@@ -13,6 +13,8 @@ import time
 import urllib.error
 import urllib.request
 
+from conftest import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
 # The host board's sizing with fewer slots (the tests need four connections at once, and
@@ -20,14 +22,6 @@ VENV_BIN = os.path.dirname(sys.executable)
 # heap stays the ESP32's.
 SERVER = {"max_connections": 6, "max_message": 256}
 HEAP = os.environ.get("RINGWS_TEST_HEAP", "110k")  # the ESP32 budget; override to investigate
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def micropython():

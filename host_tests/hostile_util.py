@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from conftest import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -92,14 +94,6 @@ import launch
 launch.after_install = _hostile_hook
 exec(open("main.py").read())
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def micropython():

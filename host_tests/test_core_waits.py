@@ -8,12 +8,11 @@ is never woken through the kept entry, and drop_entry() leaves nothing behind.
 """
 import json
 import os
-import socket
 import subprocess
 
 import pytest
 
-from conftest import FIRMWARE, ROOT
+from conftest import FIRMWARE, ROOT, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,14 +162,6 @@ async def main():
 asyncio.run(main())
 print(json.dumps(out))
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def run_mp(mp, tmp_path):

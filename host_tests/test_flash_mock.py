@@ -4,7 +4,6 @@ bytes landed."""
 import os
 import random
 import re
-import socket
 import struct
 import subprocess
 import sys
@@ -12,18 +11,12 @@ import time
 
 import pytest
 
+from conftest import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".venv", "bin")
 FLASH = [sys.executable, os.path.join(ROOT, "tools", "flash.py")]
 CHIP_ID = {"esp32": 0, "esp32c3": 5}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def fake_image(chip, size, seed):
