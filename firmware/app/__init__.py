@@ -26,11 +26,11 @@ class LazyDashboard:
     def on_open(self, conn):
         if self.real is None:
             # Collected before and after, as launch.start() does for every module: the
-            # code then fills the holes the page load's garbage leaves instead of
-            # landing between live objects, and its loading garbage is gone before the
-            # dashboard takes its buffer. Without this, a page load at 110 KiB (Chromium
-            # opens several sockets at once) failed with 4.8 KB free in pieces of at most
-            # 272 B.
+            # import runs in the middle of a page load (Chromium opens several sockets
+            # at once), and its loading garbage is gone before the dashboard takes its
+            # buffer. Without this, such a load at 110 KiB failed in 9 of 25 runs with
+            # the CPU loaded, with 4.8 KB free in pieces of at most 272 B; with it, in
+            # none of 35.
             gc.collect()
             from app import dashboard
 
