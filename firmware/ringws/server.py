@@ -775,7 +775,7 @@ class Server:
         await http.send_bytes(self, slot, http.error_response(err))
 
     async def flush(self, slot):
-        """Write the whole ring out from the calling task (_HTTP phase only)."""
+        """Write the whole ring out from the calling task (HTTP phase only)."""
         ring = slot.ring
         sock = slot.sock
         while ring.used:
