@@ -53,6 +53,26 @@ def _squeeze(target):
         except MemoryError:
             size //= 2  # no free block that big left: take smaller ones
 _reserve = None
+_digits = bytearray(16)
+_target = [None]
+def _read_target():
+    # The byte count in ./squeeze, None when there is no file, -1 while the test is still
+    # writing it (empty or partial: keep the last target). Read into a buffer
+    # allocated at start-up: f.read() wants a 256 B block, which a squeezed heap may not
+    # have in one piece (it failed on most checks, and then freed memory was never soaked
+    # up again). MemoryError (from open() itself) goes to the caller.
+    try:
+        with open("squeeze", "rb") as f:
+            n = f.readinto(_digits)
+    except OSError:
+        return None
+    value = 0
+    for i in range(n):
+        d = _digits[i] - 48
+        if not 0 <= d <= 9:
+            return -1
+        value = value * 10 + d
+    return value if n else -1
 def _squeeze_file(now):
     # The test writes a byte count into ./squeeze to take the heap away while the
     # server runs, and deletes the file to give it back. A small reserve, dropped at the
@@ -61,23 +81,22 @@ def _squeeze_file(now):
     global _reserve
     _reserve = None
     try:
-        with open("squeeze") as f:
-            target = int(f.read())
+        target = _read_target()
     except MemoryError:
-        target = -1  # keep the current state
-    except (OSError, ValueError):
-        target = None
+        target = -1  # could not even open the file
+    if target == -1:
+        target = _target[0]  # keep the last target
+    was = _target[0]
+    _target[0] = target
     if target is None:
         if _ballast:
             _ballast.clear()
             gc.collect()
             print("ringws-test: ballast released, heap free %d" % gc.mem_free())
         return
-    if target > 0 and not _ballast:
+    if target != was:
         print("ringws-test: squeezed to %d" % target)
-        _squeeze(target + 300)
-    elif target > 0:
-        _squeeze(target + 300)  # soak up what the server freed since the last check
+    _squeeze(target + 300)  # every check soaks up what the server freed since the last
     if _ballast:
         try:
             _reserve = bytearray(256)
@@ -161,8 +180,9 @@ class Firmware:
         if leave_free is None:
             os.remove(path)
         else:
-            with open(path, "w") as f:
+            with open(path + ".new", "w") as f:
                 f.write(str(leave_free))
+            os.replace(path + ".new", path)  # the server never reads a half-written file
         if not wait_until(lambda: self.log(since_start=True).count(mark) > seen, 5):
             raise RuntimeError("squeeze not applied:\n" + self.log())
 
