@@ -1,11 +1,15 @@
 """compat.wait_readable / wait_writable under the real MicroPython interpreter, on real
 sockets: the task parks on asyncio's poller entry for the socket, and a connection (the
-owner) keeps that entry between waits instead of asyncio making a list per wait.
+owner) keeps that entry, and its socket on the poller, between waits: asyncio would make
+a new list and register the socket again (a 32 B poller record) for every wait.
 
-Checked here: the entry is kept and reused, a wait with an owner allocates less than one
-without, reader and writer can wait on one socket at once, a waiter cancelled while parked
-is never woken through the kept entry, and drop_entry() leaves nothing behind.
+Checked here: the entry is kept and reused and the socket registered once, a wait with an
+owner allocates neither object, reader and writer can wait on one socket at once, a
+waiter cancelled while parked is let go and never woken, a reset while nobody waits takes
+the socket off the poller (no busy loop) and the next wait still sees it, and
+drop_entry() leaves nothing behind.
 """
+import errno
 import json
 import os
 import subprocess
@@ -48,6 +52,33 @@ out = {}
 buf = bytearray(64)
 
 
+class CountingPoller:
+    # asyncio's select.poll, with its calls counted.
+    def __init__(self, p):
+        self.p = p
+        self.n = {"register": 0, "unregister": 0, "modify": 0, "ipoll": 0}
+
+    def register(self, s, mask):
+        self.n["register"] += 1
+        self.p.register(s, mask)
+
+    def unregister(self, s):
+        self.n["unregister"] += 1
+        self.p.unregister(s)
+
+    def modify(self, s, mask):
+        self.n["modify"] += 1
+        self.p.modify(s, mask)
+
+    def ipoll(self, dt):
+        self.n["ipoll"] += 1
+        return self.p.ipoll(dt)
+
+
+poller = CountingPoller(core._io_queue.poller)
+core._io_queue.poller = poller
+
+
 waits = [0]
 
 
@@ -74,6 +105,7 @@ async def per_wait(owner, n):
     c, s = pair()
     t = asyncio.create_task(read_n(s, n, owner))
     await asyncio.sleep_ms(0)  # parked once, so a kept entry exists before counting
+    first = owner.pollent if owner is not None else None
     gc.collect()
     gc.disable()
     w = waits[0]
@@ -83,21 +115,56 @@ async def per_wait(owner, n):
     d = gc.mem_alloc() - a
     w = waits[0] - w
     gc.enable()
+    registered = id(s) in core._io_queue.map
+    if owner is not None:
+        out["kept"] = first is not None and owner.pollent is first
+        compat.drop_entry(owner)
     c.close()
     s.close()
-    return got, d / w
+    return got, d / w, registered, w
 
 
 async def main():
     owner = Owner()
-    got, with_owner = await per_wait(owner, 200)
-    ent = owner.pollent
-    got2, without = await per_wait(None, 200)
+    r0 = poller.n["register"]
+    got, with_owner, kept_on, _ = await per_wait(owner, 200)
+    out["registers_with_owner"] = poller.n["register"] - r0
+    r0 = poller.n["register"]
+    got2, without, without_on, waits_without = await per_wait(None, 200)
+    out["registers_without"] = [poller.n["register"] - r0, waits_without]
     out["got"] = [got, got2]
     out["per_wait"] = [with_owner, without]
-    out["kept"] = ent is not None and ent is owner.pollent
-    # The owner's entry was given back by asyncio when the last wake emptied it.
+    # Between waits the owner's socket stayed on the poller; a socket without an owner
+    # was taken off by asyncio when its last waiter woke.
+    out["on_poller_between_waits"] = [kept_on, without_on]
     out["map_after_waits"] = len(core._io_queue.map)
+
+    # The peer resets the connection while nobody waits: an empty mask still reports
+    # the error and hangup, so the socket must leave the poller at once, not spin the
+    # loop until the next wait.
+    c, s = pair()
+    rd = asyncio.create_task(read_n(s, 1, owner))
+    await asyncio.sleep_ms(0)
+    c.send(b"z")
+    await rd  # woken and done: s is on the poller with nobody waiting
+    idle = id(s) in core._io_queue.map
+    c.setsockopt(socket.SOL_SOCKET, 13, b"\x01\0\0\0\0\0\0\0")  # SO_LINGER 0 on Linux
+    c.close()
+    p0 = poller.n["ipoll"]
+    await asyncio.sleep_ms(50)
+    out["hangup_while_idle"] = [idle, poller.n["ipoll"] - p0, id(s) in core._io_queue.map]
+    # and the next wait on it still wakes, to see the reset
+    async def read_eof():
+        try:
+            while s.readinto(buf, 64) is None:
+                await compat.wait_readable(s, owner)
+        except OSError as e:
+            return compat.errno_of(e)
+        return "no reset"
+
+    out["eof_after_hangup"] = await asyncio.wait_for_ms(read_eof(), 1000)
+    compat.drop_entry(owner)
+    s.close()
 
     # Reader and writer parked on one socket: the writer is woken (writable), the
     # reader stays parked until data comes, through the one entry.
@@ -134,10 +201,13 @@ async def main():
     await asyncio.sleep_ms(0)
     t.cancel()
     await asyncio.sleep_ms(0)
+    old = owner.pollent
     compat.drop_entry(owner)
     c.close()
     s.close()
-    out["dropped"] = [x is None for x in owner.pollent]
+    # The owner let go of the entry, and the entry holds no task (the cancelled one
+    # would keep its frames alive), only the closed socket.
+    out["dropped"] = [owner.pollent is None] + [x is None for x in old[:-1]]
     c2, s2 = pair()
     r2 = asyncio.create_task(read_n(s2, 2, owner))
     await asyncio.sleep_ms(0)
@@ -155,6 +225,7 @@ async def main():
     await asyncio.sleep_ms(0)
     compat.drop_entry(owner)
     out["map_at_end"] = len(core._io_queue.map)
+    out["kept_at_end"] = len(compat._kept)
     c.close()
     s.close()
 
@@ -185,12 +256,31 @@ def test_waits_wake_on_data(result):
     assert result["got"] == [200, 200]
 
 
-def test_the_owner_keeps_one_entry_and_waits_allocate_less(result):
+def test_the_owner_keeps_one_entry_and_its_socket_on_the_poller(result):
     assert result["kept"]
-    with_owner, without = result["per_wait"]
-    # asyncio's own entry is a 3- or 4-item list: at least 32 B on a 32-bit port, more here.
-    assert with_owner <= without - 32, result["per_wait"]
+    assert result["on_poller_between_waits"] == [True, False]
+    # 200 messages each: asyncio registers the socket again for every wait
+    assert result["registers_with_owner"] == 1
+    registers, waits = result["registers_without"]
+    assert registers >= waits >= 50, result["registers_without"]
     assert result["map_after_waits"] == 0
+
+
+def test_a_wait_with_an_owner_allocates_neither_list_nor_poller_record(result):
+    with_owner, without = result["per_wait"]
+    # asyncio's entry (a 3- or 4-item list) and select.poll's record are 16 B or more
+    # each on a 32-bit port, 32 B or more here: a wait with an owner has neither.
+    assert with_owner < 16, result["per_wait"]
+    assert without >= with_owner + 64, result["per_wait"]
+
+
+def test_a_reset_while_nobody_waits_leaves_the_poller_without_a_busy_loop(result):
+    on_poller, polls_in_50ms, still_on = result["hangup_while_idle"]
+    assert on_poller
+    # A busy loop polls thousands of times in 50 ms; a sleeping one a handful.
+    assert polls_in_50ms < 20, result["hangup_while_idle"]
+    assert not still_on
+    assert result["eof_after_hangup"] == errno.ECONNRESET
 
 
 def test_reader_and_writer_wait_on_one_socket(result):
@@ -198,7 +288,7 @@ def test_reader_and_writer_wait_on_one_socket(result):
     assert result["reader_got"] == 3
 
 
-def test_a_cancelled_waiter_never_comes_back_through_the_kept_entry(result):
+def test_a_cancelled_waiter_is_let_go_and_never_comes_back(result):
     assert result["dropped"] == [True] * len(result["dropped"])
     got, resumed = result["after_cancel"]
     assert got == 2
@@ -208,3 +298,4 @@ def test_a_cancelled_waiter_never_comes_back_through_the_kept_entry(result):
 def test_drop_entry_takes_a_parked_socket_off_the_poller(result):
     assert result["parked_in_map"]
     assert result["map_at_end"] == 0
+    assert result["kept_at_end"] == 0

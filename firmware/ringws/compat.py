@@ -51,45 +51,86 @@ if MICROPYTHON:
     _PARKED = _Parked()
 
     # asyncio's poller entry for a socket: [reader, writer, stream] up to 1.28, [reader,
-    # pri, writer, stream] after. asyncio makes one each time a socket with no waiter
-    # gets one, and drops it when the last waiter wakes: a list per wait, so per
-    # message. A connection keeps the first one it is given (owner.pollent) and puts it
-    # back itself on every later wait.
+    # pri, writer, stream] after. When the last waiter of a socket wakes, asyncio drops
+    # the entry and unregisters the socket, and the next wait makes a new list and
+    # registers it again (a 32 B poller record): two objects per wait, so per message.
+    # A connection's socket (one waited on with an owner) instead stays registered, with
+    # an empty mask while nobody waits, in the entry the owner keeps (owner.pollent)
+    # from its first wait until drop_entry() at its teardown: two objects per connection.
     _POLLIN = select.POLLIN
     _POLLOUT = select.POLLOUT
+    # id(socket) -> True while it sits on the poller with an empty mask, False while a
+    # task waits on it. Only kept sockets are here, so it holds at most one key per slot
+    # and the listener, and a dict reuses the places of keys that left: like asyncio's
+    # own map, it grows to the most connections seen at once and then stays that size.
+    # (Growing both to max_connections at start-up took 416 B of a 110 KiB heap, and
+    # the dashboard's page load under CPU load then ran out of memory in 4 of 40 runs.)
+    _kept = {}
+
+    def _dequeue(s):
+        # Takes the place of asyncio's IOQueue._dequeue (on the instance, see _park):
+        # asyncio calls it when the last waiter on s woke, or was cancelled (remove()).
+        q = _core._io_queue
+        k = id(s)
+        idle = _kept.get(k)
+        if idle is False:
+            ent = q.map[k]
+            ent[0] = ent[1] = ent[-2] = None  # remove() leaves the cancelled task in it
+            q.poller.modify(s, 0)
+            _kept[k] = True
+            return
+        if idle:
+            # An event while nobody waits: an error or a hangup, which an empty mask
+            # still reports. Off the poller, or the loop would spin on it; the next
+            # wait registers the socket again.
+            _kept[k] = False
+        del q.map[k]
+        q.poller.unregister(s)
 
     def _park(sock, owner, i, mask):
         q = _core._io_queue
-        m = q.map
-        ent = owner.pollent if owner is not None else None
-        # Not for a socket that has an entry (the other half waits), nor while ent is
-        # still registered for another socket (closed with its waiter not cancelled).
-        if ent is None or id(sock) in m or m.get(id(ent[-1])) is ent:
-            if i:
-                q.queue_write(sock)
+        if q._dequeue is not _dequeue:
+            # An instance attribute: asyncio's self._dequeue(s) finds it before its own.
+            q._dequeue = _dequeue
+        k = id(sock)
+        ent = q.map.get(k)
+        if ent is not None and owner is not None and ent is owner.pollent:
+            # Kept on the poller: idle, or the other half waits.
+            t = _core.cur_task
+            ent[i] = t
+            if _kept[k]:
+                _kept[k] = False
             else:
-                q.queue_read(sock)
-            if owner is not None and ent is None:
-                owner.pollent = m[id(sock)]
+                mask = _POLLIN | _POLLOUT
+            q.poller.modify(sock, mask)
+            t.data = q  # as asyncio does: Task.cancel() takes the task off the poller
             return
-        t = _core.cur_task
-        ent[0] = ent[1] = ent[-2] = None  # a cancelled waiter stays in it (IOQueue.remove)
-        ent[i] = t
-        ent[-1] = sock
-        m[id(sock)] = ent
-        q.poller.register(sock, mask)
-        t.data = q  # as asyncio does: Task.cancel() takes the task off the poller
+        # A connection's first wait (or its first after a hangup took the socket off):
+        # asyncio makes the entry and registers the socket, and the owner keeps both.
+        if owner is not None and owner.pollent is not None:
+            drop_entry(owner)  # a socket before this one, not dropped at its end
+        if i:
+            q.queue_write(sock)
+        else:
+            q.queue_read(sock)
+        if owner is not None:
+            owner.pollent = q.map[k]
+            _kept[k] = False
 
     def drop_entry(owner):
-        # At teardown, with the waiters cancelled and before the socket closes: off the
-        # poller if still on it, and empty, so that it keeps no task (and through it the
-        # connection's frames) nor socket alive while the slot is free.
+        # At teardown, with the waiters cancelled and before the socket closes: the
+        # socket off the poller, and the entry let go, so that nothing keeps the
+        # connection's task (and through it its frames) nor its socket alive.
         ent = owner.pollent
         if ent is not None:
+            owner.pollent = None
+            s = ent[-1]
+            k = id(s)
+            _kept.pop(k, None)
             q = _core._io_queue
-            if q.map.get(id(ent[-1])) is ent:
-                q._dequeue(ent[-1])
-            ent[0] = ent[1] = ent[-2] = ent[-1] = None
+            if q.map.get(k) is ent:
+                del q.map[k]
+                q.poller.unregister(s)
 
     def wait_readable(sock, owner=None):
         """Park the calling task until sock is readable. owner: an object with a

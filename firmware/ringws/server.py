@@ -193,6 +193,7 @@ class Server:
 
             slots = allocate_slots(cfg)
         self.slots, self.shared = slots
+        self.pollent = None  # the listener's poller entry, kept between accepts
         self.shared_owner = None  # the slot the shared receive buffer is lent to
         self.free = list(self.slots)
         self.scratch = bytearray(64)  # for draining requests we refuse with 503
@@ -361,6 +362,7 @@ class Server:
 
     def _close_listener(self):
         if self.listener is not None:
+            drop_entry(self)
             try:
                 self.listener.close()
             except OSError:
@@ -372,7 +374,7 @@ class Server:
     async def _accept_loop(self):
         lsock = self.listener
         while self.running:
-            await wait_readable(lsock)
+            await wait_readable(lsock, self)
             try:
                 sock, remote = lsock.accept()
             except OSError as e:

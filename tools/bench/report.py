@@ -188,9 +188,10 @@ def render(res):
              "and one send each) on one connection, so the cost of the control port "
              "itself cancels out. It includes "
              "anything the server's loop allocates while it waits: with one message in "
-             "flight every message costs a wake-up, and MicroPython's select.poll makes a "
-             "32 B record each time a socket is registered (asyncio servers also get a new "
-             "I/O-queue entry, a list, per wait; ringws keeps its own). Per frame sent: "
+             "flight every message costs a wake-up, and MicroPython's asyncio registers a "
+             "socket again for every wait (select.poll makes a 32 B record each time, and "
+             "the I/O queue a new list; ringws keeps both for the connection's life). "
+             "Per frame sent: "
              "`conn.send()` of 16 B frames called from inside the server (a ringws-only "
              "control command), 10 and 40 frames, slope; the peers' "
              "send paths cannot be driven that way without changing them (n/a).\n"
@@ -315,8 +316,7 @@ def _targets_check(res):
     rows += [
         ["0 bytes allocated per frame sent", _f(fs, 1) + " B", _ok(fs is not None and fs <= 0)],
         ["<= 1 small object (32 B on x64) per message received, measured per echoed 16 B "
-         "message with 1 in flight (includes the wake-up: select.poll's 32 B record per "
-         "wait)", _f(a16, 1) + " B",
+         "message with 1 in flight (wake-up included)", _f(a16, 1) + " B",
          _ok(a16 is not None and a16 <= 32)],
         ["heap flat under a never-reading client", _f(nr) + " B growth",
          _ok(nr is not None and nr <= 512)],
