@@ -236,7 +236,7 @@ class Protocol(FrameHeader):
         # header) instead of being moved there afterwards (see _join).
         at = start
         if n > len(self.own_rbuf) and self.tx_end and not (start - self.tx_end) & 3:
-            at = self.tx_end + header_size(n)
+            at = self.tx_end + (2 if n < 126 else 4)  # header_size(n): frame_scan's n < 64 KiB
         unmask_move(at, start, start + n, self.rbuf, self.mask)
         self.ev_text = r >> 20 == _OP_TEXT
         if self.ev_text:
@@ -563,9 +563,24 @@ class Protocol(FrameHeader):
             # The per-message case: a whole frame, in place. Its header goes just before
             # it, over the incoming one (4 bytes longer, for the mask) or at the end of
             # the span it was unmasked next to (see _whole_frame).
+            # header_size and write_header, inline for frames under 64 KiB: two calls
+            # fewer per message.
             n = len(data)
-            self.j_off = self.ev_off - header_size(n)
-            write_header(self.rbuf, self.j_off, _OP_TEXT if self.ev_text else _OP_BINARY, True, n)
+            if n >= 65536:
+                self.j_off = self.ev_off - 10
+                write_header(self.rbuf, self.j_off, _OP_TEXT if self.ev_text else _OP_BINARY, True, n)
+                return True
+            buf = self.rbuf
+            if n < 126:
+                j = self.ev_off - 2
+                buf[j + 1] = n
+            else:
+                j = self.ev_off - 4
+                buf[j + 1] = 126
+                buf[j + 2] = n >> 8
+                buf[j + 3] = n & 0xFF
+            buf[j] = 0x81 if self.ev_text else 0x82
+            self.j_off = j
             return True
         return self._relay(data)
 
