@@ -72,6 +72,7 @@ def _broken(mutate):
     (lambda b: b["ap"].update(password="short"), "ap.password: WPA2"),
     (lambda b: b.update(watchdog_ms=10), "watchdog_ms"),
     (lambda b: b["wifi"].update(retries=-1), "wifi.retries: must be >= 0"),
+    (lambda b: b.update(source_lines="no"), "source_lines: expected true or false"),
 ])
 def test_invalid_board_names_the_field(mutate, field):
     with pytest.raises(boards.BoardError) as e:

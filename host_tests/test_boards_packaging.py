@@ -88,3 +88,37 @@ def test_mip_install_onto_the_virtual_board(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _traceback_of_write_header(out):
+    # A real traceback out of the built .mpy: write_header past the end of its buffer.
+    mp = os.path.join(ROOT, ".venv", "bin", "micropython")
+    r = subprocess.run([mp, "-c", "import sys; sys.path.insert(0, '.')\n"
+                        "from ringws.frames import write_header\n"
+                        "write_header(bytearray(1), 0, 1, True, 5)"],
+                       cwd=out, capture_output=True, text=True, timeout=30)
+    assert "IndexError" in r.stderr + r.stdout, r.stderr
+    return [line for line in (r.stderr + r.stdout).splitlines() if "write_header" in line]
+
+
+def test_esp32_sized_builds_leave_line_numbers_out_and_can_keep_them(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import boards
+    import build
+
+    # The boards with an ESP32's 110 KiB heap save the line-number tables (1.6 KB there);
+    # the larger ones keep them.
+    assert boards.load("host")["source_lines"] is False
+    assert boards.load("esp32")["source_lines"] is False
+    assert boards.load("esp32s3")["source_lines"] is True
+    lean, full = str(tmp_path / "lean"), str(tmp_path / "full")
+    build.build("host", lean)
+    build.build("host", full, source_lines=True)
+    size = lambda d: os.path.getsize(os.path.join(d, "ringws", "server.mpy"))  # noqa: E731
+    assert size(lean) < size(full) * 0.95, (size(lean), size(full))
+    # Either way the traceback names the file and the function; only --source-lines
+    # gives the line.
+    lean_tb, full_tb = _traceback_of_write_header(lean), _traceback_of_write_header(full)
+    assert lean_tb and full_tb
+    assert all('"ringws/frames.py", line 1,' in line for line in lean_tb), lean_tb
+    assert all('"ringws/frames.py", line 1,' not in line for line in full_tb), full_tb

@@ -40,6 +40,10 @@ DEFAULTS = {
     "hostname": "ringws",
     "watchdog_ms": 0,
     "lwip_sockets": DEFAULT_LWIP_SOCKETS,
+    # Line numbers in the compiled code (mpy-cross -X no-source-lines when false). Off
+    # on the boards with an ESP32's 110 KiB heap: the table costs 1.6 KB of it there, and
+    # tracebacks still name the file and function. tools/build.py --source-lines to debug.
+    "source_lines": True,
     "wifi": {"ssid": "", "password": "", "retries": 3, "connect_timeout_ms": 10000,
              "backoff_ms": 1000},
     "ap": {"ssid": "ringws-setup", "password": "ringws-setup", "channel": 6},
@@ -140,6 +144,9 @@ def validate(raw, where="<board>"):
         raise BoardError("%s: watchdog_ms: %d ms is too short to boot (0 = off, else >= 1000)"
                          % (where, board["watchdog_ms"]))
     _str(where, "hostname", board["hostname"])
+    if not isinstance(board["source_lines"], bool):
+        raise BoardError("%s: source_lines: expected true or false, got %r"
+                         % (where, board["source_lines"]))
     sockets = _int(where, "lwip_sockets", board["lwip_sockets"], 3)
 
     server = board["server"]

