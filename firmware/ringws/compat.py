@@ -107,13 +107,13 @@ if MICROPYTHON:
             return
         # A connection's first wait (or its first after a hangup took the socket off):
         # asyncio makes the entry and registers the socket, and the owner keeps both.
-        if owner is not None and owner.pollent is not None:
-            drop_entry(owner)  # a socket before this one, not dropped at its end
         if i:
             q.queue_write(sock)
         else:
             q.queue_read(sock)
         if owner is not None:
+            if owner.pollent is not None:
+                drop_entry(owner)  # a socket before this one, not dropped at its end
             owner.pollent = q.map[k]
             _kept[k] = False
 
