@@ -226,7 +226,11 @@ def run(scenario, cfg=None, handlers=None, expect=None, settle=True):
                 await until(lambda: len(srv.free) == len(srv.slots), 2, "every slot free")
                 await until(lambda: not net.open_sockets(include_listeners=False), 2, "sockets closed")
                 await asyncio.sleep(0.02)
-                left = asyncio.all_tasks() - {own, serve} - set(srv._tasks)
+                # A free slot keeps its reader task, parked, for its next connection:
+                # at most one per slot, and nothing else may be left.
+                parked = {s.reader for s in srv.slots if s.reader is not None}
+                assert all(s.phase == 0 and s.sock is None for s in srv.slots if s.reader)
+                left = asyncio.all_tasks() - {own, serve} - set(srv._tasks) - parked
                 assert not left, "tasks left after the scenario: %r" % left
         finally:
             await srv.shutdown()
@@ -587,6 +591,38 @@ def test_protocol_errors_close_and_end(frame, code):
 
 
 # -- timeouts -------------------------------------------------------------------------------------
+
+
+def test_a_slot_keeps_its_reader_task_from_connection_to_connection():
+    # One slot: every connection below borrows it. Its reader task serves one after the
+    # other and parks in between; only a teardown from another task (the handshake
+    # timeout, from housekeeping) cancels it, and the next connection gets a new one.
+    async def scenario(ctx):
+        slot = ctx.srv.slots[0]
+        readers = []
+        for i in range(3):
+            c = await ctx.client().handshake()
+            readers.append(slot.reader)
+            c.send(OP_TEXT, b"n%d" % i)
+            assert await c.message() == (True, b"n%d" % i)
+            await close_handshake(c)
+            await until(lambda: slot.phase == 0, what="slot free")
+            assert slot.reader is readers[0] and not slot.reader.done()
+        assert readers == [readers[0]] * 3
+        slow = ctx.client()
+        slow.send_raw(b"GET /echo HTTP/1.1\r\n")  # never finished: 408 from housekeeping
+        await slow.closed(2)
+        await until(lambda: slot.phase == 0, what="slot free")
+        assert slot.reader is None
+        await asyncio.sleep(0)
+        assert readers[0].cancelled()
+        c = await ctx.client().handshake()
+        assert slot.reader is not None and slot.reader is not readers[0]
+        c.send(OP_BINARY, b"after")
+        assert await c.message() == (False, b"after")
+        await close_handshake(c)
+
+    run(scenario, cfg={"max_connections": 1}, expect={"normal": 4, "handshake_timeout": 1})
 
 
 def test_handshake_timeout_gets_408():

@@ -21,6 +21,7 @@ from hostile_util import (
     frame,
     parse_response,
     read_all,
+    warm_slots,
     ws_open,
     ws_request,
 )
@@ -40,7 +41,7 @@ def fw(tmp_path_factory):
 
 @pytest.fixture
 def base(fw):
-    echo_roundtrip(fw.port)
+    warm_slots(fw.port, SLOTS)  # every slot's reader task exists: a steady baseline
     b = fw.resources()
     yield b
     if fw.alive():

@@ -26,6 +26,7 @@ from hostile_util import (
     reset,
     ws_open,
     wait_until,
+    warm_slots,
     ws_request,
 )
 
@@ -54,7 +55,7 @@ def calm(tmp_path_factory):
 def base(fw):
     """Resources before the case; the case must give every one of them back."""
     assert fw.alive(), fw.log()
-    echo_roundtrip(fw.port)  # warm the lazy imports so the baseline is steady
+    warm_slots(fw.port, SLOTS)  # lazy imports and every slot's reader: a steady baseline
     b = fw.resources()
     yield b
     assert fw.alive(), fw.log()
@@ -269,7 +270,7 @@ def test_flood_more_clients_than_slots(calm):
     from websockets.sync.client import connect as ws_connect
 
     fw = calm
-    echo_roundtrip(fw.port)
+    warm_slots(fw.port, SLOTS)
     base = fw.resources()
     st0 = fw.stats()
     with ExitStack() as stack:

@@ -144,6 +144,26 @@ if MICROPYTHON:
         _PARKED.armed = True
         return _PARKED
 
+    class _Idle:
+        # A parked task's data. Task.cancel() calls data.remove(task) and then queues
+        # the task, so a parked task can be cancelled like any waiting one.
+        def remove(self, task):
+            pass
+
+    _IDLE = _Idle()
+
+    def park():
+        """Park the calling task until wake(task), or its cancellation."""
+        _core.cur_task.data = _IDLE  # on no queue: the loop leaves it alone
+        _PARKED.armed = True
+        return _PARKED
+
+    def wake(task):
+        """Resume a task parked by park(). A task that is not parked (still busy with
+        what came before) is left alone: queuing it twice would break the queue."""
+        if task.data is _IDLE:
+            _core._task_queue.push(task)  # (push sets task.data back to None)
+
     def recv_into(sock, buf, n):
         # Returns bytes read (0 = EOF) or None when the socket has nothing now.
         return sock.readinto(buf, n)

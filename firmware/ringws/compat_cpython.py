@@ -70,6 +70,25 @@ async def wait_writable(sock, owner=None):
         loop.remove_writer(fd)
 
 
+_parked = {}  # task -> the future it is parked on (park/wake, see compat.py)
+
+
+async def park():
+    task = asyncio.current_task()
+    fut = asyncio.get_running_loop().create_future()
+    _parked[task] = fut
+    try:
+        await fut
+    finally:
+        _parked.pop(task, None)
+
+
+def wake(task):
+    fut = _parked.pop(task, None)
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
 def _settle(fut):
     if not fut.done():
         fut.set_result(None)

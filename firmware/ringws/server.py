@@ -12,6 +12,7 @@ from ringws import compat, handshake
 from ringws.compat import (
     const,
     drop_entry,
+    park,
     recv_into,
     send_from,
     sleep_ms,
@@ -20,6 +21,7 @@ from ringws.compat import (
     wait_for_ms,
     wait_readable,
     wait_writable,
+    wake,
 )
 from ringws.kernels import move
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
@@ -353,6 +355,10 @@ class Server:
         for s in self.slots:
             if s.phase != _FREE:
                 self._teardown(s, "shutdown", s.gen)
+        for s in self.slots:  # the parked readers
+            if s.reader is not None:
+                s.reader.cancel()
+                s.reader = None
         for t in self._tasks:
             t.cancel()
         self._tasks = []
@@ -383,6 +389,14 @@ class Server:
                 if compat.errno_of(e) != errno.EAGAIN:
                     self.accept_errors += 1
                     await sleep_ms(50)
+                continue
+            except MemoryError:
+                # Not even the socket object fits. (Unless the interpreter had already
+                # accepted it: then that connection is lost inside accept().) The loop
+                # must go on: memory comes back as connections end.
+                self.accept_errors += 1
+                self.closed["memory"] += 1
+                await sleep_ms(50)
                 continue
             try:
                 sock.setblocking(False)
@@ -454,124 +468,148 @@ class Server:
         slot.batching = False
         slot.broken = False
         slot.reset()
-        slot.reader = asyncio.create_task(self._reader(slot, slot.gen, remote))
+        slot.remote = remote
+        # The slot's reader task serves one connection after another: it parks when its
+        # connection ends (see _reader). A task and its coroutine (about 400 B on the
+        # unix port) per connection would be a large allocation at every accept, and a
+        # finished task can stay reachable long after: MicroPython's task queue leaves a
+        # popped task pointing at the tasks that were below it (pairing-heap child
+        # pointers), and a long-parked task keeps them, and their frames, alive.
+        # A slot gets its task at its first connection (not at start-up: at 110k the
+        # dashboard's first page load could not spare the 3.3 KB), and a new one only
+        # after a teardown from another task cancelled the last one.
+        if slot.reader is None:
+            slot.reader = asyncio.create_task(self._reader(slot))
+        else:
+            wake(slot.reader)
 
     # -- the connection's tasks ---------------------------------------------------------
 
-    async def _reader(self, slot, gen, remote):
-        cause = "peer_reset"
-        try:
-            # The request head: read by a plain method, in this task. A coroutine of its
-            # own would be one more generator frame per connection in the handshake, when
-            # a reconnecting fleet has them all there at once. `handler` holds each thing
-            # the head turns into (its end, an HttpError, a Request, the handler): every
-            # local is a word of this frame for the connection's whole life.
-            sock = slot.sock
-            while True:
-                handler = self._read_head(slot)
-                if handler is not None:
-                    break
-                await wait_readable(sock, slot)
-            if handler == 0:
-                return  # EOF: peer_reset
-            if not isinstance(handler, handshake.HttpError):
-                handler = self._request(slot, handler, remote)
-            if isinstance(handler, handshake.HttpError):
-                await self._respond_error(slot, handler)
-                return
-            if isinstance(handler, handshake.Request):
-                cause = "http"
-                await _respond_http(self, slot, handler)
-                return
-            self._open(slot, handler)
-            # The read loop, inline: a coroutine of its own would keep a second generator
-            # frame (about 200 B on the unix port) alive for every open connection.
-            ring = slot.ring
-            shared = self.shared
-            kept = False  # the shared buffer was kept at the last dry read (see below)
-            while True:
-                ev = next_event(slot)
-                if ev == _EV_NONE:
-                    if slot.pong_seen:  # the parser has seen our keepalive answered
-                        slot.pong_seen = False
-                        slot.ping_at = 0
-                    # End of a batch: one write for everything the handlers queued.
-                    if ring.used or slot.tx_end:
-                        _flush_batch(self, slot)
-                    if slot.broken:
+    async def _reader(self, slot):
+        # One connection after another on this slot (see _start). A connection's end,
+        # whatever its cause, runs _teardown in the finally below; the task then parks
+        # until _start hands it the slot's next connection. It ends only when cancelled:
+        # by a teardown from another task (a writer's error, a timeout) while it waits,
+        # or at shutdown.
+        while True:
+            if slot.phase == _FREE:
+                sock = handler = None  # the last connection's: not kept while parked
+                while slot.phase == _FREE:
+                    await park()
+            gen = slot.gen
+            cause = "peer_reset"
+            try:
+                # The request head: read by a plain method, in this task. A coroutine of its
+                # own would be one more generator frame per connection in the handshake, when
+                # a reconnecting fleet has them all there at once. `handler` holds each thing
+                # the head turns into (its end, an HttpError, a Request, the handler): every
+                # local is a word of this frame for the connection's whole life.
+                sock = slot.sock
+                while True:
+                    handler = self._read_head(slot)
+                    if handler is not None:
                         break
-                    if slot.tx_end:
-                        # A relayed span the socket has not taken yet: reading now could
-                        # overwrite it. Wait until it is out (TCP flow control meanwhile).
-                        await self._pause(slot)
-                        continue
-                    if slot.state == _CLOSED:
-                        if not slot.failed and not ring.used:
-                            break  # close handshake done and our last frame is out
-                        slot.discard_input()
-                    if self.shared_owner is None and shared is not None:
-                        self._borrow(slot)
-                    off = recv_window(slot)
-                    rbuf = slot.rbuf
-                    n = recv_into(sock, rbuf if off == 0 else rbuf[off:], len(rbuf) - off)
-                    if n is None:
-                        if rbuf is shared:
-                            self._give_back(slot)
-                            if self.shared_owner is slot and not kept:
-                                # Kept: a frame the last read cut waits in it for its
-                                # rest (Protocol.next_event), and the socket has none
-                                # now. Parse again: the frame, moved to the front, goes
-                                # out piece by piece, and the buffer can go back.
-                                kept = True
-                                continue
-                        slot.batching = False
-                        await wait_readable(sock, slot)
-                        slot.batching = True
-                        continue
-                    if n == 0:
-                        break  # EOF: cause decided by the state we were in
-                    kept = False
-                    received(slot, n)
-                    self.bytes_in += n
-                    slot.last_rx = ticks_ms()
+                    await wait_readable(sock, slot)
+                if handler == 0:
+                    continue  # EOF: peer_reset (the finally ends the connection)
+                if not isinstance(handler, handshake.HttpError):
+                    handler = self._request(slot, handler)
+                if isinstance(handler, handshake.HttpError):
+                    await self._respond_error(slot, handler)
                     continue
-                if ev == _EV_MESSAGE or ev == _EV_FRAGMENT:
-                    if not _dispatch(self, slot, ev):
-                        await self._pause(slot)
+                if isinstance(handler, handshake.Request):
+                    cause = "http"
+                    await _respond_http(self, slot, handler)
+                    continue
+                self._open(slot, handler)
+                # The read loop, inline: a coroutine of its own would keep a second generator
+                # frame (about 200 B on the unix port) alive for every open connection.
+                ring = slot.ring
+                shared = self.shared
+                kept = False  # the shared buffer was kept at the last dry read (see below)
+                while True:
+                    ev = next_event(slot)
+                    if ev == _EV_NONE:
+                        if slot.pong_seen:  # the parser has seen our keepalive answered
+                            slot.pong_seen = False
+                            slot.ping_at = 0
+                        # End of a batch: one write for everything the handlers queued.
+                        if ring.used or slot.tx_end:
+                            _flush_batch(self, slot)
+                        if slot.broken:
+                            break
+                        if slot.tx_end:
+                            # A relayed span the socket has not taken yet: reading now could
+                            # overwrite it. Wait until it is out (TCP flow control meanwhile).
+                            await self._pause(slot)
+                            continue
+                        if slot.state == _CLOSED:
+                            if not slot.failed and not ring.used:
+                                break  # close handshake done and our last frame is out
+                            slot.discard_input()
+                        if self.shared_owner is None and shared is not None:
+                            self._borrow(slot)
+                        off = recv_window(slot)
+                        rbuf = slot.rbuf
+                        n = recv_into(sock, rbuf if off == 0 else rbuf[off:], len(rbuf) - off)
+                        if n is None:
+                            if rbuf is shared:
+                                self._give_back(slot)
+                                if self.shared_owner is slot and not kept:
+                                    # Kept: a frame the last read cut waits in it for its
+                                    # rest (Protocol.next_event), and the socket has none
+                                    # now. Parse again: the frame, moved to the front, goes
+                                    # out piece by piece, and the buffer can go back.
+                                    kept = True
+                                    continue
+                            slot.batching = False
+                            await wait_readable(sock, slot)
+                            slot.batching = True
+                            continue
+                        if n == 0:
+                            break  # EOF: cause decided by the state we were in
+                        kept = False
+                        received(slot, n)
+                        self.bytes_in += n
+                        slot.last_rx = ticks_ms()
                         continue
-                    consume(slot)
-                elif ev == _EV_BLOCKED:
-                    await self._pause(slot)
-                elif ev == _EV_CLOSE:
-                    if not slot.cause:
-                        slot.cause = "normal"
-                    slot.t_phase = slot.t_phase or ticks_ms()
-                elif ev == _EV_ERROR:
-                    slot.cause = "protocol"
-                    slot.t_phase = ticks_ms()
-            cause = slot.cause or "peer_reset"
-        except asyncio.CancelledError:
-            raise
-        except MemoryError:
-            cause = "memory"
-            if slot.phase == _HTTP:
-                try:  # first, while nothing else has taken the little memory there is
-                    send_from(slot.sock, _OOM_503, 0, len(_OOM_503))
-                except Exception:
-                    pass
-            _note_oom()
-            if slot.phase == _WS:
-                await self._abort(slot, gen, "out of memory", "memory")
-        except OSError as e:
-            cause = slot.cause or "peer_reset"
-            if compat.errno_of(e) not in _RESET_ERRNOS:
-                print("ringws: socket error", e)
-        except Exception as e:
-            cause = "app_error"
-            _log_exc("connection", e)
-            await self._abort(slot, gen, "internal error", "app_error")
-        finally:
-            self._teardown(slot, slot.cause or cause, gen)
+                    if ev == _EV_MESSAGE or ev == _EV_FRAGMENT:
+                        if not _dispatch(self, slot, ev):
+                            await self._pause(slot)
+                            continue
+                        consume(slot)
+                    elif ev == _EV_BLOCKED:
+                        await self._pause(slot)
+                    elif ev == _EV_CLOSE:
+                        if not slot.cause:
+                            slot.cause = "normal"
+                        slot.t_phase = slot.t_phase or ticks_ms()
+                    elif ev == _EV_ERROR:
+                        slot.cause = "protocol"
+                        slot.t_phase = ticks_ms()
+                cause = slot.cause or "peer_reset"
+            except asyncio.CancelledError:
+                raise
+            except MemoryError:
+                cause = "memory"
+                if slot.phase == _HTTP:
+                    try:  # first, while nothing else has taken the little memory there is
+                        send_from(slot.sock, _OOM_503, 0, len(_OOM_503))
+                    except Exception:
+                        pass
+                _note_oom()
+                if slot.phase == _WS:
+                    await self._abort(slot, gen, "out of memory", "memory")
+            except OSError as e:
+                cause = slot.cause or "peer_reset"
+                if compat.errno_of(e) not in _RESET_ERRNOS:
+                    print("ringws: socket error", e)
+            except Exception as e:
+                cause = "app_error"
+                _log_exc("connection", e)
+                await self._abort(slot, gen, "internal error", "app_error")
+            finally:
+                self._teardown(slot, slot.cause or cause, gen)
 
     async def _abort(self, slot, gen, reason, cause):
         # Close with 1011 and give the close frame a moment to leave.
@@ -719,7 +757,7 @@ class Server:
             if end >= 0:
                 return end
 
-    def _request(self, slot, end, remote):
+    def _request(self, slot, end):
         """Decide on the request head in slot.block[:end] (slot.rlen bytes read). Returns
         the handler of an accepted upgrade, with the 101 in the ring; otherwise what to
         answer: an HttpError, or the Request for the HTTP side."""
@@ -752,7 +790,7 @@ class Server:
         slot.ring.write(handshake.response_101(accept, sub))
         slot.can_stream = handler._ringws_stream
         self._next_id += 1
-        slot.conn = Conn(self, slot, req, sub, remote)
+        slot.conn = Conn(self, slot, req, sub, slot.remote)
         slot.handler = handler
         return handler
 
@@ -809,8 +847,11 @@ class Server:
         for task in (slot.reader, slot.writer):
             if task is not None and task is not cur:
                 task.cancel()
-        slot.reader = None
+        if slot.reader is not cur:
+            slot.reader = None  # cancelled: the next connection gets a new one
+        # (else the reader itself is ending its connection: it parks for the next one)
         slot.writer = None
+        slot.remote = None
         drop_entry(slot)
         _close_quietly(slot.sock)
         slot.sock = None

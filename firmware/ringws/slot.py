@@ -30,7 +30,8 @@ class Slot(Protocol):
         self.sock = None
         self.conn = None
         self.handler = None
-        self.reader = None
+        self.reader = None  # the slot's reader task, kept from connection to connection
+        self.remote = None  # the peer's address, from accept to the handshake
         self.writer = None
         self.cause = None
         self.want_drain = False
