@@ -6,6 +6,7 @@ left: no open fake socket, no task but the test's own, every slot free, on_close
 once per opened connection, and the /stats close counts the scenario expects.
 """
 import asyncio
+import errno
 import json
 
 import pytest
@@ -497,6 +498,21 @@ def test_memory_error_in_the_socket_layer(what, at):
         assert len(h.closes) == 1
 
     run(scenario, expect={"memory": 1})
+
+
+def test_accept_survives_errors_and_memory_errors():
+    # accept() failing, with an OSError (EMFILE) or a MemoryError (the socket object did
+    # not fit), is counted and the loop goes on: the next client is served.
+    async def scenario(ctx):
+        ctx.lst.accept_errors += [OSError(errno.EMFILE, "too many files"), MemoryError()]
+        c = await ctx.client().handshake()
+        c.send(OP_TEXT, b"still here")
+        assert await c.message() == (True, b"still here")
+        await close_handshake(c)
+        assert ctx.srv.accept_errors == 2
+        assert not ctx.lst.accept_errors
+
+    run(scenario, expect={"normal": 1, "memory": 1})
 
 
 def test_memory_error_in_the_writer_task_ends_the_connection():
