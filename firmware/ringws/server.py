@@ -499,11 +499,11 @@ class Server:
             gen = slot.gen
             cause = "peer_reset"
             try:
-                # The request head: read by a plain method, in this task. A coroutine of its
-                # own would be one more generator frame per connection in the handshake, when
-                # a reconnecting fleet has them all there at once. `handler` holds each thing
-                # the head turns into (its end, an HttpError, a Request, the handler): every
-                # local is a word of this frame for the connection's whole life.
+                # The request head: read by a plain method, in this task. A coroutine of
+                # its own would be one more generator frame per connection in the
+                # handshake, when a reconnecting fleet has them all there at once.
+                # `handler` holds each thing the head turns into (its end, an HttpError,
+                # a Request, the handler): every local is a word of this frame.
                 sock = slot.sock
                 while True:
                     handler = self._read_head(slot)
@@ -522,8 +522,9 @@ class Server:
                     await _respond_http(self, slot, handler)
                     continue
                 self._open(slot, handler)
-                # The read loop, inline: a coroutine of its own would keep a second generator
-                # frame (about 200 B on the unix port) alive for every open connection.
+                # The read loop, inline: a coroutine of its own would keep a second
+                # generator frame (about 200 B on the unix port) alive for every open
+                # connection.
                 ring = slot.ring
                 shared = self.shared
                 kept = False  # the shared buffer was kept at the last dry read (see below)
@@ -539,8 +540,9 @@ class Server:
                         if slot.broken:
                             break
                         if slot.tx_end:
-                            # A relayed span the socket has not taken yet: reading now could
-                            # overwrite it. Wait until it is out (TCP flow control meanwhile).
+                            # A relayed span the socket has not taken yet: reading now
+                            # could overwrite it. Wait until it is out (TCP flow control
+                            # meanwhile).
                             await self._pause(slot)
                             continue
                         if slot.state == _CLOSED:
@@ -551,7 +553,8 @@ class Server:
                             self._borrow(slot)
                         off = recv_window(slot)
                         rbuf = slot.rbuf
-                        n = recv_into(sock, rbuf if off == 0 else rbuf[off:], len(rbuf) - off)
+                        n = recv_into(sock, rbuf if off == 0 else rbuf[off:],
+                                      len(rbuf) - off)
                         if n is None:
                             if rbuf is shared:
                                 self._give_back(slot)
