@@ -122,7 +122,7 @@ def _hostile_hook(srv, cfg):
         # hundred bytes once its slot has a reader task).
         start = srv._start
         def _start_squeezed(slot, sock, remote):
-            if _target[0] is not None and _target[0] >= 0 and _held[0]:
+            if _target[0] is not None and _held[0]:  # (a target is never -1: see above)
                 _squeeze(_target[0])
             start(slot, sock, remote)
         srv._start = _start_squeezed

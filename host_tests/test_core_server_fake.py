@@ -15,6 +15,7 @@ from conftest import client_frame, close_payload, parse_server_frames
 from fakesock import FakeNet, every, storm
 from ringws.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 from ringws.server import Server
+from ringws.slot import FREE
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -230,7 +231,7 @@ def run(scenario, cfg=None, handlers=None, expect=None, settle=True):
                 # A free slot keeps its reader task, parked, for its next connection:
                 # at most one per slot, and nothing else may be left.
                 parked = {s.reader for s in srv.slots if s.reader is not None}
-                assert all(s.phase == 0 and s.sock is None for s in srv.slots if s.reader)
+                assert all(s.phase == FREE and s.sock is None for s in srv.slots if s.reader)
                 left = asyncio.all_tasks() - {own, serve} - set(srv._tasks) - parked
                 assert not left, "tasks left after the scenario: %r" % left
         finally:
@@ -622,13 +623,13 @@ def test_a_slot_keeps_its_reader_task_from_connection_to_connection():
             c.send(OP_TEXT, b"n%d" % i)
             assert await c.message() == (True, b"n%d" % i)
             await close_handshake(c)
-            await until(lambda: slot.phase == 0, what="slot free")
+            await until(lambda: slot.phase == FREE, what="slot free")
             assert slot.reader is readers[0] and not slot.reader.done()
         assert readers == [readers[0]] * 3
         slow = ctx.client()
         slow.send_raw(b"GET /echo HTTP/1.1\r\n")  # never finished: 408 from housekeeping
         await slow.closed(2)
-        await until(lambda: slot.phase == 0, what="slot free")
+        await until(lambda: slot.phase == FREE, what="slot free")
         assert slot.reader is None
         await asyncio.sleep(0)
         assert readers[0].cancelled()

@@ -354,9 +354,8 @@ class Server:
             await sleep_ms(10)
         for s in self.slots:
             if s.phase != _FREE:
-                self._teardown(s, "shutdown", s.gen)
-        for s in self.slots:  # the parked readers
-            if s.reader is not None:
+                self._teardown(s, "shutdown", s.gen)  # (cancels its tasks)
+            elif s.reader is not None:  # parked for a next connection
                 s.reader.cancel()
                 s.reader = None
         for t in self._tasks:
