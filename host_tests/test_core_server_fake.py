@@ -780,6 +780,56 @@ def test_conn_handle_after_close_is_inert():
     run(scenario, handlers={"/echo": h}, expect={"normal": 2})
 
 
+def test_a_page_streams_through_the_ring_to_a_slow_reader_and_its_file_is_closed(
+        tmp_path, monkeypatch):
+    # A page larger than the ring goes out in chunks to a client that reads a little at a
+    # time; a client that resets in the middle ends its connection, and every file the
+    # server opened is closed either way (the file is opened inside the coroutine that
+    # sends it, so no path leaves it open).
+    from ringws import http
+
+    page = bytes(range(256)) * 40  # 10 KiB: ten times the ring
+    (tmp_path / "index.html").write_bytes(page)
+    opened = []
+
+    def tracking_open(path, mode="r"):
+        f = open(path, mode)
+        opened.append(f)
+        return f
+
+    monkeypatch.setattr(http, "open", tracking_open, raising=False)
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    async def scenario(ctx):
+        ctx.srv.static("/", str(tmp_path))
+        slow = ctx.client(send_budget=100)
+        slow.send_raw(get)
+        got = b""
+        while not slow.sock.closed:
+            await asyncio.sleep(0.002)
+            got += slow.sock.take()
+            slow.sock.allow(700)
+        got += slow.sock.take()
+        assert got.partition(b"\r\n\r\n")[2] == page
+        assert slow.sock.send_calls > len(page) // 700  # it did go out a little at a time
+        quick = ctx.client()
+        assert await quick.http(get) == 200
+        assert await quick.body() == page
+        assert b"Content-Length: %d" % len(page) in quick.head
+        etag = [ln for ln in quick.head.split(b"\r\n") if ln.startswith(b"ETag: ")][0][6:]
+        again = ctx.client()
+        assert await again.http(get[:-2] + b"If-None-Match: " + etag + b"\r\n\r\n") == 304
+        assert await again.body() == b""
+        cut = ctx.client(send_budget=1500)
+        cut.send_raw(get)
+        await until(lambda: cut.sock.send_budget == 0, 2, "the page to stall")
+        cut.sock.reset()
+        await cut.closed()
+
+    run(scenario, expect={"http": 3, "peer_reset": 1})
+    assert len(opened) == 3 and all(f.closed for f in opened), opened
+
+
 def test_http_answers_and_full_server_503():
     async def scenario(ctx):
         plain = ctx.client()

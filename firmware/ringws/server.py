@@ -513,12 +513,19 @@ class Server:
                     continue  # EOF: peer_reset (the finally ends the connection)
                 if not isinstance(handler, handshake.HttpError):
                     handler = self._request(slot, handler)
+                # An answer over HTTP: its coroutine takes the place of the request (or
+                # the error) in `handler`, so that the request is not kept while the
+                # answer goes out. (It is passed first for the same reason: see
+                # _respond_http.)
                 if isinstance(handler, handshake.HttpError):
-                    await self._respond_error(slot, handler)
+                    slot.cause = "http"
+                    handler = _respond_http(handler, self, slot)
+                    await handler
                     continue
                 if isinstance(handler, handshake.Request):
                     cause = "http"
-                    await _respond_http(self, slot, handler)
+                    handler = _respond_http(handler, self, slot)
+                    await handler
                     continue
                 self._open(slot, handler)
                 # The read loop, inline: a coroutine of its own would keep a second
@@ -796,23 +803,10 @@ class Server:
         slot.handler = handler
         return handler
 
-    async def _respond_error(self, slot, err):
-        slot.cause = "http"
-        from ringws import http
-
-        await http.send_bytes(self, slot, http.error_response(err))
-
-    async def flush(self, slot):
-        """Write the whole ring out from the calling task (HTTP phase only)."""
-        ring = slot.ring
-        sock = slot.sock
-        while ring.used:
-            n = send_from(sock, ring.buf, ring.head, ring.readable())
-            if n is None:
-                await wait_writable(sock, slot)
-                continue
-            ring.consume(n)
-            self.bytes_out += n
+    def write_ring(self, slot):
+        """HTTP phase: write what the slot's ring holds. True if the socket pushed back
+        before all of it was out."""
+        return _write_loops(self, slot)
 
     def _open(self, slot, handler):
         slot.phase = _WS
@@ -1005,11 +999,19 @@ def _write_loops(srv, slot):
     return False
 
 
-def _respond_http(srv, slot, req):
-    # http.respond's coroutine, for the reader to await: no frame of its own here.
+def _respond_http(req, srv, slot):
+    # The coroutine that sends the answer to req (a Request or an HttpError), for the
+    # reader to await: the answer is decided by a plain call, and one coroutine sends it.
+    # req comes first: an argument stays in its place on the caller's value stack after
+    # the call, and a generator's frame is scanned whole by the collector, so a request
+    # passed last was kept alive (about 500 B) until the answer was out. The reader's
+    # `await` overwrites the first places.
     from ringws import http  # lazy: the HTTP side is not on the WebSocket path
 
-    return http.respond(srv, slot, req)
+    if isinstance(req, handshake.HttpError):
+        return http.send(srv, slot, http.error_response(req))
+    data, path = http.respond(srv, req)
+    return http.send(srv, slot, data, path)
 
 
 async def _readable(sock):
