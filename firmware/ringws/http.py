@@ -67,7 +67,7 @@ def respond(srv, req):
 async def send(srv, slot, data, path=None):
     """Write data, then the file at path (if any), through the slot's send ring. One
     coroutine for the whole response, so a response in flight keeps one generator frame
-    on the heap (about 200 B on the unix port), not a chain of them (1 KB for a page).
+    on the heap (about 250 B on the unix port), not a chain of them (1 KB for a page).
     The file is read in chunks through the receive buffer (free in the HTTP phase): a
     page of any size costs no more memory than the ring."""
     ring = slot.ring

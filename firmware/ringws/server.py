@@ -1004,7 +1004,7 @@ def _respond_http(req, srv, slot):
     # reader to await: the answer is decided by a plain call, and one coroutine sends it.
     # req comes first: an argument stays in its place on the caller's value stack after
     # the call, and a generator's frame is scanned whole by the collector, so a request
-    # passed last was kept alive (about 500 B) until the answer was out. The reader's
+    # passed last was kept alive (about 600 B) until the answer was out. The reader's
     # `await` overwrites the first places.
     from ringws import http  # lazy: the HTTP side is not on the WebSocket path
 
