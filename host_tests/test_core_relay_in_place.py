@@ -208,6 +208,24 @@ def test_a_whole_frame_is_relayed_whole_or_not_at_all():
     assert p.tx_end == 0 and p.ring.used == 0 and p.j_off < 0
 
 
+def test_a_later_piece_of_a_frame_is_relayed_unchanged_or_refused_loudly():
+    # A whole_frames piece after the first one of a frame may be larger than the ring too:
+    # a copy of it can never fit, and says so instead of being refused for ever.
+    p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
+    frame = client_frame(OP_BINARY, payload(10000, 7))
+    p.feed(frame[:4096])
+    assert p.next_event() == P.EV_FRAGMENT and len(p.ev_data) == 4096 - 8
+    assert p.relay(p.ev_data)
+    p.consume()
+    p.tx_off = p.tx_end = 0  # the runtime wrote the span out
+    p.feed(frame[4096:8192])
+    assert p.next_event() == P.EV_FRAGMENT and len(p.ev_data) == 4096
+    with pytest.raises(ValueError, match="can only be relayed unchanged"):
+        p.relay(bytes(p.ev_data))
+    assert p.relay(p.ev_data)  # the piece itself goes in place
+    assert p.j_off >= 0 and p.ring.used == 0
+
+
 def test_a_whole_text_frame_with_bad_utf8_fails_with_1007():
     p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
     p.feed(client_frame(OP_TEXT, b"a" * 700 + b"\xff" + b"b" * 300))
@@ -395,3 +413,48 @@ def test_a_frame_cut_by_a_full_read_does_not_keep_the_shared_buffer_when_reads_r
         await close_handshake(c)
 
     run(scenario, cfg=SHARED, handlers={"/echo": echo()}, expect={"normal": 1})
+
+
+class PieceLog(WholeEcho):
+    """WholeEcho that records the size of every piece it relays."""
+
+    def __init__(self):
+        super().__init__()
+        self.pieces = []
+
+    def on_fragment(self, conn, data, text, first, last):
+        ok = conn.relay(data)
+        if ok:  # (a refused piece is offered again)
+            self.pieces.append(len(data))
+        return ok
+
+
+@pytest.mark.parametrize("header_alone", [False, True])
+def test_a_frame_larger_than_the_buffer_comes_in_pieces_as_large_as_the_reads(header_alone):
+    # A whole_frames handler relays in place, so the pieces of a frame larger than the
+    # shared buffer are what each read brought, not ring-sized (an 8 KiB frame through
+    # a 776-byte ring was 16 pieces, 3.3x the instructions of 4). The exception: a
+    # frame whose payload starts at the front of the buffer (its header came in an
+    # earlier read) has no room for the outgoing header before it, so its first piece
+    # goes through the ring, ring-sized; the rest follow in place.
+    h = PieceLog()
+    data = payload(10000, 5)
+    frame = client_frame(OP_BINARY, data)
+    max_piece = CFG["send_ring"] - P.CONTROL_RESERVE - 10
+
+    async def scenario(ctx):
+        c = await ctx.client().handshake()
+        if header_alone:
+            c.sock.client_send(frame[:8])  # 2 + 2 (length 126 form) + 4 (mask)
+            await asyncio.sleep(0.02)
+            c.sock.client_send(frame[8:])
+        else:
+            c.sock.client_send(frame)
+        assert await c.message(5) == (False, data)
+        await close_handshake(c)
+
+    run(scenario, cfg=SHARED, handlers={"/echo": h}, expect={"normal": 1})
+    assert sum(h.pieces) == len(data), h.pieces
+    assert len(h.pieces) <= 5 and max(h.pieces) > 2 * max_piece, h.pieces
+    if header_alone:
+        assert h.pieces[0] <= max_piece, h.pieces

@@ -370,6 +370,13 @@ class Protocol(FrameHeader):
             if self.mlen:
                 return self._deliver(EV_FRAGMENT, 0, self.mlen, True, text, True, False)
         cap = self.max_piece
+        if self.can_stream == STREAM_WHOLE and (
+                self.f_left != self.length or self.rpos >= header_size(self.length)):
+            # Relayed in place (whole_frames), so not held to what fits the ring: all that
+            # has arrived, unless it opens a frame without room for the outgoing header
+            # before it (a payload moved to the front of rbuf), which must go through
+            # the ring. (An 8 KiB frame: 3 or 4 pieces instead of 16.)
+            cap = have
         take = have if have < cap else cap
         last = self.fin and take == n
         if take == 0 and not last:
@@ -599,6 +606,8 @@ class Protocol(FrameHeader):
             if direct and n and self.tx_end <= at:
                 self.j_off = at
             elif n + CONTROL_RESERVE > ring.free():
+                if n + CONTROL_RESERVE > ring.size and data is not self.ev_data:
+                    raise ValueError("a %d-byte piece can only be relayed unchanged (whole_frames)" % n)
                 return False
             else:
                 ring.write(data, 0, n)
