@@ -90,6 +90,11 @@ def test_reload_with_the_boards_own_sizing(browser, tmp_path):
             assert r.status in (200, 304), (r.status, r.text())
             wait_live(pg)
         pg.close()
+        time.sleep(0.3)
+        # Nothing but the two pages over HTTP: the page's empty icon keeps the browser
+        # from opening one more connection for /favicon.ico (a 404) in a page load.
+        st = f.stats()
+        assert st["closed"]["http"] == 2, st["closed"]
     finally:
         f.kill()
 
