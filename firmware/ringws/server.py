@@ -517,12 +517,9 @@ class Server:
                 # the error) in `handler`, so that the request is not kept while the
                 # answer goes out. (It is passed first for the same reason: see
                 # _respond_http.)
-                if isinstance(handler, handshake.HttpError):
-                    slot.cause = "http"
-                    handler = _respond_http(handler, self, slot)
-                    await handler
-                    continue
-                if isinstance(handler, handshake.Request):
+                if isinstance(handler, (handshake.HttpError, handshake.Request)):
+                    if isinstance(handler, handshake.HttpError):
+                        slot.cause = "http"  # an error answered: "http" whatever follows
                     cause = "http"
                     handler = _respond_http(handler, self, slot)
                     await handler
