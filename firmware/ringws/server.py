@@ -1006,9 +1006,9 @@ def _respond_http(req, srv, slot):
     from ringws import http  # lazy: the HTTP side is not on the WebSocket path
 
     if isinstance(req, handshake.HttpError):
-        return http.send(srv, slot, http.error_response(req))
-    data, path = http.respond(srv, req)
-    return http.send(srv, slot, data, path)
+        return http.send(srv, slot, [http.error_response(req)])
+    pieces, path = http.respond(srv, req)
+    return http.send(srv, slot, pieces, path)
 
 
 async def _readable(sock):
