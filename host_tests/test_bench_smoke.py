@@ -60,6 +60,10 @@ def test_every_peer_target_echoed_with_figures(tiny_run):
     assert info["capacity"][res["config"]["heap"]]["clients"] > 0, info["capacity"]
     assert info["churn"]["cycles"] == res["config"]["churn"] and info["churn"]["failed"] == 0
     assert info["never_reader"]["alive"], info["never_reader"]
+    # The same build with a shared receive buffer (the S3/C6 sizing) echoes too.
+    shared = res["throughput"]["1024 B, 1 conn x 16 in flight"]["ringws-shared"]
+    assert shared["msg_s"] > 0 and not shared["errors"], shared
+    assert "shared_recv=4096" in res["targets"]["ringws-shared"]["note"]
 
 
 def test_a_failed_measurement_is_recorded_not_fatal():

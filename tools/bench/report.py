@@ -2,8 +2,8 @@
 import platform
 import sys
 
-ORDER = ["ringws", "microdot", "chumicro", "raw-tcp"]
-OURS = ("ringws",)
+ORDER = ["ringws", "ringws-shared", "microdot", "chumicro", "raw-tcp"]
+OURS = ("ringws", "ringws-shared")
 
 
 def _names(res):
@@ -301,6 +301,18 @@ def _targets_check(res):
         ["1 KiB x16: >= 0.5x raw echo", _ratio(r, raw), _ok(r and raw and r >= raw / 2)],
         ["1 KiB x16: >= 10x microdot", _ratio(r, md), _ok(r and md and r >= 10 * md)],
     ]
+    if "ringws-shared" in res["targets"]:
+        s = _rate(res, key, "ringws-shared")
+        scap = ((res["targets"]["ringws-shared"].get("capacity") or {})
+                .get(res["config"]["heap"]) or {}).get("clients")
+        rows += [
+            ["1 KiB x16 with a 4 KiB shared receive buffer (ringws-shared): >= 0.5x raw echo",
+             _ratio(s, raw), _ok(s and raw and s >= raw / 2)],
+            ["1 KiB x16 with a 4 KiB shared receive buffer: >= 10x microdot", _ratio(s, md),
+             _ok(s and md and s >= 10 * md)],
+            ["8 echoing clients in a 110 KiB heap with that buffer", _f(scap),
+             _ok(scap is not None and scap >= 8)],
+        ]
     rows += [
         ["0 bytes allocated per frame sent", _f(fs, 1) + " B", _ok(fs is not None and fs <= 0)],
         ["<= 1 small object (32 B on x64) per message received, measured per echoed 16 B "

@@ -258,7 +258,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="the under-90-s version")
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
     ap.add_argument("--out", default=os.path.join(peers.ROOT, "bench-results"))
-    ap.add_argument("--targets", default="ringws,microdot,chumicro,raw-tcp")
+    ap.add_argument("--targets", default="ringws,ringws-shared,microdot,chumicro,raw-tcp")
     ap.add_argument("--heap", help="MicroPython heap for every target (default 110k)")
     ap.add_argument("--big-heap", help="second heap for capacity and allocation (2M)")
     args = ap.parse_args(argv)

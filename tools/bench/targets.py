@@ -84,6 +84,7 @@ class Chumicro(Target):
 class Ringws(Target):
     name = "ringws"
     script = "ringws_bench_main.py"
+    shared_recv = 0  # 0: the host board file's own (the ESP32's sizing, 2.5 KiB)
 
     def prepare(self, max_connections=None):
         if not os.path.exists(os.path.join(ROOT, "firmware", "main.py")):
@@ -92,12 +93,15 @@ class Ringws(Target):
                "--out", self.run_dir, "--port", "0"]
         if max_connections:
             cmd += ["--set", "max_connections=%d" % max_connections]
+        if self.shared_recv:
+            cmd += ["--set", "shared_recv=%d" % self.shared_recv]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode:
             return "build failed: " + (p.stdout + p.stderr).strip().splitlines()[-1]
         peers.add_bench_modules(self.run_dir, self.script)
         self.note = "tools/build.py --board host" + (
-            " max_connections=%d" % max_connections if max_connections else "")
+            " max_connections=%d" % max_connections if max_connections else "") + (
+            " shared_recv=%d" % self.shared_recv if self.shared_recv else "")
 
     def argv(self, port, ctl_port, max_connections=None):
         # The port goes into the build's config.json from here, not from inside the
@@ -112,7 +116,14 @@ class Ringws(Target):
         return [str(ctl_port)]
 
 
-ALL = [Ringws, Microdot, Chumicro, Raw]
+class RingwsShared(Ringws):
+    """The same build plus one 4 KiB receive buffer shared by all connections, as the S3
+    and C6 board files set: many frames per read, and 1 KiB frames relayed whole."""
+    name = "ringws-shared"
+    shared_recv = 4096
+
+
+ALL = [Ringws, RingwsShared, Microdot, Chumicro, Raw]
 
 
 def wait_port(port, proc, timeout):
