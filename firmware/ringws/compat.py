@@ -11,6 +11,7 @@ if MICROPYTHON:
     import asyncio
     import gc
     import select
+    import socket
     import time
     from asyncio import core as _core
     from micropython import const  # noqa: F401  (re-exported)
@@ -164,14 +165,13 @@ if MICROPYTHON:
         if task.data is _IDLE:
             _core._task_queue.push(task)  # (push sets task.data back to None)
 
-    def recv_into(sock, buf, n):
-        # Returns bytes read (0 = EOF) or None when the socket has nothing now.
-        return sock.readinto(buf, n)
-
-    def send_from(sock, buf, off, n):
-        # Returns bytes written or None when the socket cannot take any now.
-        # write(buf, off, n) writes straight from the ring: no slice, no allocation.
-        return sock.write(buf, off, n)
+    # The socket type's own methods, called as plain functions: no Python frame of a
+    # wrapper per read and per write.
+    # recv_into(sock, buf, n): bytes read (0 = EOF) or None when the socket has none now.
+    recv_into = socket.socket.readinto
+    # send_from(sock, buf, off, n): bytes written or None when the socket cannot take any
+    # now. The stream write(buf, off, n) writes straight from the ring: no slice.
+    send_from = socket.socket.write
 
     def new_event():
         return asyncio.Event()

@@ -54,7 +54,7 @@ STREAM_WHOLE = const(2)
 # Where the pending event's piece (ev_data) lies (p_kind)
 _P_RBUF = const(0)  # in rbuf at rpos: part of the frame being parsed
 _P_MBUF = const(1)  # in mbuf: a message (or a message's start) assembled from frames
-_P_WHOLE = const(2)  # a whole frame in rbuf, already stepped over (see _whole_frame)
+_P_WHOLE = const(2)  # a whole frame in rbuf, already stepped over (see next_event)
 
 # Builtins as module globals. MicroPython looks a builtin up in the module's globals
 # first, and that miss probes the whole, nearly full table on every call; a global hit
@@ -146,11 +146,8 @@ class Protocol(FrameHeader):
             self.rpos = 0
             self.rlen = 0
         elif self.rlen == len(self.rbuf) and self.rpos > 0:
-            self._compact()
+            _compact(self)
         return self.rlen
-
-    def received(self, n):
-        self.rlen += n
 
     if not MICROPYTHON:  # tests and tools; on a board its code would only take heap
 
@@ -189,11 +186,42 @@ class Protocol(FrameHeader):
         if self.pending:
             return self.pending
         if not self.in_frame and not self.msg_op and self.state == OPEN:
-            # Fast path: a whole small text/binary frame, recognised in one native call.
+            # Fast path: a whole small text/binary frame, recognised in one native call
+            # (r), and what _start_frame, _data and consume do for a complete FIN frame,
+            # minus the checks frame_scan has made. The frame is stepped over at once
+            # (rpos moves past it; the piece is _P_WHOLE), so consume has nothing left
+            # to do but a join. A message if it fits the own rbuf, else (only for a
+            # STREAM_WHOLE handler) the whole message as one piece to relay.
+            # Per message, so inline (a call is a frame set up per message) and kept to
+            # 11 words of locals and stack: MicroPython allocates a larger frame on the
+            # heap for every call (see the end of this module).
             r = frame_scan(self.rbuf, self.rpos, self.rlen, self.mask)
             if r >= 0:
-                if r & 0xFFFF <= len(self.own_rbuf) or self.can_stream == STREAM_WHOLE:
-                    return _whole_frame(self, r)
+                n = r & 0xFFFF
+                if n <= len(self.own_rbuf) or self.can_stream == STREAM_WHOLE:
+                    start = self.rpos + ((r >> 16) & 15)
+                    # A message is unmasked in place. A piece to relay goes, if relayed
+                    # frames already wait in rbuf, straight to where it would join them
+                    # (after its outgoing header) instead of being moved there
+                    # afterwards (see consume).
+                    at = start
+                    if n > len(self.own_rbuf) and self.tx_end and not (start - self.tx_end) & 3:
+                        at = self.tx_end + (2 if n < 126 else 4)  # header_size(n): n < 64 KiB
+                    unmask_move(at, start, start + n, self.rbuf, self.mask)
+                    self.ev_text = r >> 20 == _OP_TEXT
+                    if self.ev_text:
+                        r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
+                        if r != UTF8_ACCEPT:
+                            return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message"
+                                              if r == UTF8_REJECT else "text message ends inside a character")
+                    self.rpos = start + n
+                    self.ev_off = at
+                    self.ev_data = self.rbuf[at : at + n]
+                    self.ev_first = True
+                    self.ev_last = True
+                    self.p_kind = _P_WHOLE
+                    self.pending = EV_MESSAGE if n <= len(self.own_rbuf) else EV_FRAGMENT
+                    return self.pending
             elif (r < -1 and self.can_stream == STREAM_WHOLE and self.rlen == len(self.rbuf)
                   and -r <= len(self.rbuf)):
                 # The last read filled the buffer and cut a frame that would fit it: the
@@ -202,6 +230,12 @@ class Protocol(FrameHeader):
                 # goes the whole-frame way too instead of piece by piece. (When the
                 # socket had no more, a partial frame is streamed as it lies.)
                 return EV_NONE
+            elif self.rpos == self.rlen:
+                return EV_NONE  # all parsed (recv_window starts the buffer over)
+        return _parse(self)
+
+    def _parse(self):
+        # next_event's general case: any frame, any state.
         while self.state != CLOSED:
             if not self.in_frame:
                 ev = self._start_frame()
@@ -220,38 +254,6 @@ class Protocol(FrameHeader):
             if ev >= 0:
                 return ev
         return EV_NONE
-
-    def _whole_frame(self, r):
-        # What _start_frame, _data and consume do for a complete FIN frame, minus the
-        # checks frame_scan has made (r is its result). The frame is stepped over at once
-        # (rpos moves past it; the piece is _P_WHOLE), so consume has nothing left to do
-        # but a join. A message if it fits the own rbuf, else (only for a STREAM_WHOLE
-        # handler) the whole message as one piece to relay.
-        # Per message, so kept to 11 words of locals and stack: MicroPython allocates a
-        # larger frame on the heap for every call (see the end of this module).
-        n = r & 0xFFFF
-        start = self.rpos + ((r >> 16) & 15)
-        # A message is unmasked in place. A piece to relay goes, if relayed frames
-        # already wait in rbuf, straight to where it would join them (after its outgoing
-        # header) instead of being moved there afterwards (see _join).
-        at = start
-        if n > len(self.own_rbuf) and self.tx_end and not (start - self.tx_end) & 3:
-            at = self.tx_end + (2 if n < 126 else 4)  # header_size(n): frame_scan's n < 64 KiB
-        unmask_move(at, start, start + n, self.rbuf, self.mask)
-        self.ev_text = r >> 20 == _OP_TEXT
-        if self.ev_text:
-            r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
-            if r != UTF8_ACCEPT:
-                return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message"
-                                  if r == UTF8_REJECT else "text message ends inside a character")
-        self.rpos = start + n
-        self.ev_off = at
-        self.ev_data = self.rbuf[at : at + n]
-        self.ev_first = True
-        self.ev_last = True
-        self.p_kind = _P_WHOLE
-        self.pending = EV_MESSAGE if n <= len(self.own_rbuf) else EV_FRAGMENT
-        return self.pending
 
     def _start_frame(self):
         # Returns an event, or -1 when a header was taken and parsing goes on.
@@ -410,10 +412,8 @@ class Protocol(FrameHeader):
             return
         self.pending = EV_NONE
         kind = self.p_kind
-        if kind == _P_WHOLE:
-            if self.j_off >= 0:
-                _join(self)
-        elif ev == EV_MESSAGE or ev == EV_FRAGMENT:
+        # (A _P_WHOLE frame was stepped over when it was parsed: only a join is left.)
+        if kind != _P_WHOLE and (ev == EV_MESSAGE or ev == EV_FRAGMENT):
             if kind == _P_MBUF:
                 self.mlen = 0
             else:
@@ -422,27 +422,25 @@ class Protocol(FrameHeader):
                     self.in_frame = False
             if ev == EV_FRAGMENT:
                 self.stream_first = False
-                if self.j_off >= 0:
-                    _join(self)
             if self.ev_last:
                 self.msg_op = 0
                 self.streaming = False
                 self.stream_first = True
-        self.ev_data = None
-
-    def _join(self):
-        # The handler is done with the piece it relayed in place: append it to the span
-        # (moving it down over the gap left by the incoming header's mask, if any), so
-        # that a batch of relayed frames leaves in one write.
         j = self.j_off
-        n = self.ev_off + len(self.ev_data) - j
-        self.j_off = -1
-        if not self.tx_end:
-            self.tx_off = j
-            self.tx_end = j
-        elif j != self.tx_end:
-            move(self.tx_end, j, n, self.rbuf, self.rbuf)
-        self.tx_end += n
+        if j >= 0:
+            # The handler relayed the piece in place and is done with it: append it to
+            # the span (moving it down over the gap left by the incoming header's mask,
+            # if any), so that a batch of relayed frames leaves in one write. Inline:
+            # per message (within 11 words of locals and stack, see next_event).
+            n = self.ev_off + len(self.ev_data) - j
+            self.j_off = -1
+            if not self.tx_end:
+                self.tx_off = j
+                self.tx_end = j
+            elif j != self.tx_end:
+                move(self.tx_end, j, n, self.rbuf, self.rbuf)
+            self.tx_end += n
+        self.ev_data = None
 
     def _control(self):
         self._prepare(False)
@@ -569,7 +567,7 @@ class Protocol(FrameHeader):
                 and self.j_off < 0 and not self.out_left):
             # The per-message case: a whole frame, in place. Its header goes just before
             # it, over the incoming one (4 bytes longer, for the mask) or at the end of
-            # the span it was unmasked next to (see _whole_frame).
+            # the span it was unmasked next to (see next_event).
             # header_size and write_header, inline for frames under 64 KiB: two calls
             # fewer per message.
             n = len(data)
@@ -691,9 +689,8 @@ class Protocol(FrameHeader):
 # these functions directly instead.
 next_event = Protocol.next_event
 recv_window = Protocol.recv_window
-received = Protocol.received
 consume = Protocol.consume
-_whole_frame = Protocol._whole_frame
-_join = Protocol._join
+_parse = Protocol._parse
+_compact = Protocol._compact
 relay = Protocol.relay
 send = Protocol.send

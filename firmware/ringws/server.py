@@ -25,7 +25,7 @@ from ringws.compat import (
 )
 from ringws.kernels import move
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
-from ringws.protocol import consume, next_event, received, recv_window, relay, send
+from ringws.protocol import consume, next_event, recv_window, relay, send
 
 # The protocol's and the slot's constants, repeated as private const()s: MicroPython
 # inlines a const() only inside its own module, and an imported name is a global looked
@@ -537,9 +537,16 @@ class Server:
                         if slot.pong_seen:  # the parser has seen our keepalive answered
                             slot.pong_seen = False
                             slot.ping_at = 0
-                        # End of a batch: one write for everything the handlers queued.
+                        # End of a batch: one write for everything the handlers queued
+                        # (Server._flush without _write_some's try: a write error goes
+                        # up to this task's handlers, which end the connection with the
+                        # same cause). Inline, like the dispatch below: per batch.
                         if ring.used or slot.tx_end:
-                            _flush_batch(self, slot)
+                            if (slot.writer is None and _write_loops(self, slot)
+                                    and not slot.paused):
+                                slot.writer = asyncio.create_task(self._writer(slot, slot.gen))
+                            if slot.want_drain and ring.free() >= ring.size // 2:
+                                self._drained(slot)
                         if slot.broken:
                             break
                         if slot.tx_end:
@@ -575,14 +582,27 @@ class Server:
                         if n == 0:
                             break  # EOF: cause decided by the state we were in
                         kept = False
-                        received(slot, n)
+                        slot.rlen += n  # what recv_window gave out now holds data
                         self.bytes_in += n
                         slot.last_rx = ticks_ms()
                         continue
                     if ev == _EV_MESSAGE or ev == _EV_FRAGMENT:
-                        if not _dispatch(self, slot, ev):
+                        # The handler's call (inline: per message). Method calls, not
+                        # getattr(): a bound method would be allocated per message.
+                        # What it returns goes in `ev` (one word of frame fewer); False
+                        # means it cannot take the data now: backpressure.
+                        if ev != _EV_MESSAGE:
+                            ev = slot.handler.on_fragment(slot.conn, slot.ev_data, slot.ev_text,
+                                                          slot.ev_first, slot.ev_last)
+                        elif slot.handler._ringws_msg:
+                            ev = slot.handler.on_message(slot.conn, slot.ev_data, slot.ev_text)
+                        else:
+                            ev = None
+                        if ev is False:
                             await self._pause(slot)
                             continue
+                        if slot.ev_last:
+                            self.messages_in += 1
                         consume(slot)
                     elif ev == _EV_BLOCKED:
                         await self._pause(slot)
@@ -729,7 +749,7 @@ class Server:
 
     def _drained(self, slot):
         # (Callers test slot.want_drain first: this frame is too large for the C stack, so
-        # every call would allocate it on the heap; see _dispatch.)
+        # every call would allocate it on the heap; see _write_loops.)
         if slot.want_drain and slot.conn is not None:
             slot.want_drain = False
             slot.stuck_at = 0
@@ -946,38 +966,9 @@ class Server:
                 self._sent(s)
 
 
-def _dispatch(srv, slot, ev):
-    # The handler's call for one event; False when it cannot take the data now
-    # (backpressure). Module-level, like the protocol's per-message functions (see the
-    # end of protocol.py). Method calls, not getattr(): a bound method would be
-    # allocated per message.
-    # (No local for the handler: with one, the frame would exceed the 11 words that
-    # MicroPython keeps on the C stack, and every call would allocate it on the heap.)
-    if ev != _EV_MESSAGE:
-        r = slot.handler.on_fragment(slot.conn, slot.ev_data, slot.ev_text, slot.ev_first, slot.ev_last)
-    elif slot.handler._ringws_msg:
-        r = slot.handler.on_message(slot.conn, slot.ev_data, slot.ev_text)
-    else:
-        r = None
-    if r is False:
-        return False
-    if slot.ev_last:
-        srv.messages_in += 1
-    return True
-
-
-def _flush_batch(srv, slot):
-    # Server._flush for the reader's end of a batch, without _write_some's try (its
-    # frame, 15 words, went on the heap at every batch): a write error goes up to the
-    # reader, whose handlers end the connection with the same cause.
-    if slot.writer is None and _write_loops(srv, slot) and not slot.paused:
-        slot.writer = asyncio.create_task(srv._writer(slot, slot.gen))
-    if slot.want_drain and slot.ring.free() >= slot.ring.size // 2:
-        srv._drained(slot)
-
-
 def _write_loops(srv, slot):
-    # Server._write_some's loops, without its try: 11 words of frame (see _flush_batch).
+    # Server._write_some's loops, without its try: 11 words of frame, none on the heap
+    # (MicroPython allocates a larger frame on the heap for every call).
     while slot.tx_end:  # a relayed span goes before anything queued after it
         n = send_from(slot.sock, slot.rbuf, slot.tx_off, slot.tx_end - slot.tx_off)
         if n is None:
