@@ -141,12 +141,17 @@ class Protocol(FrameHeader):
 
     def recv_window(self):
         """Offset in rbuf where the next read should land; it may fill rbuf from there
-        (one int, not a tuple: this runs for every read)."""
-        if self.rpos == self.rlen:
+        (one int, not a tuple: this runs for every read). What is not parsed yet (a
+        frame cut by the last read) moves to the front first: this is the one place
+        rbuf is compacted."""
+        n = self.rlen - self.rpos
+        if n == 0:
             self.rpos = 0
             self.rlen = 0
-        elif self.rlen == len(self.rbuf) and self.rpos > 0:
-            _compact(self)
+        elif self.rpos and not self.tx_end:  # (a relay span before rpos is still going out)
+            move(0, self.rpos, n, self.rbuf, self.rbuf)
+            self.rpos = 0
+            self.rlen = n
         return self.rlen
 
     if not MICROPYTHON:  # tests and tools; on a board its code would only take heap
@@ -170,15 +175,6 @@ class Protocol(FrameHeader):
         n = self.rlen - self.rpos
         move(0, self.rpos, n, buf, self.rbuf)
         self.rbuf = buf
-        self.rpos = 0
-        self.rlen = n
-
-    def _compact(self):
-        if self.tx_end:
-            return  # the bytes before rpos are still being written (relay span)
-        n = self.rlen - self.rpos
-        if self.rpos and n:
-            move(0, self.rpos, n, self.rbuf, self.rbuf)
         self.rpos = 0
         self.rlen = n
 
@@ -244,7 +240,6 @@ class Protocol(FrameHeader):
                 continue
             if self.opcode >= _OP_CLOSE:
                 if self.rlen - self.rpos < self.f_left:
-                    self._compact()
                     return EV_NONE
                 ev = self._control()
                 if ev >= 0:
@@ -260,7 +255,6 @@ class Protocol(FrameHeader):
         h = self
         size = h.parse(self.rbuf, self.rpos, self.rlen)
         if size == 0:
-            self._compact()
             return EV_NONE
         op = h.opcode
         if h.rsv:
@@ -345,7 +339,6 @@ class Protocol(FrameHeader):
             and self.length <= len(self.own_rbuf)
         ):
             if self.rlen - self.rpos < n:
-                self._compact()
                 return EV_NONE
             if text and self.u8 != UTF8_ACCEPT:
                 return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
@@ -691,6 +684,5 @@ next_event = Protocol.next_event
 recv_window = Protocol.recv_window
 consume = Protocol.consume
 _parse = Protocol._parse
-_compact = Protocol._compact
 relay = Protocol.relay
 send = Protocol.send
