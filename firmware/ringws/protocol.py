@@ -1,7 +1,7 @@
 # The sans-I/O WebSocket connection (server side): bytes in -> events out; sends -> ring.
 #
-# No sockets, clocks or tasks here. The runtime copies received bytes into `rbuf` (see
-# recv_window/received), then calls next_event() until it returns EV_NONE. An event stays
+# No sockets, clocks or tasks here. The runtime reads into `rbuf` at recv_window() and
+# adds what it read to `rlen`, then calls next_event() until it returns EV_NONE. An event stays
 # pending, and is returned again by next_event(), until the runtime calls consume(): that
 # is how a handler that cannot take a message now applies backpressure without the data
 # moving or being unmasked twice. Event fields live on the object (ev_*), so parsing
