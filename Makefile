@@ -9,7 +9,7 @@ PORT   ?= 8080
 HEAP   ?= 110k
 BOARD  ?= esp32
 
-.PHONY: help venv build sim test test-fast bench bench-quick flash deploy sim-board fuzz soak clean
+.PHONY: help venv build sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape clean
 
 help:
 	@echo "make sim [PORT=8080] [HEAP=110k]   run the firmware under the MicroPython unix port"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench | bench-quick           speed and memory against peers"
 	@echo "make flash BOARD=.. PORT=.. FIRMWARE=..   write MicroPython to a board"
 	@echo "make deploy BOARD=.. PORT=..       compile and upload firmware/ to a board"
+	@echo "make shape                         function/module length, nesting, import circles"
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,10 @@ fuzz: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) tools/soak.py $(SOAK_ARGS)
+
+# Function and module length, nesting and import circles in firmware/ (tools/shape_check.py).
+shape:
+	$(PYTHON) tools/shape_check.py
 
 clean:
 	rm -rf build .pytest_cache bench-results test-output
