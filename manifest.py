@@ -13,7 +13,7 @@ package(
     "ringws",
     files=[
         "__init__.py", "access.py", "compat.py", "config.py", "frames.py", "handshake.py",
-        "http.py", "kernels.py", "protocol.py", "ring.py", "server.py", "slot.py", "utf8.py",
+        "http.py", "kernels.py", "protocol.py", "ring.py", "server.py", "slot.py",
     ],
     base_path="firmware",
 )

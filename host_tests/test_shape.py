@@ -18,7 +18,6 @@ KNOWN = {
     ("function-length", "ringws/server.py", "Server._reader"),
     ("nesting", "ringws/server.py", "Server._reader"),
     ("circle", "board.py", "board -> wifi -> board"),
-    ("circle", "ringws/kernels.py", "ringws.kernels -> ringws.kernels_cpython -> ringws.kernels"),
 }
 
 

@@ -280,10 +280,6 @@ if MICROPYTHON:
         # bytes.find for bytearrays and memoryviews alike, without copying.
         return _find(buf, start, end, pat, len(pat))
 
-    def utf8_step(buf, start, end, state):
-        # Advance the validator over buf[start:end]; 1 (reject) on the first bad byte.
-        return _utf8_run(buf, start, end, state, UTF8_CLASS, UTF8_TRANS)
-
 else:
     # Pure-Python versions with the same results, in their own module (no MicroPython
     # heap is spent on them).
@@ -294,11 +290,15 @@ else:
         put_frame,
         unmask,
         unmask_move,
-        utf8_step,
     )
+    from ringws.kernels_cpython import utf8_run as _utf8_run
+
+
+def utf8_step(buf, start, end, state):
+    # Advance the validator over buf[start:end]; 1 (reject) on the first bad byte.
+    return _utf8_run(buf, start, end, state, UTF8_CLASS, UTF8_TRANS)
 
 
 def utf8_valid(data):
-    """Is data, all of it, valid UTF-8? (For close reasons; here rather than in
-    ringws.utf8, so that the board need not load that module.)"""
+    """Is data, all of it, valid UTF-8? (Close reasons, which arrive whole.)"""
     return utf8_step(data, 0, len(data), UTF8_ACCEPT) == UTF8_ACCEPT

@@ -1,6 +1,7 @@
 # CPython versions of the kernels in kernels.py (same signatures and results, built on
-# big-int and bytes operations). Never imported on MicroPython.
-from ringws.kernels import UTF8_CLASS, UTF8_TRANS
+# big-int and bytes operations). Never imported on MicroPython. Imports nothing from
+# kernels.py: the UTF-8 tables come in as arguments.
+
 
 def unmask(buf, start, end, mask, phase):
     n = end - start
@@ -29,12 +30,10 @@ def find(buf, pat, start, end):
     return -1 if i < 0 else start + i
 
 
-def utf8_step(buf, start, end, state):
+def utf8_run(buf, start, end, state, cls, trans):
     view = memoryview(buf)[start:end]
     if state == 0 and bytes(view).isascii():
         return 0
-    cls = UTF8_CLASS
-    trans = UTF8_TRANS
     for x in view:
         if state == 0 and x < 0x80:
             continue
