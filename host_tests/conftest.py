@@ -2,6 +2,7 @@
 
 - firmware/ goes on sys.path (appended, so it shadows nothing) and `ringws` imports as is.
 - client_frame(): a client (masked) frame, with knobs to break every rule RFC 6455 has.
+- encode_frame(): a whole frame, masked (a client's) or not (a server's).
 - parse_server_frames(): split what the server wrote into (fin, opcode, payload) tuples.
 - make_proto(): a sans-I/O Protocol over fresh buffers; ring_out(): drain its send ring.
 - free_port(): a TCP port on 127.0.0.1 that nothing listens on now.
@@ -67,6 +68,11 @@ def close_payload(code, reason=b""):
     if isinstance(reason, str):
         reason = reason.encode()
     return code.to_bytes(2, "big") + reason
+
+
+def encode_frame(opcode, payload, fin=True, mask=None):
+    """A whole frame as bytes: masked with `mask` as a client sends it, unmasked without."""
+    return client_frame(opcode, payload, fin=fin, mask=mask, masked=mask is not None)
 
 
 def parse_server_frames(data):

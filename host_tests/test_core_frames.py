@@ -1,14 +1,12 @@
-"""frames.py: header decode/encode, close-code registry, encode_frame."""
+"""frames.py: header decode/encode, close-code registry."""
 import pytest
 
-from conftest import client_frame, parse_server_frames
+from conftest import client_frame
 from ringws.frames import (
     OP_BINARY,
-    OP_CLOSE,
     OP_TEXT,
     FrameHeader,
     close_code_valid,
-    encode_frame,
     header_size,
     write_header,
 )
@@ -67,14 +65,6 @@ def test_close_code_registry():
     valid = {c for c in range(0, 70000) if close_code_valid(c)}
     expected = set(range(1000, 1004)) | set(range(1007, 1015)) | set(range(3000, 5000))
     assert valid == expected
-
-
-def test_encode_frame_masked_matches_client_frame_and_unmasked_parses():
-    mask = b"\xaa\xbb\xcc\xdd"
-    payload = bytes(range(200))
-    assert encode_frame(OP_CLOSE, payload, mask=mask) == client_frame(OP_CLOSE, payload, mask=mask)
-    frames, rest = parse_server_frames(encode_frame(OP_BINARY, payload, fin=False))
-    assert frames == [(False, OP_BINARY, payload)] and rest == b""
 
 
 def test_the_protocols_private_constants_agree_with_frames():

@@ -11,9 +11,9 @@ import random
 
 import pytest
 
-from conftest import client_frame, make_proto, parse_server_frames, ring_out
+from conftest import client_frame, encode_frame, make_proto, parse_server_frames, ring_out
 from ringws import protocol as P
-from ringws.frames import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, encode_frame
+from ringws.frames import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 from test_core_server_fake import CFG, Recorder, close_handshake, run
 from fakesock import storm
 

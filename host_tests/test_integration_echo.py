@@ -9,7 +9,7 @@ import pytest
 import websockets
 from simfw import Firmware, raw_connect, read_frame
 
-from ringws.frames import encode_frame
+from conftest import encode_frame
 
 pytestmark = pytest.mark.timeout(120)
 MASK = b"\x11\x22\x33\x44"

@@ -10,7 +10,7 @@ import pytest
 import websockets
 from simfw import Firmware, http_request, raw_connect, read_frame
 
-from ringws.frames import encode_frame
+from conftest import encode_frame
 
 pytestmark = pytest.mark.timeout(240)
 MASK = b"\x01\x02\x03\x04"

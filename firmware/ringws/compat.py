@@ -20,7 +20,6 @@ if MICROPYTHON:
     # module uses them directly inside its MicroPython branch.
     ticks_ms = time.ticks_ms
     ticks_diff = time.ticks_diff
-    ticks_add = time.ticks_add
 
     def mem_free():
         return gc.mem_free()

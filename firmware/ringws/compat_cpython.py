@@ -20,10 +20,6 @@ def ticks_diff(a, b):
     return d - _PERIOD if d >= _PERIOD // 2 else d
 
 
-def ticks_add(a, d):
-    return (a + d) & (_PERIOD - 1)
-
-
 def mem_free():
     # CPython has no fixed heap; report what tracemalloc sees if it runs, else -1.
     return -1

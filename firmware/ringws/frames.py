@@ -1,6 +1,6 @@
 # RFC 6455 frame headers: decode (client -> server, masked) and encode (server -> client).
 # Pure functions over buffers and offsets; no I/O and no allocation per frame.
-from ringws.compat import MICROPYTHON, const
+from ringws.compat import const
 from ringws.kernels import unmask  # noqa: F401  (part of this module's API)
 
 OP_CONT = const(0x0)
@@ -11,13 +11,11 @@ OP_PING = const(0x9)
 OP_PONG = const(0xA)
 
 MAX_CONTROL = const(125)
-MAX_HEADER = const(14)  # 2 + 8 (64-bit length) + 4 (mask)
 
 # Close codes (RFC 6455 section 7.4.1)
 CLOSE_NORMAL = const(1000)
 CLOSE_GOING_AWAY = const(1001)
 CLOSE_PROTOCOL = const(1002)
-CLOSE_UNSUPPORTED = const(1003)
 CLOSE_NO_STATUS = const(1005)
 CLOSE_ABNORMAL = const(1006)
 CLOSE_INVALID_DATA = const(1007)
@@ -114,18 +112,3 @@ def write_header(buf, off, opcode, fin, length):
         buf[off + 9 - i] = (length >> (8 * i)) & 0xFF
     return 10
 
-
-if not MICROPYTHON:  # for tests, clients and the benchmark: on a board it would only take heap
-
-    def encode_frame(opcode, payload, fin=True, mask=None):
-        """A whole frame as bytes (allocates)."""
-        n = len(payload)
-        hdr = bytearray(14)
-        size = write_header(hdr, 0, opcode, fin, n)
-        if mask is None:
-            return bytes(hdr[:size]) + bytes(payload)
-        hdr[1] |= 0x80
-        hdr[size : size + 4] = mask
-        body = bytearray(payload)
-        unmask(body, 0, n, mask, 0)
-        return bytes(hdr[: size + 4]) + bytes(body)
