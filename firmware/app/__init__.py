@@ -27,10 +27,8 @@ class LazyDashboard:
         if self.real is None:
             # Collected before and after, as launch.start() does for every module: the
             # import runs in the middle of a page load (Chromium opens several sockets
-            # at once), and its loading garbage is gone before the dashboard takes its
-            # buffer. Without this, such a load at 110 KiB failed in 9 of 25 runs with
-            # the CPU loaded, with 4.8 KB free in pieces of at most 272 B; with it, in
-            # none of 35.
+            # at once), and its loading garbage must be gone before the dashboard takes
+            # its buffer, or the free heap is left in pieces too small for it.
             gc.collect()
             from app import dashboard
 

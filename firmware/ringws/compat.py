@@ -62,9 +62,8 @@ if MICROPYTHON:
     # id(socket) -> True while it sits on the poller with an empty mask, False while a
     # task waits on it. Only kept sockets are here, so it holds at most one key per slot
     # and the listener, and a dict reuses the places of keys that left: like asyncio's
-    # own map, it grows to the most connections seen at once and then stays that size.
-    # (Growing both to max_connections at start-up took 416 B of a 110 KiB heap, and
-    # the dashboard's page load under CPU load then ran out of memory in 4 of 40 runs.)
+    # own map, it grows to the most connections seen at once and then stays that size:
+    # sizing both for max_connections at start-up takes heap that a page load needs.
     _kept = {}
 
     def _dequeue(s):

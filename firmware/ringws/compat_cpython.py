@@ -21,11 +21,11 @@ def ticks_diff(a, b):
 
 
 def mem_free():
-    # CPython has no fixed heap; report what tracemalloc sees if it runs, else -1.
-    return -1
+    return -1  # CPython has no fixed heap
 
 
 def mem_alloc():
+    # What tracemalloc sees while it traces, else -1.
     import tracemalloc
 
     if tracemalloc.is_tracing():

@@ -14,7 +14,6 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEADERS = 40
 
 
-
 class HttpError(Exception):
     """A request the server answers with an error status and closes."""
 

@@ -67,12 +67,10 @@ del _utf8_tables  # run once: its code need not stay in the heap
 if MICROPYTHON:
     import micropython
 
-    # Register note: the native emitter keeps a viper function's first three locals (its
-    # first three parameters) in machine registers and everything else on the stack. The
-    # bulk kernels therefore take their three offsets first and turn them into addresses
-    # (on the unix port that made a 1 KiB unmask 2.5x and a copy 3x fewer instructions).
-    # Addresses never cross a call boundary: on 32-bit ports some are not small ints, and
-    # boxing one would allocate.
+    # The native emitter keeps a viper function's first three locals (its first three
+    # parameters) in machine registers and the rest on the stack, so the bulk kernels
+    # take their three offsets first and turn them into addresses. Addresses never cross
+    # a call boundary: on 32-bit ports some are not small ints, and boxing one allocates.
 
     @micropython.viper
     def unmask_move(dst: int, start: int, end: int, buf, mask):
