@@ -1,6 +1,7 @@
 """Shared helpers for the host tests.
 
-- firmware/ goes on sys.path (appended, so it shadows nothing) and `ringws` imports as is.
+- firmware/ goes on sys.path (appended, so it shadows nothing) and `ringws` imports as is;
+  tools/ goes on it too: the firmware runner is tools/fwrun.py, raw peers tools/wspeer.py.
 - client_frame(): a client (masked) frame, with knobs to break every rule RFC 6455 has.
 - parse_server_frames(): split what the server wrote into (fin, opcode, payload) tuples.
 - make_proto(): a sans-I/O Protocol over fresh buffers; ring_out(): drain its send ring.
@@ -19,6 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
 if FIRMWARE not in sys.path:
     sys.path.append(FIRMWARE)
+TOOLS = os.path.join(ROOT, "tools")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
 
 _rng = random.Random(6455)
 

@@ -1,95 +1,32 @@
 """Run the real firmware under the MicroPython unix port for integration tests.
 
-Firmware(...) builds firmware/ with tools/build.py (mpy-cross, as `make sim` does) into a
-temporary folder, starts `micropython -X heapsize=110k main.py` on a free port and waits
-until it accepts connections. Everything a test sees goes through real sockets.
+Firmware(...) is tools/fwrun.py's, started at once. Everything a test sees goes through real
+sockets.
 """
-import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
-MICROPYTHON = os.path.join(BIN, "micropython")
-
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-sys.path.insert(0, os.path.join(ROOT, "firmware"))
 
-import build  # noqa: E402  (tools/build.py)
-from conftest import free_port  # noqa: E402
+import fwrun  # noqa: E402  (tools/fwrun.py)
 
 
-class Firmware:
-    def __init__(self, heap="110k", board="host", **settings):
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="ringws-sim-")
-        overrides = dict(settings)
-        overrides["port"] = self.port
-        build.build(board, self.dir, overrides=overrides)
-        self.log_path = os.path.join(self.dir, "console.log")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [MICROPYTHON, "-X", "heapsize=" + heap, "main.py"],
-            cwd=self.dir,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self._wait_listening()
+class Firmware(fwrun.Firmware):
+    """fwrun.Firmware started at once, with settings as keyword arguments."""
 
-    def _wait_listening(self, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("firmware exited:\n" + self.output())
-            if "listening on" in self.output():
-                return
-            time.sleep(0.02)
-        raise RuntimeError("firmware did not start:\n" + self.output())
+    def __init__(self, heap=fwrun.HEAP, board="host", **settings):
+        fwrun.Firmware.__init__(self, heap=heap, board=board, server=settings)
+        self.start(timeout=10)
 
     def output(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
-
-    def ws_url(self, path="/echo"):
-        return "ws://127.0.0.1:%d%s" % (self.port, path)
-
-    def stats(self, retries=20):
-        # /stats needs a free slot: retry briefly while connections are closing.
-        for i in range(retries):
-            try:
-                with urllib.request.urlopen(self.url("/stats"), timeout=5) as r:
-                    return json.load(r)
-            except Exception:
-                if i == retries - 1:
-                    raise
-                time.sleep(0.05)
-
-    def fds(self):
-        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
-
-    def alive(self):
-        return self.proc.poll() is None
+        return self.log(tail=None)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        fwrun.Firmware.stop(self)
+        shutil.rmtree(os.path.dirname(self.dir), ignore_errors=True)
 
 
 def raw_connect(port, path="/echo", extra=b""):
