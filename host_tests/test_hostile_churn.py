@@ -11,7 +11,9 @@ import time
 import pytest
 
 from churnmix import KINDS, churn
-from hostile_util import Firmware, assert_baseline, echo_roundtrip
+from conftest import assert_baseline
+from fwrun import Firmware
+from wspeer import echo_roundtrip
 
 CYCLES = int(os.environ.get("RINGWS_CHURN", "10000"))
 SLOTS = 4

@@ -13,8 +13,9 @@ Firmware(out_dir=None, heap=HEAP, board="host", server=None, config=None, squeez
     other sections of config.json (e.g. {"app": {"telemetry_ms": 200}, "access": {...}}).
     The port is a free one, written into config.json at every start(). squeeze/leave_free
     run tools/squeeze_main.py instead of main.py (heap ballast, see that file).
-    .port, .url(path), .ws_url(path="/echo"), .get(path, headers), .stats(), .idle(busy),
-    .resources(), .squeeze(n), .alive(), .fds(), .log(since_start), .stop(), .kill().
+    .port, .url(path), .ws_url(path="/echo"), .get(path, headers), .ws(path) (a websockets
+    sync client), .stats(), .idle(busy), .resources(), .squeeze(n), .alive(), .fds(),
+    .log(since_start), .stop(), .kill().
 MicroPython(run_dir, argv, heap=HEAP, log_path=None)
     Any program: .start(ports=(), marker=None) waits until each port accepts a connection
     and/or `marker` appears in its output. Bench targets use it directly.
@@ -276,6 +277,25 @@ class Firmware(MicroPython):
     def get(self, path, headers=None, timeout=5.0, method="GET"):
         """(status, Headers, body) of one raw request, read to EOF."""
         return http_get(self.port, path, headers, timeout, method)
+
+    def ws(self, path="/echo", timeout=5.0, **kw):
+        """A `websockets` sync client on path; a 503 (no free slot yet) is asked again."""
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        def attempt():
+            try:
+                return connect(self.ws_url(path), open_timeout=timeout, **kw)
+            except InvalidStatus as e:
+                if e.response.status_code != 503:
+                    raise
+                return None
+
+        ws = until(attempt, timeout, 0.1)
+        if ws is None:
+            raise AssertionError("%s still answers 503 after %s s\n%s" % (path, timeout,
+                                                                          self.log()))
+        return ws
 
     def stats(self, timeout=5.0):
         """/stats as a dict. A 503 or a refused connection is asked again until timeout:

@@ -3,8 +3,9 @@ would (half a frame, a reset, a client that stops reading), plus the real `webso
 client for the well-behaved ones. Everything talks to 127.0.0.1.
 
 connect(port), reset(sock), read_all(sock), closed_by_peer(sock), http_get(port, path),
-ws_request(path), ws_open(port, path), frame(opcode, payload), FrameReader(sock),
-warm_slots(port, n), echo_roundtrip(port, payload).
+http_request(port, raw_bytes), ws_request(path), ws_open(port, path), frame(opcode,
+payload), read_frame(sock), FrameReader(sock), warm_slots(port, n),
+echo_roundtrip(port, payload).
 """
 import base64
 import os
@@ -56,6 +57,39 @@ def closed_by_peer(sock, timeout=5.0):
     except socket.timeout:
         return False
     return False
+
+
+def http_request(port, data, timeout=5.0):
+    """Send raw bytes on a fresh connection; everything the server answers until it closes."""
+    s = connect(port, timeout)
+    try:
+        s.sendall(data)
+        return read_all(s, timeout)
+    finally:
+        s.close()
+
+
+def read_frame(sock):
+    """(fin, opcode, payload) of the next server frame off a blocking socket, as is (pings
+    too); ConnectionError if the server closes first."""
+
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed after %d of %d bytes" % (len(buf), n))
+            buf += chunk
+        return buf
+
+    b0, b1 = exact(2)
+    assert not b1 & 0x80, "server frames must not be masked"
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(exact(2), "big")
+    elif n == 127:
+        n = int.from_bytes(exact(8), "big")
+    return bool(b0 & 0x80), b0 & 0x0F, exact(n)
 
 
 def ws_request(path="/echo", key=None, headers=None):
