@@ -179,10 +179,6 @@ def drive(proto, data, chunk=None, sink=None):
             events.append(("close", proto.close_code, proto.close_reason))
         elif ev == P.EV_ERROR:
             events.append(("error", proto.close_code, proto.close_reason))
-        elif ev == -1:
-            # protocol.py's next_event() leaks _control()'s internal "go on" (-1) after a
-            # ping or pong; test_core_protocol checks that separately. Go on parsing.
-            continue
         elif ev == P.EV_BLOCKED:
             assert sink is not None, "parser blocked on a full ring"
             sink += ring_out(proto)
