@@ -1,17 +1,19 @@
 """Shared helpers for the host tests.
 
-- firmware/ goes on sys.path (appended, so it shadows nothing) and `ringws` imports as is.
+- firmware/ goes on sys.path (appended, so it shadows nothing) and `ringws` imports as is;
+  tools/ goes on it too: the firmware runner is tools/fwrun.py, raw peers tools/wspeer.py.
 - client_frame(): a client (masked) frame, with knobs to break every rule RFC 6455 has.
 - encode_frame(): a whole frame, masked (a client's) or not (a server's).
 - parse_server_frames(): split what the server wrote into (fin, opcode, payload) tuples.
 - make_proto(): a sans-I/O Protocol over fresh buffers; ring_out(): drain its send ring.
 - free_port(): a TCP port on 127.0.0.1 that nothing listens on now.
+- FAST: server timeouts short enough that every timeout case ends in about a second.
+- assert_baseline(fw, base): a running firmware's resources back at a baseline.
 
 Tests import the helpers with `from conftest import ...` (host_tests is on sys.path).
 """
 import os
 import random
-import socket
 import sys
 
 import pytest
@@ -20,16 +22,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
 if FIRMWARE not in sys.path:
     sys.path.append(FIRMWARE)
+TOOLS = os.path.join(ROOT, "tools")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
+
+from fwrun import free_port  # noqa: E402,F401  (tools/fwrun.py)
 
 _rng = random.Random(6455)
 
+# Quick timeouts so every timeout case finishes in about a second.
+FAST = {
+    "handshake_timeout_ms": 500,
+    "ping_interval_ms": 300,
+    "pong_timeout_ms": 300,
+    "close_timeout_ms": 500,
+    "tick_ms": 50,
+}
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+
+def assert_baseline(fw, base, mem_slack=2048, what=""):
+    """Slots, connections and fds exactly at baseline (fw.resources()); mem_alloc within a
+    small slack (interned strings and the GC's granularity move it by a few hundred bytes)."""
+    now = fw.resources()
+    for key in ("slots_free", "connections", "http_active", "fds"):
+        assert now[key] == base[key], (what, key, base, now, fw.log())
+    assert now["mem_alloc"] - base["mem_alloc"] <= mem_slack, (what, base, now)
+    return now
 
 
 def client_frame(opcode, payload=b"", fin=True, rsv=0, mask=None, masked=True, length_bits=None,
@@ -167,10 +185,6 @@ def drive(proto, data, chunk=None, sink=None):
             events.append(("close", proto.close_code, proto.close_reason))
         elif ev == P.EV_ERROR:
             events.append(("error", proto.close_code, proto.close_reason))
-        elif ev == -1:
-            # protocol.py's next_event() leaks _control()'s internal "go on" (-1) after a
-            # ping or pong; test_core_protocol checks that separately. Go on parsing.
-            continue
         elif ev == P.EV_BLOCKED:
             assert sink is not None, "parser blocked on a full ring"
             sink += ring_out(proto)

@@ -12,7 +12,8 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from dashboard_sim import ROOT, Firmware
+from conftest import ROOT
+from fwrun import Firmware, until
 
 PERIOD = 100
 SERVER = {"max_connections": 4, "max_message": 256}  # room for a 200-character line
@@ -20,11 +21,10 @@ SERVER = {"max_connections": 4, "max_message": 256}  # room for a 200-character 
 
 @pytest.fixture(scope="module")
 def fw(tmp_path_factory):
-    f = Firmware(tmp_path_factory.mktemp("dash_ws") / "fw", telemetry_ms=PERIOD,
-                 server=SERVER)
-    f.start()
+    f = Firmware(tmp_path_factory.mktemp("dash_ws") / "fw", server=SERVER,
+                 config={"app": {"telemetry_ms": PERIOD}}).start()
     yield f
-    f.kill()
+    f.stop()
 
 
 def recv_json(ws, t, timeout=5):
@@ -65,7 +65,7 @@ def test_page_is_small_and_self_contained():
 
 
 def test_hello_then_telemetry_at_the_configured_rate(fw):
-    with fw.ws() as ws:
+    with fw.ws("/ws") as ws:
         hello = recv_json(ws, "hello")
         assert hello["ms"] == PERIOD and isinstance(hello["led"], bool)
         first = recv_json(ws, "stats")
@@ -84,7 +84,7 @@ def test_hello_then_telemetry_at_the_configured_rate(fw):
 
 
 def test_bad_commands_get_clear_errors(fw):
-    with fw.ws() as ws:
+    with fw.ws("/ws") as ws:
         recv_json(ws, "hello")
         for raw, why in [("{oops", "not JSON"), ("[]", "JSON object"),
                          ('{"cmd":"fly"}', "unknown cmd"), ('{"cmd":"led","on":"yes"}', "led needs"),
@@ -101,14 +101,14 @@ def test_bad_commands_get_clear_errors(fw):
 
 
 def test_led_command_reaches_every_page_and_sticks(fw):
-    with fw.ws() as a, fw.ws() as b:
+    with fw.ws("/ws") as a, fw.ws("/ws") as b:
         recv_json(a, "hello"), recv_json(b, "hello")
         for on in (True, False, True):
             a.send(json.dumps({"cmd": "led", "on": on}))
             assert recv_json(b, "led")["on"] is on
             assert recv_json(a, "led")["on"] is on
         assert recv_json(b, "stats")["led"] is True
-    with fw.ws() as c:
+    with fw.ws("/ws") as c:
         assert recv_json(c, "hello")["led"] is True
         c.send('{"cmd":"led","on":false}')
         assert recv_json(c, "led")["on"] is False
@@ -131,7 +131,7 @@ class Tab:
 
     def __init__(self, fw):
         self.stack = contextlib.ExitStack()
-        self.ws = self.stack.enter_context(fw.ws())
+        self.ws = self.stack.enter_context(fw.ws("/ws"))
         self.msgs = []
         self.last = time.monotonic()  # when the last message other than telemetry came
         self.cv = threading.Condition()
@@ -227,7 +227,4 @@ def test_slow_tab_is_skipped_and_counted_others_unaffected(fw):
         slow.close()
         sender.close()
         listener.close()
-    deadline = time.monotonic() + 5
-    while fw.stats()["connections"] > conns0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert fw.stats()["connections"] == conns0
+    assert until(lambda: fw.stats()["connections"] == conns0, 5)

@@ -8,15 +8,9 @@ import time
 
 import pytest
 
-from hostile_util import (
-    FAST,
-    Firmware,
-    assert_baseline,
-    connect,
-    parse_response,
-    read_all,
-    ws_request,
-)
+from conftest import FAST, assert_baseline
+from fwrun import Firmware
+from wspeer import connect, parse_response, read_all, ws_request
 from ringws.access import checker, query_param, same, unquote
 from ringws.handshake import HttpError, Request
 
@@ -99,7 +93,7 @@ def test_query_and_compare_helpers():
 def fw(tmp_path_factory):
     f = Firmware(tmp_path_factory.mktemp("access") / "fw",
                  server=dict(FAST, max_connections=3, ping_interval_ms=0),
-                 access={"origins": [ORIGIN], "token": TOKEN}).start()
+                 config={"access": {"origins": [ORIGIN], "token": TOKEN}}).start()
     yield f
     f.stop()
 

@@ -17,6 +17,15 @@ EXAMPLES = int(os.environ.get("RINGWS_FUZZ_EXAMPLES", "1000"))
 TESTS = fuzz.make_tests(EXAMPLES)
 
 
+def test_fuzz_runs_on_the_host_boards_slot():
+    import boards
+
+    srv = boards.load("host")["server"]
+    assert (fuzz.RECV, fuzz.RING, fuzz.MBUF) == (srv["recv_buf"], srv["send_ring"],
+                                                 srv["max_message"])
+    assert fuzz.HEAD == fuzz.RECV + fuzz.RING + fuzz.MBUF
+
+
 def test_fuzz_handshake_parser():
     before = fuzz.stats["handshake"]
     TESTS["handshake"]()

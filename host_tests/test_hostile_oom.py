@@ -2,7 +2,7 @@
 
 The firmware starts normally (ESP32-sized heap); then the test takes the heap away while
 it runs: a server timer fills it with ballast until only a few hundred bytes are free
-(hostile_util's squeeze hook). Connections already open must go on being served, or be
+(tools/squeeze_main.py). Connections already open must go on being served, or be
 closed with 1011; new ones must be refused (503, or closed when even that cannot be
 built) without the server dying; once the memory is given back everything works again
 and every resource is at its baseline.
@@ -11,11 +11,10 @@ import time
 
 import pytest
 
-from hostile_util import (
-    FAST,
-    Firmware,
+from conftest import FAST, assert_baseline
+from fwrun import Firmware
+from wspeer import (
     FrameReader,
-    assert_baseline,
     connect,
     echo_roundtrip,
     frame,

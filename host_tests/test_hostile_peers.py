@@ -12,11 +12,10 @@ import time
 
 import pytest
 
-from hostile_util import (
-    FAST,
-    Firmware,
+from conftest import FAST, assert_baseline
+from fwrun import Firmware, until
+from wspeer import (
     FrameReader,
-    assert_baseline,
     closed_by_peer,
     connect,
     echo_roundtrip,
@@ -24,9 +23,8 @@ from hostile_util import (
     parse_response,
     read_all,
     reset,
-    ws_open,
-    wait_until,
     warm_slots,
+    ws_open,
     ws_request,
 )
 
@@ -194,7 +192,7 @@ def test_vanish_mid_frame(fw, base, how):
         s.shutdown(socket.SHUT_WR)
         assert closed_by_peer(s)
         s.close()
-    assert fw.settle()["closed"]["peer_reset"] == before + 1
+    assert fw.idle()["closed"]["peer_reset"] == before + 1
 
 
 def test_never_answering_pings_closes_1011_after_keepalive_timeout(fw, base):
@@ -258,7 +256,7 @@ def test_client_that_stops_reading_is_dropped_and_bounded(fw, base):
     peak = fw.stats()["mem_alloc"]
     assert echo_roundtrip(fw.port, b"others served") == b"others served"
     assert peak - base["mem_alloc"] < 4096
-    freed = wait_until(lambda: fw.stats()["connections"] == 0, 5)
+    freed = until(lambda: fw.stats()["connections"] == 0, 5)
     assert freed, "a client that never reads kept its slot"
     assert closed_count(fw, "ping_timeout") == before + 1
     reset(s)

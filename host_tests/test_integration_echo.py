@@ -7,7 +7,8 @@ import time
 
 import pytest
 import websockets
-from simfw import Firmware, raw_connect, read_frame
+from fwrun import Firmware
+from wspeer import read_frame, ws_open
 
 from conftest import encode_frame
 
@@ -16,11 +17,11 @@ MASK = b"\x11\x22\x33\x44"
 
 
 @pytest.fixture(scope="module")
-def fw():
-    f = Firmware(ping_interval_ms=0)
+def fw(tmp_path_factory):
+    f = Firmware(tmp_path_factory.mktemp("echo") / "fw", server={"ping_interval_ms": 0}).start()
     yield f
-    out = f.output()
     f.stop()
+    out = f.log(tail=None)
     assert "Traceback" not in out, out
 
 
@@ -71,7 +72,7 @@ def test_large_text_is_validated_and_echoed(fw):
 
 
 def test_ping_gets_pong_with_payload(fw):
-    s = raw_connect(fw.port)
+    s = ws_open(fw.port)
     s.sendall(encode_frame(0x9, b"are you there", mask=MASK))
     assert read_frame(s) == (True, 0xA, b"are you there")
     # an unsolicited pong is ignored, the connection goes on
@@ -81,7 +82,7 @@ def test_ping_gets_pong_with_payload(fw):
 
 
 def test_ping_between_fragments(fw):
-    s = raw_connect(fw.port)
+    s = ws_open(fw.port)
     s.sendall(
         encode_frame(0x1, b"one ", fin=False, mask=MASK)
         + encode_frame(0x9, b"p", mask=MASK)
@@ -98,7 +99,7 @@ def close_payload(code, reason=b""):
 
 @pytest.mark.parametrize("code", [1000, 1001, 1003, 1011, 3000, 4999])
 def test_close_handshake_echoes_valid_code(fw, code):
-    s = raw_connect(fw.port)
+    s = ws_open(fw.port)
     s.sendall(encode_frame(0x8, close_payload(code, b"bye"), mask=MASK))
     assert read_frame(s) == (True, 0x8, close_payload(code))
     assert s.recv(10) == b""  # and the server closes the TCP connection
@@ -130,7 +131,7 @@ def test_close_handshake_echoes_valid_code(fw, code):
     ],
 )
 def test_protocol_errors_close_with_the_right_code(fw, frame, code):
-    s = raw_connect(fw.port)
+    s = ws_open(fw.port)
     s.sendall(frame)
     fin, op, payload = read_frame(s)
     assert op == 0x8 and int.from_bytes(payload[:2], "big") == code, payload
@@ -140,7 +141,7 @@ def test_protocol_errors_close_with_the_right_code(fw, frame, code):
 def test_invalid_utf8_fails_fast_before_the_frame_completes(fw):
     # A 1000-byte text frame whose first chunk already holds an invalid sequence: the
     # server must close with 1007 without waiting for the rest of the frame.
-    s = raw_connect(fw.port)
+    s = ws_open(fw.port)
     payload = b"ok " + b"\xed\xa0\x80" + b"x" * 994
     frame = encode_frame(0x1, payload, mask=MASK)
     s.sendall(frame[:20])
@@ -151,7 +152,7 @@ def test_invalid_utf8_fails_fast_before_the_frame_completes(fw):
 
 
 def test_invalid_utf8_across_fragments(fw):
-    s = raw_connect(fw.port)
+    s = ws_open(fw.port)
     # 0xF4 0x90 splits across two fragments: invalid (above U+10FFFF) only together.
     s.sendall(encode_frame(0x1, b"abc\xf4", fin=False, mask=MASK))
     time.sleep(0.05)
@@ -170,7 +171,7 @@ def test_byte_at_a_time_equals_all_at_once(fw):
     )
     results = []
     for chunk in (len(stream), 1, 7):
-        s = raw_connect(fw.port)
+        s = ws_open(fw.port)
         for i in range(0, len(stream), chunk):
             s.sendall(stream[i : i + chunk])
             if chunk == 1 and i % 50 == 0:

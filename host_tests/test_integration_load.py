@@ -8,7 +8,8 @@ import time
 
 import pytest
 import websockets
-from simfw import Firmware, http_request, raw_connect, read_frame
+from fwrun import Firmware
+from wspeer import http_request, read_frame, ws_open
 
 from conftest import encode_frame
 
@@ -18,27 +19,16 @@ HEAP = 112640
 
 
 @pytest.fixture(scope="module")
-def fw():
-    f = Firmware(ping_interval_ms=0)
+def fw(tmp_path_factory):
+    f = Firmware(tmp_path_factory.mktemp("load") / "fw", server={"ping_interval_ms": 0}).start()
     yield f
-    out = f.output()
     f.stop()
+    out = f.log(tail=None)
     assert "Traceback" not in out, out
 
 
-def settle(fw, want_free=None, timeout=5.0):
-    """Stats once every slot but the one /stats borrows is free again."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = fw.stats()
-        if st["slots_free"] >= (want_free or st["slots_total"] - 1) or time.monotonic() > deadline:
-            time.sleep(0.1)  # let the /stats connection itself give its slot back
-            return st
-        time.sleep(0.05)
-
-
 def test_eight_concurrent_clients_echo(fw):
-    base = settle(fw)
+    base = fw.idle()
 
     async def client(i):
         async with websockets.connect(fw.ws_url(), max_size=None) as ws:
@@ -52,13 +42,13 @@ def test_eight_concurrent_clients_echo(fw):
         return await asyncio.gather(*(client(i) for i in range(8)))
 
     assert asyncio.run(go()) == [True] * 8
-    after = settle(fw)
+    after = fw.idle()
     assert after["messages_in"] - base["messages_in"] == 8 * 30
     assert after["connections"] == 0
 
 
 def test_full_server_answers_503_and_keeps_serving(fw):
-    settle(fw)
+    fw.idle()
 
     async def go():
         conns = [await websockets.connect(fw.ws_url()) for _ in range(8)]
@@ -76,16 +66,16 @@ def test_full_server_answers_503_and_keeps_serving(fw):
                 await c.close()
 
     asyncio.run(go())
-    assert settle(fw)["rejected_full"] >= 1
+    assert fw.idle()["rejected_full"] >= 1
 
 
 def test_client_that_never_reads_does_not_grow_the_heap_or_stall_others(fw):
-    base = settle(fw)
+    base = fw.idle()
     # The stalled client pipes echo requests for 3 s and never reads a byte: the server's
     # ring fills, it stops reading, TCP pushes back. (The client's send() calls still
     # succeed for a while: loopback kernel buffers grow to megabytes; what matters is
     # what the server takes, bytes_in.)
-    stalled = raw_connect(fw.port)
+    stalled = ws_open(fw.port)
     try:
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.setblocking(False)
@@ -132,7 +122,7 @@ def test_client_that_never_reads_does_not_grow_the_heap_or_stall_others(fw):
         assert st_closed(fw)["protocol"] == base["closed"]["protocol"]  # stream stayed valid
     finally:
         stalled.close()
-    st = settle(fw)
+    st = fw.idle()
     assert st["slots_free"] == st["slots_total"] - 1
 
 
@@ -163,7 +153,7 @@ def st_closed(fw):
 
 
 def test_connect_close_churn_returns_every_resource(fw):
-    base = settle(fw)
+    base = fw.idle()
     base_fds = fw.fds()
     for i in range(1000):
         s = socket.create_connection(("127.0.0.1", fw.port), timeout=5)
@@ -178,11 +168,11 @@ def test_connect_close_churn_returns_every_resource(fw):
             s.close()
         else:
             s.close()
-            ws = raw_connect(fw.port)
+            ws = ws_open(fw.port)
             ws.sendall(encode_frame(0x8, (1000).to_bytes(2, "big"), mask=MASK))
             assert read_frame(ws)[1] == 0x8
             ws.close()
-    st = settle(fw)
+    st = fw.idle()
     assert st["slots_free"] == st["slots_total"] - 1
     assert fw.fds() == base_fds
     # Heap back to where it was (after gc.collect, within a few small objects).

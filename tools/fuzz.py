@@ -4,9 +4,10 @@
     tools/fuzz.py [--examples N] [--seconds S] [--target handshake|frames|all]
 
 Hypothesis drives both targets with random bytes, mutations of valid input and random
-chunking. The property: no exception escapes; every refusal is an HTTP status the server
-documents (handshake) or a close code with a close frame queued (frames); after a failure
-nothing more is delivered. The same targets run with a small budget in `make test`
+chunking, on the host board's slot (boards/host.json: the receive buffer, send ring and
+message buffer of the ESP32 sizing; a request head may fill all three). The property: no
+exception escapes; every refusal is an HTTP status the server documents (handshake) or a
+close code with a close frame queued (frames); after a failure nothing more is delivered. The same targets run with a small budget in `make test`
 (host_tests/test_hostile_fuzz.py). Prints executions, events seen and findings; exits 1 on
 a finding, with the smallest failing input Hypothesis found.
 """
@@ -40,7 +41,20 @@ except ImportError:
 
 HTTP_STATUSES = (400, 401, 403, 404, 405, 408, 426, 431, 503)
 ERROR_CODES = (1002, 1007, 1009)
-RECV, RING, MBUF = 768, 1032, 128  # the host board's slot (small: limits are hit often)
+
+def _host_slot():
+    """The host board's slot (boards/host.json, the ESP32's sizing): receive buffer, send
+    ring, message buffer. A request head may fill the whole slot (the runtime reads it into
+    all three), so the handshake target reads into their sum."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import boards
+
+    srv = boards.load("host")["server"]
+    return srv["recv_buf"], srv["send_ring"], srv["max_message"]
+
+
+RECV, RING, MBUF = _host_slot()  # small: the limits are hit often
+HEAD = RECV + RING + MBUF
 
 VALID_HEAD = (b"GET /echo?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n"
               b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: "
@@ -63,19 +77,19 @@ def run_handshake(data, chunks=()):
     """Feed a request head the way the server does (find_end over growing reads, then
     parse and validate). Returns the status: 101 or an HttpError's."""
     stats["handshake"] += 1
-    buf = bytearray(RECV)
+    buf = bytearray(HEAD)
     got = 0
     end = -1
     pieces = _split(data, chunks)
     for piece in pieces:
-        n = min(len(piece), RECV - got)
+        n = min(len(piece), HEAD - got)
         buf[got:got + n] = piece[:n]
         end = handshake.find_end(buf, got, got + n)
         got += n
-        if end >= 0 or got == RECV:
+        if end >= 0 or got == HEAD:
             break
     if end < 0:
-        status = 431 if got == RECV else None
+        status = 431 if got == HEAD else None
         _count("statuses", status)
         return status
     try:

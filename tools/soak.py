@@ -18,11 +18,9 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "host_tests"))
-
-import hostile_util as hu  # noqa: E402
-import test_hostile_churn as churn_mix  # noqa: E402
+import churnmix as churn_mix
+import fwrun
+import wspeer
 
 
 def echo_client(port, stop, counts, errors):
@@ -75,21 +73,21 @@ def hostile(port, stop, counts):
         i += 1
         try:
             if i % 2:
-                s = hu.connect(port)
+                s = wspeer.connect(port)
                 s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
-                hu.read_all(s, 8)  # until the 408
+                wspeer.read_all(s, 8)  # until the 408
                 s.close()
                 counts["slowloris"] += 1
             else:
-                s = hu.ws_open(port)
+                s = wspeer.ws_open(port)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 s.settimeout(0.5)
                 try:
                     for _ in range(20000):
-                        s.sendall(hu.frame(0x2, b"q" * 500))
+                        s.sendall(wspeer.frame(0x2, b"q" * 500))
                 except OSError:
                     pass
-                hu.reset(s)
+                wspeer.reset(s)
                 counts["non_reader"] += 1
         except (OSError, ConnectionError):
             time.sleep(0.1)
@@ -98,22 +96,19 @@ def hostile(port, stop, counts):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=180)
-    ap.add_argument("--heap", default=hu.HEAP)
+    ap.add_argument("--heap", default=fwrun.HEAP)
     ap.add_argument("--slots", type=int, default=8)
     ap.add_argument("--sample", type=float, default=5)
     ap.add_argument("--echo-clients", type=int, default=3)
     ap.add_argument("--churners", type=int, default=2)
     args = ap.parse_args(argv)
 
-    import tempfile
-
-    out = tempfile.mkdtemp(prefix="ringws-soak-")
-    fw = hu.Firmware(os.path.join(out, "fw"), heap=args.heap,
+    fw = fwrun.Firmware(heap=args.heap,
                      server={"max_connections": args.slots, "handshake_timeout_ms": 2000,
                              "ping_interval_ms": 1000, "pong_timeout_ms": 1000}).start()
     ok = True
     try:
-        hu.echo_roundtrip(fw.port)
+        wspeer.echo_roundtrip(fw.port)
         base = fw.resources()
         print("soak: %d s, heap %s, %d slots; baseline %s" % (args.seconds, args.heap,
                                                               args.slots, base))
@@ -151,8 +146,7 @@ def main(argv=None):
         for t in threads:
             t.join(15)
         if fw.alive():
-            time.sleep(1)
-            after = fw.resources()
+            after = fw.resources()  # waits (until) for the load to drain
             st = fw.stats()
             print("after drain: %s" % after)
             print("closed by cause: %s" % {k: v for k, v in st["closed"].items() if v})
@@ -169,7 +163,7 @@ def main(argv=None):
             if curve:
                 peak = max(r[1] for r in curve)
                 print("peak mem_alloc under load: %d (baseline %d)" % (peak, base["mem_alloc"]))
-            if hu.echo_roundtrip(fw.port, b"after soak") != b"after soak":
+            if wspeer.echo_roundtrip(fw.port, b"after soak") != b"after soak":
                 ok = False
         else:
             ok = False
@@ -178,6 +172,7 @@ def main(argv=None):
             ok = False
     finally:
         fw.stop()
+    print("server log: %s" % fw.log_path)
     print("soak: %s" % ("OK" if ok else "FAILED"))
     return 0 if ok else 1
 

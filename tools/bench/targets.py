@@ -7,23 +7,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import peers
 
+sys.path.insert(0, os.path.dirname(peers.HERE))
+import fwrun  # noqa: E402  (tools/fwrun.py)
+from fwrun import free_port  # noqa: E402
+
 ROOT = peers.ROOT
 RUN_ROOT = os.path.join(ROOT, "build", "bench")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Target:
@@ -126,70 +120,36 @@ class RingwsShared(Ringws):
 ALL = [Ringws, RingwsShared, Microdot, Chumicro, Raw]
 
 
-def wait_port(port, proc, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-class Server:
-    """One running target process: start, pause (SIGSTOP), resume, stop."""
+class Server(fwrun.MicroPython):
+    """One running target process (tools/fwrun.py): start, pause (SIGSTOP), resume, stop."""
 
     def __init__(self, target, heap, max_connections=None, tag="", ctl=True):
         # ctl=False: no control port (port 0 to the script), for the capacity rows: the
         # port's own code and buffers would otherwise take heap from the clients.
         self.target = target
-        self.heap = heap
         self.port = free_port()
         self.ctl_port = free_port() if ctl else 0
-        self.log_path = os.path.join(target.run_dir, "server%s-%s.log" % (tag, heap))
-        self.log = open(self.log_path, "w")
+        log_path = os.path.join(target.run_dir, "server%s-%s.log" % (tag, heap))
+        if os.path.exists(log_path):
+            os.remove(log_path)
         argv = target.argv(self.port, self.ctl_port, max_connections)
         # -m: the script loads as bytecode (peers.add_bench_modules compiles it), so no
         # target pays for compiling its own entry script in the heap under test.
-        module = target.script[:-3]
-        self.proc = subprocess.Popen([peers.MICROPYTHON, "-X", "heapsize=" + heap, "-m", module] + argv,
-                                     cwd=target.run_dir, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self.ok = ((not ctl or wait_port(self.ctl_port, self.proc, 10))
-                   and wait_port(self.port, self.proc, 10 if not ctl else 5))
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def pause(self):
-        if self.alive():
-            self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self):
-        if self.alive():
-            self.proc.send_signal(signal.SIGCONT)
-
-    def fds(self):
+        fwrun.MicroPython.__init__(self, target.run_dir, ["-m", target.script[:-3]] + argv,
+                                   heap, log_path)
         try:
-            return len(os.listdir("/proc/%d/fd" % self.proc.pid))
-        except OSError:
-            return None
+            self.start(ports=[p for p in (self.ctl_port, self.port) if p], timeout=15)
+            self.ok = True
+        except RuntimeError:
+            self.ok = False
 
-    def tail(self, n=5):
-        self.log.flush()
-        with open(self.log_path, errors="replace") as f:
-            return " | ".join(f.read().strip().splitlines()[-n:])
-
-    def stop(self):
+    def stop(self, grace=3.0):
+        # SIGTERM: the peers have no Ctrl-C handling to wait for.
         if self.alive():
             self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             try:
-                self.proc.wait(3)
+                self.proc.wait(grace)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+                pass
+        self.kill()
