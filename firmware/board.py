@@ -3,15 +3,21 @@
 # On a board (a `network` module exists): WiFi station from config with retries and
 # backoff; if that fails, or the config is missing or broken, an access point with the
 # configured (or default) SSID and password, so the board is always reachable and says
-# why in status(). On the host (unix port, CPython) bring_up only picks the bind address
-# and fakes nothing else: no LED, no watchdog, no WiFi.
+# why in status(). While the server runs, wifi.Link reconnects a lost station and brings
+# an access-point board back to station mode (wifi.py). On the host (unix port, CPython)
+# bring_up only picks the bind address and fakes nothing else: no LED, watchdog or WiFi.
 #
-# API (docs/API.md): bring_up(cfg) -> dict with "bind"; feed(); status(); led(state=None);
+# API (docs/API.md): bring_up(cfg) -> dict with "bind" (and on a board "poll": the period
+# and function the server calls to keep the link up); feed(); status(); led(state=None);
 # fatal(exc) for main.py's last resort.
 try:
     import network
 except ImportError:  # unix port, CPython
     network = None
+else:
+    # Only a real board pays for the WiFi code (about 5 KB of heap on the unix port),
+    # loaded with board in launch.start's import sequence, while the heap is still whole.
+    import wifi
 
 try:
     import machine
@@ -19,7 +25,7 @@ except ImportError:  # CPython
     machine = None
 
 _status = {"mode": None, "wifi": "off", "ip": None, "reason": None, "reset_cause": None}
-_sta = None
+_link = None  # wifi.Link on a board
 _wdt = None
 _wdt_ms = 0
 _led_pin = None
@@ -39,6 +45,7 @@ def _reset_cause():
 
 def bring_up(cfg):
     """Bring the network up; return {"bind", "mode", "ip", "reason", ...}."""
+    global _link, _wdt_ms, _led_pin, _led_low
     cfg = cfg if isinstance(cfg, dict) else {}
     server = cfg.get("server")
     if not isinstance(server, dict):
@@ -49,23 +56,12 @@ def bring_up(cfg):
         _status.update(mode="host", wifi="none", ip=bind, reason=cfg.get("config_error"))
         return dict(_status, bind=bind)
 
-    # Only a real board pays for the WiFi code (about 4 KB of heap on the unix port).
-    import wifi
-
-    return wifi.bring_up(cfg, server)
-
-
-def _setup_led(pin, active_low):
-    global _led_pin, _led_low
-    if machine is None or not isinstance(pin, int) or isinstance(pin, bool):
-        return
-    try:
-        _led_pin = machine.Pin(pin, machine.Pin.OUT)
-    except (ValueError, OSError):
-        _led_pin = None
-        return
-    _led_low = active_low
+    _wdt_ms, _led_pin, _led_low = wifi.hardware(cfg)
     led(False)
+    _status["mode"] = None
+    _link = wifi.bring_up(cfg, _status, led, feed)
+    return dict(_status, bind=server.get("host") or "0.0.0.0",
+                poll=(wifi.RUN_POLL_MS, _link.poll))
 
 
 def led(state=None):
@@ -79,48 +75,41 @@ def led(state=None):
     return _led_state
 
 
-def feed():
+def feed(arm=True):
     """Feed the watchdog; called by the server's housekeeping tick.
 
-    The watchdog is armed on the first call, i.e. once the server loop runs, so a slow
-    WiFi bring-up with retries cannot trip it. In AP mode the LED blinks.
+    The watchdog is armed on the first such call, i.e. once the server loop runs, so a
+    handler that blocks the loop trips it and slow WiFi retries at boot cannot: waits
+    outside the loop call feed(False), which feeds an armed watchdog and never arms one.
+    In AP mode the LED blinks.
     """
     global _wdt
-    if _wdt_ms and machine is not None:
-        if _wdt is None:
-            _wdt = machine.WDT(timeout=_wdt_ms)
+    if _wdt is None and arm and _wdt_ms and machine is not None:
+        _wdt = machine.WDT(timeout=_wdt_ms)
+    if _wdt is not None:
         _wdt.feed()
-    if _status["mode"] == "ap" and _led_pin is not None:
+    if arm and _status["mode"] == "ap" and _led_pin is not None:
         led(not _led_state)
 
 
 def fatal(exc, pause_ms=10000):
-    """main.py calls this when the server dies: on a board, report it, blink, then reset
+    """main.py calls this when the server dies: on a board, report, blink, then reset
     (a fresh boot is the best recovery without a person nearby). Nothing on the host."""
     if network is None or machine is None:
         return
-    import time
-
-    print("board: fatal %r, resetting in %d ms (Ctrl-C for the REPL)" % (exc, pause_ms))
-    t0 = time.ticks_ms()
-    while time.ticks_diff(time.ticks_ms(), t0) < pause_ms:
-        led(not _led_state)
-        feed()
-        time.sleep_ms(min(200, pause_ms))
+    try:
+        wifi.pause(exc, pause_ms, led, feed)
+    except Exception:
+        pass  # reset all the same; only Ctrl-C (KeyboardInterrupt) stops it
     machine.reset()
 
 
 def status():
-    """Dict for /stats "board": mode, WiFi state, ip, reason, reset cause, watchdog."""
+    """Dict for /stats "board": mode, WiFi state, ip, reason, reset cause, watchdog, and on
+    a board the link's reconnects, down_ms and drop_reason."""
     out = dict(_status)
     out["watchdog_ms"] = _wdt_ms if _wdt is not None else 0
     out["led"] = _led_state
-    if _sta is not None:
-        try:
-            up = _sta.isconnected()
-            out["wifi"] = "connected" if up else "lost"
-            if up:
-                out["rssi"] = _sta.status("rssi")
-        except (OSError, ValueError):
-            pass
+    if _link is not None:
+        _link.report(out)
     return out

@@ -11,7 +11,7 @@ after_install = None
 
 # Needed only until the server is built (see forget()).
 # (ringws.slot: the slots keep their class; the module and allocate_slots can go.)
-START_ONLY = ("launch", "ringws.config", "ringws.slot")
+START_ONLY = ("launch", "fallback", "ringws.config", "ringws.slot")
 
 
 def load_config():
@@ -19,7 +19,9 @@ def load_config():
 
     try:
         with open("config.json") as f:
-            return json.load(f), None
+            cfg = json.load(f)
+        cfg.items()  # a JSON object, or AttributeError
+        return cfg, None
     except Exception as e:  # missing or broken config must not brick the board
         return {}, "config.json unusable: %r" % (e,)
 
@@ -27,20 +29,20 @@ def load_config():
 def server_settings(cfg):
     from ringws.config import server_config
 
-    try:
-        return server_config(cfg.get("server"))
-    except (ValueError, TypeError, AttributeError) as e:
-        problem = "server settings rejected (%s): using defaults" % e
-        print("ringws:", problem)
-        cfg["config_error"] = problem
-        return server_config(None)
+    if not cfg.get("config_error"):
+        try:
+            return server_config(cfg.get("server"))
+        except (ValueError, TypeError, AttributeError) as e:
+            cfg["config_error"] = "server settings rejected (%s)" % e
+    import fallback
+
+    return fallback.settings(cfg)
 
 
 def start():
     """Build everything up to the event loop; returns the server."""
     cfg, problem = load_config()
     if problem:
-        print("ringws:", problem)
         cfg["config_error"] = problem
     scfg = server_settings(cfg)
     # Take the slots' memory first, while the heap is still one piece.
@@ -63,6 +65,8 @@ def start():
     if info.get("bind"):
         scfg["host"] = info["bind"]
     srv = Server(scfg, platform=board, slots=slots)
+    if info.get("poll"):
+        srv.add_timer(*info["poll"])  # keeps the WiFi link up (board.py, wifi.py)
     # Printed from here, not by Server: this module leaves the heap after start-up.
     print("ringws: %d slots x %d B (recv %d + ring %d + message %d) + shared recv %d = %d B budgeted"
           % (len(srv.slots), srv.slot_size, scfg["recv_buf"], scfg["send_ring"],

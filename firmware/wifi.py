@@ -1,70 +1,29 @@
-# WiFi bring-up for a real board: station with retries and backoff, access-point
-# fallback that says why. Imported by board.bring_up only where a `network` module exists.
+# The board-only half of the platform: WiFi (the station with retries and backoff, the
+# access-point fallback that keeps retrying the station, link recovery while the server
+# runs) and the pause before a fatal reset. Imported by board only where a `network`
+# module exists; board hands in what this module may use (the status dict, led, feed)
+# and keeps the Link it gets back.
 import time
 
-import board
+import machine
 import network
 
 AP_DEFAULTS = {"ssid": "ringws-setup", "password": "ringws-setup", "channel": 6}
 BACKOFF_CAP_MS = 30000
-POLL_MS = 100
-_status = board._status
+POLL_MS = 100        # boot: how often the station is polled before the loop runs
+RUN_POLL_MS = 250    # running: the period of the server timer that calls Link.poll
+# Codes after which waiting out connect_timeout_ms is pointless.
+_FATAL = tuple(getattr(network, n, -1) for n in
+               ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL"))
 
 
-def _sleep_ms(ms):
-    # Sleep in short steps and keep the watchdog fed (it may already be armed after
-    # a soft reset).
-    t0 = time.ticks_ms()
-    while time.ticks_diff(time.ticks_ms(), t0) < ms:
-        board.feed()
-        time.sleep_ms(min(POLL_MS, ms))
-
-
-def _section(cfg, key, defaults):
-    # A missing or mistyped section falls back to defaults instead of failing boot.
-    value = cfg.get(key)
-    out = dict(defaults)
-    if isinstance(value, dict):
-        for k in value:
-            out[k] = value[k]
-    return out
+def _dict(value):
+    # A missing or mistyped section reads as empty instead of failing boot.
+    return value if isinstance(value, dict) else {}
 
 
 def _int(value, default):
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def bring_up(cfg, server):
-    board._wdt_ms = _int(cfg.get("watchdog_ms"), 0)
-    board._setup_led(cfg.get("led_pin"), bool(cfg.get("led_active_low")))
-    hostname = cfg.get("hostname")
-    if not isinstance(hostname, str) or not hostname:
-        hostname = "ringws"
-    try:
-        network.hostname(hostname)
-    except (AttributeError, OSError, ValueError):
-        pass
-    _status["hostname"] = hostname
-
-    wifi = _section(cfg, "wifi", {"ssid": "", "password": ""})
-    ssid = wifi.get("ssid")
-    if cfg.get("config_error"):
-        reason = "config: %s" % cfg["config_error"]
-    elif not isinstance(ssid, str) or not ssid:
-        reason = "no WiFi configured (wifi.ssid is empty)"
-    else:
-        reason = _station(ssid, str(wifi.get("password") or ""),
-                          _int(wifi.get("retries"), 3),
-                          _int(wifi.get("connect_timeout_ms"), 10000),
-                          _int(wifi.get("backoff_ms"), 1000))
-    if reason is None:
-        _status.update(mode="station", wifi="connected", reason=None)
-        board.led(True)
-    else:
-        _access_point(_section(cfg, "ap", AP_DEFAULTS), reason)
-    print("board: %s mode, ip %s%s" % (_status["mode"], _status["ip"],
-                                       "" if reason is None else " (" + reason + ")"))
-    return dict(_status, bind=server.get("host") or "0.0.0.0")
+    return value if type(value) is int else default
 
 
 def _status_name(code):
@@ -74,61 +33,185 @@ def _status_name(code):
     return str(code)
 
 
-def _station(ssid, password, retries, timeout_ms, backoff_ms):
-    """Connect as a station; None on success, else why it failed."""
-    sta = network.WLAN(network.STA_IF)
-    board._sta = sta
-    sta.active(True)
-    fatal = (getattr(network, "STAT_WRONG_PASSWORD", -1), getattr(network, "STAT_NO_AP_FOUND", -1),
-             getattr(network, "STAT_CONNECT_FAIL", -1))
-    reason = "no attempt"
-    for attempt in range(retries + 1):
-        _status.update(wifi="connecting", attempts=attempt + 1)
+def hardware(cfg):
+    """(watchdog_ms, LED pin or None, LED active low) from the config; bad values: off."""
+    ms = cfg.get("watchdog_ms")
+    pin = cfg.get("led_pin")
+    led = None
+    if type(pin) is int:
         try:
-            sta.connect(ssid, password)
+            led = machine.Pin(pin, machine.Pin.OUT)
+        except (ValueError, OSError):
+            pass
+    return (ms if type(ms) is int and ms > 0 else 0), led, bool(cfg.get("led_active_low"))
+
+
+def pause(exc, pause_ms, led, feed):
+    # board.fatal's wait before the reset: the LED blinks and Ctrl-C reaches the REPL.
+    print("board: fatal %r, resetting in %d ms (Ctrl-C for the REPL)" % (exc, pause_ms))
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < pause_ms:
+        led(not led())
+        feed(False)
+        time.sleep_ms(min(200, pause_ms))
+
+
+def bring_up(cfg, status, led, feed):
+    """Station or access point before the loop runs; returns the Link to poll."""
+    hostname = cfg.get("hostname")
+    if not isinstance(hostname, str) or not hostname:
+        hostname = "ringws"
+    try:
+        network.hostname(hostname)
+    except (AttributeError, OSError, ValueError):
+        pass
+    status["hostname"] = hostname
+    link = Link(status, led, _dict(cfg.get("wifi")), _dict(cfg.get("ap")))
+    if cfg.get("config_error"):
+        link.ssid = None  # a broken config.json: nothing to retry, the AP says why
+        link.access_point("config: %s" % cfg["config_error"])
+    elif link.ssid is None:
+        link.access_point("no WiFi configured (wifi.ssid is empty)")
+    else:
+        # Before the loop: the same steps as later, with sleeps in between. feed(False)
+        # keeps an armed watchdog fed and never arms one.
+        link.start(time.ticks_ms())
+        while status["mode"] is None:
+            feed(False)
+            time.sleep_ms(POLL_MS)
+            link.poll(time.ticks_ms())
+    return link
+
+
+class Link:
+    """The station link as a state machine stepped by poll(now), which never blocks:
+    WLAN.connect returns at once and each poll looks at isconnected()/status()."""
+
+    def __init__(self, status, led, wifi, ap_cfg):
+        self.status, self.led, self.ap_cfg = status, led, ap_cfg
+        ssid = wifi.get("ssid")
+        self.ssid = ssid if isinstance(ssid, str) and ssid else None
+        self.password = str(wifi.get("password") or "")
+        self.retries = _int(wifi.get("retries"), 3)
+        self.timeout_ms = _int(wifi.get("connect_timeout_ms"), 10000)
+        self.backoff_ms = _int(wifi.get("backoff_ms"), 1000)
+        self.retry_ms = _int(wifi.get("retry_ms"), 60000)  # from AP mode; 0: never
+        self.sta = self.ap = None
+        self.t_try = None    # ticks when the connect in flight started
+        self.t_next = None   # ticks when the next attempt starts
+        self.t_down = None   # ticks when a working link was lost
+        self.failed = 0      # attempts failed in a row
+        # down_ms: the total of the finished outages (report() adds the current one).
+        status.update(reconnects=0, down_ms=0, drop_reason=None)
+
+    def poll(self, now):
+        st = self.status
+        if self.ssid is None:
+            return
+        if self.t_try is not None:
+            self._attempt(now)
+        elif self.t_next is not None:
+            if time.ticks_diff(now, self.t_next) >= 0:
+                self.start(now)
+        elif st["mode"] == "station" and not self.sta.isconnected():
+            why = _status_name(self.sta.status())
+            self.t_down = now
+            self.failed = 0
+            st.update(wifi="lost", drop_reason=why)
+            self.led(False)
+            print("board: WiFi lost (%s), reconnecting" % why)
+            self.start(now)
+
+    def start(self, now):
+        st = self.status
+        if self.sta is None:
+            self.sta = network.WLAN(network.STA_IF)
+        if st["mode"] is None:
+            st["wifi"] = "connecting"
+        st["attempts"] = self.failed + 1
+        self.t_next = None
+        try:
+            self.sta.active(True)
+            self.sta.connect(self.ssid, self.password)
+            self.t_try = now
         except OSError as e:
-            reason = "connect: %s" % e
-        else:
-            t0 = time.ticks_ms()
-            while time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
-                if sta.isconnected():
-                    _status.update(ip=sta.ifconfig()[0], ssid=ssid)
-                    return None
-                code = sta.status()
-                if code in fatal:
-                    break
-                board.led(not board._led_state)
-                _sleep_ms(POLL_MS)
-            reason = "station %r: %s after %d ms" % (ssid, _status_name(sta.status()),
-                                                     time.ticks_diff(time.ticks_ms(), t0))
+            self._failed(now, "connect: %s" % e)
+
+    def _attempt(self, now):
+        sta = self.sta
+        if sta.isconnected():
+            self._connected(now)
+            return
+        code = sta.status()
+        waited = time.ticks_diff(now, self.t_try)
+        if code not in _FATAL and waited < self.timeout_ms:
+            if self.status["mode"] != "ap":  # in AP mode feed() blinks
+                self.led(not self.led())
+            return
+        self.t_try = None
         try:
             sta.disconnect()
         except OSError:
             pass
-        if attempt < retries:
-            _sleep_ms(min(backoff_ms << attempt, BACKOFF_CAP_MS))
-    sta.active(False)  # free the radio for the access point
-    board._sta = None
-    return "%s (%d attempts)" % (reason, retries + 1)
+        self._failed(now, "station %r: %s after %d ms" % (self.ssid, _status_name(code), waited))
 
+    def _failed(self, now, why):
+        self.failed += 1
+        if self.status["mode"] == "ap":
+            wait = self.retry_ms
+            self.sta.active(False)  # keep the access point's channel steady
+        elif self.failed > self.retries:
+            self.access_point("%s (%d attempts)" % (why, self.failed))
+            wait = self.retry_ms
+        else:
+            wait = min(self.backoff_ms << (self.failed - 1), BACKOFF_CAP_MS)
+        self.t_next = time.ticks_add(now, wait) if wait else None
 
-def _access_point(ap_cfg, reason):
-    ssid = ap_cfg.get("ssid")
-    if not isinstance(ssid, str) or not ssid:
-        ssid = AP_DEFAULTS["ssid"]
-    password = ap_cfg.get("password")
-    if not isinstance(password, str) or (password and len(password) < 8):
-        # WPA2 needs 8+ characters: a broken password gets the documented default,
-        # never an open network.
-        password = AP_DEFAULTS["password"]
-    ap = network.WLAN(network.AP_IF)
-    ap.active(True)
-    channel = _int(ap_cfg.get("channel"), 6)
-    if password:
-        ap.config(ssid=ssid, key=password, security=network.AUTH_WPA2_PSK, channel=channel)
-    else:
-        ap.config(ssid=ssid, security=network.AUTH_OPEN, channel=channel)
-    _status.update(mode="ap", wifi="access point", ssid=ssid, ip=ap.ifconfig()[0],
-                   reason=reason)
+    def _connected(self, now):
+        st = self.status
+        self.t_try = None
+        self.failed = 0
+        if self.t_down is not None:
+            st["down_ms"] += time.ticks_diff(now, self.t_down)
+            st["reconnects"] += 1
+            self.t_down = None
+        if self.ap is not None:
+            self.ap.active(False)  # the home network is back: station mode only
+            self.ap = None
+        st.update(mode="station", wifi="connected", reason=None, ssid=self.ssid,
+                  ip=self.sta.ifconfig()[0])
+        self.led(True)
+        print("board: station mode, ip %s" % st["ip"])
 
+    def access_point(self, reason):
+        if self.sta is not None:
+            self.sta.active(False)  # free the radio for the access point
+        cfg = self.ap_cfg
+        ssid = cfg.get("ssid")
+        if not isinstance(ssid, str) or not ssid:
+            ssid = AP_DEFAULTS["ssid"]
+        password = cfg.get("password")
+        if not isinstance(password, str) or (password and len(password) < 8):
+            # WPA2 needs 8+ characters: a broken password gets the documented default,
+            # never an open network.
+            password = AP_DEFAULTS["password"]
+        ap = self.ap = network.WLAN(network.AP_IF)
+        ap.active(True)
+        channel = _int(cfg.get("channel"), 6)
+        if password:
+            ap.config(ssid=ssid, key=password, security=network.AUTH_WPA2_PSK, channel=channel)
+        else:
+            ap.config(ssid=ssid, security=network.AUTH_OPEN, channel=channel)
+        self.status.update(mode="ap", wifi="access point", ssid=ssid, ip=ap.ifconfig()[0],
+                           reason=reason)
+        print("board: ap mode, ip %s (%s)" % (self.status["ip"], reason))
 
+    def report(self, out):
+        """Fill /stats "board" with what only the radio knows now."""
+        if self.t_down is not None:
+            out["down_ms"] += time.ticks_diff(time.ticks_ms(), self.t_down)
+        if out["wifi"] == "connected":
+            try:
+                out["rssi"] = self.sta.status("rssi")
+            except (OSError, ValueError):
+                pass

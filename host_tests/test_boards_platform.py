@@ -100,6 +100,8 @@ import network, machine, board
 network.FAILS = %(fails)d
 cfg = json.loads(%(cfg)r)
 info = board.bring_up(cfg)
+poll = info.pop('poll')
+info['poll_ms'] = poll[0]
 board.feed(); board.feed()
 if %(fatal)r:
     board.fatal(ValueError('boom'), pause_ms=30)

