@@ -203,6 +203,8 @@ def test_watchdog_ignores_slow_boot_retries_and_resets_a_blocked_loop(built, tmp
     assert st["reset_cause"] == "PWRON_RESET" and st["attempts"] == 3
     st = b.until(lambda s: s["uptime_ms"] > 3000, "3 s of loop")
     assert st["board"]["watchdog_ms"] == 1500 and st["board"]["reset_cause"] == "PWRON_RESET"
+    log = b.text()   # armed by the loop's first tick, not before
+    assert log.index("ringws: listening on") < log.index("vboard: watchdog armed (1500 ms)")
 
     async def block(ms):
         async with websockets.connect("ws://127.0.0.1:%d/block" % b.port) as ws:

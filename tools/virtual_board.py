@@ -222,8 +222,12 @@ class Board:
                    VBOARD_WDT=os.path.join(self.rt, "wdt"))
         if self.wifi is not None:
             env["VBOARD_WIFI"] = self.wifi
-        self.read_wdt()           # what the last interpreter wrote
+        try:
+            os.read(self.wdt_fd, 1 << 20)    # what the last interpreter wrote
+        except BlockingIOError:
+            pass
         self.wdt_ms = None        # every reset disarms the watchdog
+        self.wdt_buf = b""
         self.proc = subprocess.Popen(
             [MICROPYTHON, "-X", "heapsize=" + self.heap, "-i", os.path.join(self.rt, "_vboot.py")],
             cwd=self.flash, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -254,7 +258,13 @@ class Board:
                 self.wdt_buf = b"A" + line   # the arming line comes in pieces
                 return
             self.wdt_ms = int(line)
+            self._note(b"vboard: watchdog armed (%d ms)" % self.wdt_ms)
         self.wdt_last = time.monotonic()     # arming or feeding
+
+    def _note(self, msg):
+        if self.log:
+            self.log.write(msg + b"\n")
+            self.log.flush()
 
     def watchdog_due(self):
         return (self.wdt_ms is not None and self.proc.poll() is None
@@ -265,9 +275,7 @@ class Board:
         self.stop()
         self.wdt_resets += 1
         msg = b"\r\nvboard: watchdog reset (%d)\r\n" % self.wdt_resets
-        if self.log:
-            self.log.write(msg)
-            self.log.flush()
+        self._note(msg.strip())
         self.start("WDT_RESET", run_main=True)
         return msg
 
@@ -435,11 +443,6 @@ def serve(link, board, stop_after=None):
     while t_end is None or time.time() < t_end:
         fds = link.fds() + [board.proc.stdout, board.wdt_fd]
         r, _, _ = select.select(fds, [], [], 0.05 if board.wdt_ms else 0.2)
-        if board.wdt_fd in r:
-            board.read_wdt()
-        if board.watchdog_due():
-            link.write(board.watchdog_reset())
-            continue
         if board.proc.stdout in r:
             out = board.read_output()
             if out:
@@ -452,6 +455,10 @@ def serve(link, board, stop_after=None):
         data = link.readable(r)
         if data:
             board.from_client(data)
+        if board.wdt_fd in r:      # after the output, so the log keeps the order
+            board.read_wdt()
+        if board.watchdog_due():
+            link.write(board.watchdog_reset())
 
 
 def main(argv=None):
