@@ -109,7 +109,7 @@ class Link:
         if self.ssid is None:
             return
         if self.t_try is not None:
-            self._attempt(now)
+            self._attempt(now, self.t_try)
         elif self.t_next is not None:
             if time.ticks_diff(now, self.t_next) >= 0:
                 self.start(now)
@@ -137,13 +137,13 @@ class Link:
         except OSError as e:
             self._failed(now, "connect: %s" % e)
 
-    def _attempt(self, now):
+    def _attempt(self, now, t_try):
         sta = self.sta
         if sta.isconnected():
             self._connected(now)
             return
         code = sta.status()
-        waited = time.ticks_diff(now, self.t_try)
+        waited = time.ticks_diff(now, t_try)
         if code not in _FATAL and waited < self.timeout_ms:
             if self.status["mode"] != "ap":  # in AP mode feed() blinks
                 self.led(not self.led())

@@ -44,8 +44,9 @@ DEFAULTS = {
     # on the boards with an ESP32's 110 KiB heap: the table costs 1.6 KB of it there, and
     # tracebacks still name the file and function. tools/build.py --source-lines to debug.
     "source_lines": True,
+    # retry_ms: how often a board in access-point mode tries the station again (0: never).
     "wifi": {"ssid": "", "password": "", "retries": 3, "connect_timeout_ms": 10000,
-             "backoff_ms": 1000},
+             "backoff_ms": 1000, "retry_ms": 60000},
     "ap": {"ssid": "ringws-setup", "password": "ringws-setup", "channel": 6},
 }
 
@@ -179,7 +180,7 @@ def validate(raw, where="<board>"):
     if pw and len(pw) < 8:
         raise BoardError("%s: ap.password: WPA2 needs at least 8 characters (or empty for "
                          "an open access point)" % where)
-    for f in ("retries", "connect_timeout_ms", "backoff_ms"):
+    for f in ("retries", "connect_timeout_ms", "backoff_ms", "retry_ms"):
         _int(where, "wifi." + f, board["wifi"][f])
     return board
 
