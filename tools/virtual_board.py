@@ -22,6 +22,12 @@ bridge makes up for it:
   into SIGINT. At a prompt, Ctrl-C is passed on as a byte, as the REPL expects.
 * Output: print() writes "\\n" on the unix port; the bridge sends "\\r\\n" like a board.
 * Input arriving while the interpreter (re)starts is held and passed on at the prompt.
+* machine.WDT: the bridge is the watchdog. The shim reports arming and every feed
+  through a FIFO; when feeds stop for the timeout, the bridge restarts the board with
+  reset_cause() WDT_RESET and logs "vboard: watchdog reset (N)".
+* --wifi [AT:FOR,...]: a fake `network` module, so the firmware runs in board mode
+  (station, access point, watchdog, LED code paths). Only the WLAN objects are fake: the
+  station's link drops AT ms after each boot for FOR ms; sockets stay real.
 """
 import argparse
 import os
