@@ -56,10 +56,12 @@ def bring_up(cfg):
         _status.update(mode="host", wifi="none", ip=bind, reason=cfg.get("config_error"))
         return dict(_status, bind=bind)
 
-    _wdt_ms, _led_pin, _led_low = wifi.hardware(cfg)
+    import netup  # start-up only: launch.forget drops it
+
+    _wdt_ms, _led_pin, _led_low = netup.hardware(cfg)
     led(False)
     _status["mode"] = None
-    _link = wifi.bring_up(cfg, _status, led, feed)
+    _link = netup.bring_up(cfg, _status, led, feed)
     return dict(_status, bind=server.get("host") or "0.0.0.0",
                 poll=(wifi.RUN_POLL_MS, _link.poll))
 

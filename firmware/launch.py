@@ -11,7 +11,7 @@ after_install = None
 
 # Needed only until the server is built (see forget()).
 # (ringws.slot: the slots keep their class; the module and allocate_slots can go.)
-START_ONLY = ("launch", "fallback", "ringws.config", "ringws.slot")
+START_ONLY = ("launch", "fallback", "netup", "ringws.config", "ringws.slot")
 
 
 def load_config():

@@ -1,25 +1,18 @@
 # The board-only half of the platform: WiFi (the station with retries and backoff, the
 # access-point fallback that keeps retrying the station, link recovery while the server
 # runs) and the pause before a fatal reset. Imported by board only where a `network`
-# module exists; board hands in what this module may use (the status dict, led, feed)
-# and keeps the Link it gets back.
+# module exists. The start-up half is netup.py; board hands it what it may use (the
+# status dict, led, feed) and keeps the Link it gets back.
 import time
 
-import machine
 import network
 
 AP_DEFAULTS = {"ssid": "ringws-setup", "password": "ringws-setup", "channel": 6}
 BACKOFF_CAP_MS = 30000
-POLL_MS = 100        # boot: how often the station is polled before the loop runs
-RUN_POLL_MS = 250    # running: the period of the server timer that calls Link.poll
+RUN_POLL_MS = 250    # the period of the server timer that calls Link.poll
 # Codes after which waiting out connect_timeout_ms is pointless.
 _FATAL = tuple(getattr(network, n, -1) for n in
                ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL"))
-
-
-def _dict(value):
-    # A missing or mistyped section reads as empty instead of failing boot.
-    return value if isinstance(value, dict) else {}
 
 
 def _int(value, default):
@@ -33,19 +26,6 @@ def _status_name(code):
     return str(code)
 
 
-def hardware(cfg):
-    """(watchdog_ms, LED pin or None, LED active low) from the config; bad values: off."""
-    ms = cfg.get("watchdog_ms")
-    pin = cfg.get("led_pin")
-    led = None
-    if type(pin) is int:
-        try:
-            led = machine.Pin(pin, machine.Pin.OUT)
-        except (ValueError, OSError):
-            pass
-    return (ms if type(ms) is int and ms > 0 else 0), led, bool(cfg.get("led_active_low"))
-
-
 def pause(exc, pause_ms, led, feed):
     # board.fatal's wait before the reset: the LED blinks and Ctrl-C reaches the REPL.
     print("board: fatal %r, resetting in %d ms (Ctrl-C for the REPL)" % (exc, pause_ms))
@@ -54,33 +34,6 @@ def pause(exc, pause_ms, led, feed):
         led(not led())
         feed(False)
         time.sleep_ms(min(200, pause_ms))
-
-
-def bring_up(cfg, status, led, feed):
-    """Station or access point before the loop runs; returns the Link to poll."""
-    hostname = cfg.get("hostname")
-    if not isinstance(hostname, str) or not hostname:
-        hostname = "ringws"
-    try:
-        network.hostname(hostname)
-    except (AttributeError, OSError, ValueError):
-        pass
-    status["hostname"] = hostname
-    link = Link(status, led, _dict(cfg.get("wifi")), _dict(cfg.get("ap")))
-    if cfg.get("config_error"):
-        link.ssid = None  # a broken config.json: nothing to retry, the AP says why
-        link.access_point("config: %s" % cfg["config_error"])
-    elif link.ssid is None:
-        link.access_point("no WiFi configured (wifi.ssid is empty)")
-    else:
-        # Before the loop: the same steps as later, with sleeps in between. feed(False)
-        # keeps an armed watchdog fed and never arms one.
-        link.start(time.ticks_ms())
-        while status["mode"] is None:
-            feed(False)
-            time.sleep_ms(POLL_MS)
-            link.poll(time.ticks_ms())
-    return link
 
 
 class Link:

@@ -1,0 +1,54 @@
+# Start-up only (launch.forget drops it): the board's settings and the first connect,
+# before the loop runs. Imported by board.bring_up only where a `network` module exists.
+import time
+
+import machine
+import network
+import wifi
+
+POLL_MS = 100  # how often the station is polled before the loop runs
+
+
+def _dict(value):
+    # A missing or mistyped section reads as empty instead of failing boot.
+    return value if isinstance(value, dict) else {}
+
+
+def hardware(cfg):
+    """(watchdog_ms, LED pin or None, LED active low) from the config; bad values: off."""
+    ms = cfg.get("watchdog_ms")
+    pin = cfg.get("led_pin")
+    led = None
+    if type(pin) is int:
+        try:
+            led = machine.Pin(pin, machine.Pin.OUT)
+        except (ValueError, OSError):
+            pass
+    return (ms if type(ms) is int and ms > 0 else 0), led, bool(cfg.get("led_active_low"))
+
+
+def bring_up(cfg, status, led, feed):
+    """Station or access point before the loop runs; returns the Link to poll."""
+    hostname = cfg.get("hostname")
+    if not isinstance(hostname, str) or not hostname:
+        hostname = "ringws"
+    try:
+        network.hostname(hostname)
+    except (AttributeError, OSError, ValueError):
+        pass
+    status["hostname"] = hostname
+    link = wifi.Link(status, led, _dict(cfg.get("wifi")), _dict(cfg.get("ap")))
+    if cfg.get("config_error"):
+        link.ssid = None  # a broken config.json: nothing to retry, the AP says why
+        link.access_point("config: %s" % cfg["config_error"])
+    elif link.ssid is None:
+        link.access_point("no WiFi configured (wifi.ssid is empty)")
+    else:
+        # Before the loop: the same steps as later, with sleeps in between. feed(False)
+        # keeps an armed watchdog fed and never arms one.
+        link.start(time.ticks_ms())
+        while status["mode"] is None:
+            feed(False)
+            time.sleep_ms(POLL_MS)
+            link.poll(time.ticks_ms())
+    return link
