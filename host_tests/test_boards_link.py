@@ -243,6 +243,17 @@ def test_unusable_config_comes_up_with_the_safe_sizing_at_110k(built, tmp_path, 
     assert "ringws: config.json unusable" in b.text() and "safe sizing" in b.text()
 
 
+def test_rejected_server_settings_keep_the_port_with_the_safe_sizing(built, tmp_path, boards):
+    port = free_port()
+    cfg = json.dumps({"server": {"host": "127.0.0.1", "port": port, "max_connections": 40,
+                                 "send_ring": 100}})
+    b = start(boards, built, tmp_path, cfg, heap="110k", bare=True, port=port)
+    st = b.until(lambda s: True, "the server")
+    assert st["slots_total"] == 4 and st["board"]["mode"] == "host"
+    assert st["board"]["reason"].startswith("server settings rejected (server setting send_ring")
+    assert st["board"]["reason"].endswith("safe sizing (4 slots)")
+
+
 def test_unusable_config_on_a_board_comes_up_in_ap_mode(built, tmp_path, boards):
     import websockets
 
