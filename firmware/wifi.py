@@ -64,7 +64,9 @@ class Link:
         if self.t_try is not None:
             self._attempt(now, self.t_try)
         elif self.t_next is not None:
-            if time.ticks_diff(now, self.t_next) >= 0:
+            if self.sta.isconnected():  # the ESP32's driver may reconnect by itself
+                self._connected(now)
+            elif time.ticks_diff(now, self.t_next) >= 0:
                 self.start(now)
         elif st["mode"] == "station" and not self.sta.isconnected():
             why = _status_name(self.sta.status())
@@ -122,7 +124,7 @@ class Link:
 
     def _connected(self, now):
         st = self.status
-        self.t_try = None
+        self.t_try = self.t_next = None
         self.failed = 0
         if self.t_down is not None:
             st["down_ms"] += time.ticks_diff(now, self.t_down)
