@@ -17,7 +17,6 @@ KNOWN = {
     ("module-length", "ringws/server.py", ""),
     ("function-length", "ringws/server.py", "Server._reader"),
     ("nesting", "ringws/server.py", "Server._reader"),
-    ("circle", "board.py", "board -> wifi -> board"),
 }
 
 
