@@ -7,12 +7,13 @@
     fw.stop()                       # SIGINT, then SIGKILL after `grace` seconds
 
 Firmware(out_dir=None, heap=HEAP, board="host", server=None, config=None, squeeze=False,
-         leave_free=None, build=True)
+         leave_free=None, entry=None, build=True)
     Builds firmware/ with tools/build.py into out_dir (a fresh temporary folder if None)
     for `board`, with `server` overriding server settings and `config` merged into the
     other sections of config.json (e.g. {"app": {"telemetry_ms": 200}, "access": {...}}).
-    The port is a free one, written into config.json at every start(). squeeze/leave_free
-    run tools/squeeze_main.py instead of main.py (heap ballast, see that file).
+    The port is a free one, written into config.json at every start(). entry: a MicroPython
+    program copied into the build and run instead of main.py (it hooks launch.after_install
+    and runs main.py); squeeze/leave_free run tools/squeeze_main.py (heap ballast).
     .port, .url(path), .ws_url(path="/echo"), .get(path, headers), .ws(path) (a websockets
     sync client), .stats(), .idle(busy), .resources(), .squeeze(n), .alive(), .fds(),
     .log(since_start), .stop(), .kill().
@@ -26,6 +27,7 @@ and is kept after stop().
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -225,33 +227,37 @@ class Firmware(MicroPython):
     """The firmware built from firmware/ and run as the board runs it (main.py)."""
 
     def __init__(self, out_dir=None, heap=HEAP, board="host", server=None, config=None,
-                 squeeze=False, leave_free=None, build=True):
+                 squeeze=False, leave_free=None, entry=None, build=True):
         if out_dir is None:
             out_dir = os.path.join(tempfile.mkdtemp(prefix="ringws-fw-"), "fw")
-        hooked = squeeze or leave_free is not None
-        entry = "squeeze_main.py" if hooked else "main.py"
-        MicroPython.__init__(self, out_dir, [entry], heap)
+        if squeeze or leave_free is not None:
+            entry = SQUEEZE_MAIN
+            config = dict(config or {}, squeeze={"leave_free": leave_free,
+                                                 "squeeze": squeeze})
+        self.entry = entry
+        # -m, not a script path: the unix port keeps a script's real folder in sys.path[0]
+        # on the heap, so start-up heap would depend on where the build lies (a board's
+        # main.py has no such path).
+        module = os.path.basename(entry)[:-3] if entry else "main"
+        MicroPython.__init__(self, out_dir, ["-m", module], heap)
         self.port = free_port()
         self.config = None
         if build:
-            self.build(board, server, config, squeeze, leave_free)
+            self.build(board, server, config)
         access = (config or {}).get("access") or {}
         # /stats needs the token when one is configured
         self.stats_path = "/stats" + ("?token=" + access["token"] if access.get("token")
                                       else "")
 
-    def build(self, board="host", server=None, config=None, squeeze=False, leave_free=None):
+    def build(self, board="host", server=None, config=None):
         sys.path.insert(0, TOOLS)
         import build
 
         overrides = dict(server or {}, port=self.port)
         self.config = cfg = build.build(board, self.dir, overrides=overrides)
         _merge(cfg, config or {})
-        if squeeze or leave_free is not None:
-            cfg["squeeze"] = {"leave_free": leave_free, "squeeze": squeeze}
-            with open(SQUEEZE_MAIN) as src, open(os.path.join(self.dir, "squeeze_main.py"),
-                                                 "w") as dst:
-                dst.write(src.read())
+        if self.entry:
+            shutil.copyfile(self.entry, os.path.join(self.dir, os.path.basename(self.entry)))
         self._write_config()
 
     def _write_config(self):
