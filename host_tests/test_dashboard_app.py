@@ -1,14 +1,18 @@
-"""The /ws channel's logic on CPython, with connections whose ring can be made full.
+"""The /ws channel's logic on CPython.
 
-The fake server and connections below exist only to inject the fault that matters here (a
-ring that refuses sends); the same module runs for real under MicroPython in
-test_dashboard_ws.py and test_dashboard_browser.py.
+Telemetry and commands run against a fake server whose connections' rings can be made
+full (fault injection). Everything that goes through srv.broadcast (say, led) runs against
+the real Server through the fake socket layer, with a tab whose peer stops reading. The
+same module runs under MicroPython in test_dashboard_ws.py and test_dashboard_browser.py.
 """
 import importlib.util
 import json
 import os
 
 import pytest
+
+from ringws.frames import OP_TEXT
+from test_core_server_fake import Echo, close_handshake, run
 
 # Loaded by path: the module needs nothing else from the firmware (app/__init__ does).
 _SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -62,16 +66,6 @@ class Srv:
         self.n += 1
         return {"mem_free": 50000 - self.n, "connections": len(self.conns),
                 "dropped": self.dropped, "uptime_ms": 1000 * self.n}
-
-    def broadcast(self, data, text=False, path=None):
-        sent = 0
-        for c in self.conns:
-            if c.send(data, text):
-                sent += 1
-            else:
-                self.dropped += 1
-        return sent
-
 
 class Board:
     def __init__(self):
@@ -170,28 +164,6 @@ def test_closed_tab_gets_nothing(env):
     assert srv.n == 0
 
 
-def test_led_command_sets_pin_and_tells_everyone(env):
-    srv, board, dash = env
-    a, b = open_tab(srv, dash, 1), open_tab(srv, dash, 2)
-    cmd(dash, a, {"cmd": "led", "on": True})
-    assert board.state is True
-    assert a.of("led") == b.of("led") == [{"t": "led", "on": True}]
-    cmd(dash, b, {"cmd": "led", "on": False})
-    assert board.state is False
-
-
-def test_say_reaches_every_tab_and_reports_skips(env):
-    srv, _, dash = env
-    a, b = open_tab(srv, dash, 1), open_tab(srv, dash, 2)
-    full = open_tab(srv, dash, 3, room=1)  # only the hello fits
-    cmd(dash, a, {"cmd": "say", "text": "h\u00e9llo \u2603"})
-    want = {"t": "say", "from": 1, "text": "h\u00e9llo \u2603"}
-    assert a.of("say") == b.of("say") == [want]
-    assert full.of("say") == []
-    assert a.of("sent") == [{"t": "sent", "to": 2, "skipped": 1}]
-    assert srv.dropped == 1
-
-
 @pytest.mark.parametrize("raw, why", [
     (b"not json", "not JSON"),
     (b"[1, 2]", "a command is a JSON object"),
@@ -236,14 +208,18 @@ class NoPinBoard:
 
 @pytest.mark.parametrize("board", [object(), NoPinBoard()])
 def test_board_without_led_gets_a_simulated_pin(board):
-    srv = Srv()
-    dash = dashboard.install(srv, {}, board)
-    a = open_tab(srv, dash, 1)
-    assert a.frames[0]["sim"] is True and a.frames[0]["led"] is False
-    cmd(dash, a, {"cmd": "led", "on": True})
-    assert a.of("led") == [{"t": "led", "on": True}]
-    dash.tick(0)
-    assert a.of("stats")[0]["led"] is True
+    async def scenario(ctx):
+        dash = dashboard.install(ctx.srv, {"app": {"telemetry_ms": 600000}}, board)
+        a = await ctx.client().handshake("/ws")
+        hello = await msg(a)
+        assert hello["sim"] is True and hello["led"] is False
+        a.send(OP_TEXT, b'{"cmd": "led", "on": true}')
+        assert await msg(a) == {"t": "led", "on": True}
+        dash.tick(0)
+        assert (await msg(a))["led"] is True
+        await close_handshake(a)
+
+    run(scenario, handlers={})
 
 
 def test_sample_carries_the_page_figures_only(env):
@@ -266,8 +242,83 @@ def test_messages_are_built_in_a_fixed_buffer():
     # 200 characters, each \u0001 escaped to 6 bytes: more than the buffer holds.
     cmd(dash, a, {"cmd": "say", "text": "\x01" * 200})
     assert "too long" in a.of("error")[0]["error"] and b.of("say") == []
-    cmd(dash, a, {"cmd": "say", "text": "fits"})
-    assert b.of("say")[0]["text"] == "fits"
     srv.stats = lambda: {"board": {"wifi": "w" * 600}}
     dash.tick(0)  # a sample no ring could take: missed by both, counted
     assert a.of("stats") == [] and srv.dropped == 2
+
+
+# -- through the real Server: srv.broadcast ---------------------------------------------
+
+async def tab(ctx):
+    """A /ws client past its hello."""
+    c = await ctx.client().handshake("/ws")
+    assert (await msg(c))["t"] == "hello"
+    return c
+
+
+async def msg(c):
+    text, payload = await c.message()
+    assert text
+    return json.loads(payload)
+
+
+def say(c, text):
+    c.send(OP_TEXT, json.dumps({"cmd": "say", "text": text}).encode())
+
+
+def test_say_reaches_every_tab_and_a_full_ring_is_skipped_and_counted():
+    async def scenario(ctx):
+        srv = ctx.srv
+        dashboard.install(srv, {"app": {"telemetry_ms": 600000}}, Board())
+        a, b, full = await tab(ctx), await tab(ctx), await tab(ctx)
+        other = await ctx.client().handshake("/echo")
+        full.sock.send_budget = 0  # this tab's peer stops reading: its ring fills
+        d0 = srv.dropped
+        # Says until the full tab's ring refuses one (a 1 KiB ring: a few 200-byte says).
+        for n in range(1, 20):
+            say(a, "say %d " % n + "x" * 180)
+            mine, sent = await msg(a), await msg(a)
+            assert mine["t"] == "say" and await msg(b) == mine
+            if sent["skipped"]:
+                break
+            assert sent == {"t": "sent", "to": 3, "skipped": 0}
+        assert n > 1 and sent == {"t": "sent", "to": 2, "skipped": 1}
+        assert srv.dropped == d0 + 1
+        assert srv.stats()["dropped"] == d0 + 1
+        # The full tab, reading again, gets the says that fit, in order; the skipped one
+        # was not queued: the next say comes right after them.
+        full.sock.allow(1 << 20)
+        say(a, "after")
+        assert [(await msg(full))["text"][:6] for _ in range(n - 1)] == [
+            "say %d " % i for i in range(1, n)]
+        assert (await msg(full))["text"] == "after"
+        assert (await msg(b))["text"] == (await msg(a))["text"] == "after"
+        assert await msg(a) == {"t": "sent", "to": 3, "skipped": 0}
+        # A connection on another path gets nothing of the channel.
+        assert other.sock.take() == b"" and other.buf == bytearray()
+        for c in (a, b, full, other):
+            await close_handshake(c)
+
+    run(scenario, cfg={"max_connections": 5}, handlers={"/echo": Echo()},
+        expect={"normal": 4})
+
+
+def test_led_command_sets_pin_and_tells_every_tab():
+    board = Board()
+
+    async def scenario(ctx):
+        dashboard.install(ctx.srv, {"app": {"telemetry_ms": 600000}}, board)
+        a, b = await tab(ctx), await tab(ctx)
+        other = await ctx.client().handshake("/echo")
+        a.send(OP_TEXT, b'{"cmd": "led", "on": true}')
+        assert await msg(a) == await msg(b) == {"t": "led", "on": True}
+        assert board.state is True
+        b.send(OP_TEXT, b'{"cmd": "led", "on": false}')
+        assert await msg(a) == await msg(b) == {"t": "led", "on": False}
+        assert board.state is False
+        assert other.sock.take() == b"" and other.buf == bytearray()
+        for c in (a, b, other):
+            await close_handshake(c)
+
+    run(scenario, cfg={"max_connections": 4}, handlers={"/echo": Echo()},
+        expect={"normal": 3})
