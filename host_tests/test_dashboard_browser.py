@@ -172,9 +172,20 @@ def test_message_typed_in_one_tab_appears_in_another(page_of):
     assert a.input_value("#msg") == ""
 
 
-def test_screenshot(fw, page_of):
+CHART_LINE = """() => {
+  const c = document.getElementById('chart'),
+        d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;  // pixels of the heap line's blue (#4fb3ff)
+  for (let i = 0; i < d.length; i += 4)
+    if (d[i + 3] > 128 && d[i + 2] > 180 && d[i] < 140) n++;
+  return n;
+}"""
+
+
+def test_screenshot_shows_the_live_board(fw, page_of):
     pg = page_of()
-    pg.fill("#msg", "hello, board")
+    text = "hello, board %d" % time.monotonic_ns()
+    pg.fill("#msg", text)
     pg.press("#msg", "Enter")
     if fig(pg, "led") != "true":
         pg.click("#led")
@@ -182,11 +193,30 @@ def test_screenshot(fw, page_of):
     # Let the heap chart collect some history.
     start = int(fig(pg, "up") or 0)
     wait_sample_after(pg, start + 15 * PERIOD)
+    st = fw.stats()
+    # What the picture shows: connected, the chat line, the LED on as the board has it,
+    # the figures of this board, and a drawn heap chart of the samples it received.
+    assert pg.text_content("#st") == "live"
+    assert pg.eval_on_selector("#dot", "e => e.className") == "on"
+    pg.wait_for_function("t => document.getElementById('log').textContent.includes(t)",
+                         arg=text, timeout=WAIT)
+    assert pg.text_content("#led") == "LED on" and server_led(fw) is True
+    conns = int(fig(pg, "conns"))
+    assert 1 <= conns <= st["connections"] + 1
+    assert pg.text_content("#conns") == "%d / %d" % (conns, st["slots_total"])
+    assert abs(int(fig(pg, "heap")) - st["mem_free"]) < 8 * 1024, (fig(pg, "heap"), st)
+    assert int(fig(pg, "up")) <= st["uptime_ms"]
+    hist = pg.evaluate("hist")
+    assert len(hist) >= 10 and hist[-1] == int(fig(pg, "heap"))
+    assert pg.evaluate(CHART_LINE) > 50, "no heap line drawn"
     out = os.path.join(ROOT, "test-output")
     os.makedirs(out, exist_ok=True)
     shot = os.path.join(out, "dashboard.png")
     pg.screenshot(path=shot)
-    assert os.path.getsize(shot) > 10_000
+    with open(shot, "rb") as f:
+        png = f.read(24)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (900, 620)
     # The README's copy is refreshed on request only, so test runs leave the tree clean.
     docs = os.path.join(ROOT, "docs", "screenshot.png")
     if os.environ.get("RINGWS_SCREENSHOT") or not os.path.exists(docs):
