@@ -2,9 +2,9 @@
 
 The firmware starts normally (ESP32-sized heap); then the test takes the heap away while
 it runs: a server timer fills it with ballast until only a few hundred bytes are free
-(tools/squeeze_main.py). Connections already open must go on being served, or be
-closed with 1011; new ones must be refused (503, or closed when even that cannot be
-built) without the server dying; once the memory is given back everything works again
+(tools/squeeze_main.py). Connections already open must go on being served; new ones
+are answered 101 if there is memory for them, else a prebuilt 503, without the server
+dying; once the memory is given back everything works again
 and every resource is at its baseline.
 """
 import time
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import FAST, assert_baseline
-from fwrun import Firmware
+from fwrun import Firmware, until
 from wspeer import (
     FrameReader,
     connect,
@@ -25,7 +25,7 @@ from wspeer import (
     ws_request,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 SLOTS = 4
 
 
@@ -80,21 +80,20 @@ def test_starved_heap_keeps_open_connections_and_refuses_new_ones(fw, base, leav
             s.sendall(frame(0x8, b"\x03\xe8"))
             assert FrameReader(s).close_code() == 1000
         s.close()
-    after = fw.stats()["closed"]
-    # An open connection either went on echoing or was closed with 1011; nothing else.
-    for i, out in enumerate(outcomes):
-        assert out in (("echo", b"hi %d" % i), ("closed", 1011)), outcomes
-    # A new connection is answered 101 only if there was memory for it, else refused.
-    for data in refused:
-        status = parse_response(data)[0] if data else None
-        assert status in (101, 503, None), data[:100]
-    starved = sum(1 for d in refused if not d.startswith(b"HTTP/1.1 101"))
-    assert after["memory"] - before["memory"] >= starved
-    print("\nleave_free %d: open connections %s; new %s; memory closes %d"
-          % (leave_free, outcomes, [d[:12] for d in refused],
-             after["memory"] - before["memory"]))
+    # Every open connection went on echoing (docs/hostile.md: "all echoed in every run";
+    # the echo path allocates nothing).
+    assert outcomes == [("echo", b"hi %d" % i) for i in range(len(olds))], outcomes
+    # A new connection is answered 101 if there was memory for it, else a 503; never a
+    # silent close. With 400 bytes or fewer left there is never room for a handshake.
+    statuses = [parse_response(d)[0] if d else None for d in refused]
+    assert set(statuses) <= {101, 503}, refused
     if leave_free <= 400:
-        assert starved >= 1, "the squeeze did not starve the handshake: no OOM was tested"
+        assert statuses == [503] * len(refused), "the squeeze did not starve the handshake"
+    # Each 503 is counted as a memory close, and nothing else is.
+    starved = statuses.count(503)
+    counted = until(lambda: fw.stats()["closed"]["memory"] - before["memory"] == starved, 5)
+    assert counted, (starved, fw.stats()["closed"], before)
+    print("\nleave_free %d: open connections %s; new %s" % (leave_free, outcomes, statuses))
 
 
 # Found by this test (fixed): when the opening handshake ran out of memory the connection
