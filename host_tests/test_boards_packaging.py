@@ -54,6 +54,7 @@ def test_manifest_freezes_the_same_files():
     assert "board.py" in seen["module"] and "app" in frozen
 
 
+@pytest.mark.slow
 def test_mip_install_onto_the_virtual_board(tmp_path):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -101,6 +102,7 @@ def _traceback_of_write_header(out):
     return [line for line in (r.stderr + r.stdout).splitlines() if "write_header" in line]
 
 
+@pytest.mark.slow
 def test_esp32_sized_builds_leave_line_numbers_out_and_can_keep_them(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import boards

@@ -15,6 +15,8 @@ from websockets.exceptions import ConnectionClosed
 from conftest import ROOT
 from fwrun import Firmware, until
 
+pytestmark = pytest.mark.slow
+
 PERIOD = 100
 SERVER = {"max_connections": 4, "max_message": 256}  # room for a 200-character line
 

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import free_port
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPREMOTE = os.path.join(ROOT, ".venv", "bin", "mpremote")
 HEAP = os.environ.get("VBOARD_HEAP", "110k")   # the ESP32's GC heap

@@ -34,11 +34,13 @@ def test_mpy_cross_rejects_what_micropython_cannot_parse(tmp_path):
     assert r.returncode != 0 and "SyntaxError" in (r.stderr + r.stdout)
 
 
+@pytest.mark.slow
 def test_no_api_missing_on_the_esp32_port(stubs):
     gate, advice = fit_check.pyright()
     assert gate == [], "\n".join(gate)
 
 
+@pytest.mark.slow
 def test_pyright_gate_catches_a_missing_esp32_api(stubs, tmp_path):
     # The same settings as pyrightconfig.json on a small canary: ESP32-only APIs pass
     # (CPython's time has no ticks_ms), a misspelt or absent one is an error.

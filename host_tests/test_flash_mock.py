@@ -61,6 +61,7 @@ def flash_holds(chip, url, offset, data, tmp):
     return r.returncode == 0 and "Verification successful" in r.stdout
 
 
+@pytest.mark.slow
 def test_flash_erases_writes_at_offset_and_verifies(mock, tmp_path):
     chip, url = mock
     board = {"esp32": "esp32", "esp32c3": "esp32c3"}[chip]
@@ -91,6 +92,7 @@ def test_flash_erases_writes_at_offset_and_verifies(mock, tmp_path):
     assert flash_holds(chip, url, offset + 0x10000, b"\xff" * 8192, tmp_path)  # erased
 
 
+@pytest.mark.slow
 def test_verify_catches_a_different_image(mock, tmp_path):
     chip, url = mock
     a, b = tmp_path / "a.bin", tmp_path / "b.bin"

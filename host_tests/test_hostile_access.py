@@ -107,6 +107,7 @@ def ask(fw, data):
     return parse_response(got), time.monotonic() - t0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_firmware_refuses_without_holding_a_slot(fw):
     auth = {"Authorization": "Bearer " + TOKEN}
@@ -132,6 +133,7 @@ def test_firmware_refuses_without_holding_a_slot(fw):
     assert fw.alive()
 
 
+@pytest.mark.slow
 def test_firmware_serves_the_authorised_websocket_client(fw):
     from websockets.sync.client import connect as ws_connect
 

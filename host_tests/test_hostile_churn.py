@@ -15,6 +15,8 @@ from conftest import assert_baseline
 from fwrun import Firmware
 from wspeer import echo_roundtrip
 
+pytestmark = pytest.mark.slow
+
 CYCLES = int(os.environ.get("RINGWS_CHURN", "10000"))
 SLOTS = 4
 WORKERS = 3  # fewer than the slots: a cycle never has to be refused

@@ -26,6 +26,7 @@ def test_fuzz_runs_on_the_host_boards_slot():
     assert fuzz.HEAD == fuzz.RECV + fuzz.RING + fuzz.MBUF
 
 
+@pytest.mark.slow
 def test_fuzz_handshake_parser():
     before = fuzz.stats["handshake"]
     TESTS["handshake"]()
@@ -34,6 +35,7 @@ def test_fuzz_handshake_parser():
     assert fuzz.stats["statuses"].get(101) and fuzz.stats["statuses"].get(400)
 
 
+@pytest.mark.slow
 def test_fuzz_frame_decoder():
     before = fuzz.stats["frames"]
     TESTS["frames"]()

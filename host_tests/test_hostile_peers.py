@@ -29,7 +29,7 @@ from wspeer import (
 )
 
 SLOTS = 4
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from wspeer import http_request, read_frame, ws_open
 
 from conftest import encode_frame
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 MASK = b"\x01\x02\x03\x04"
 HEAP = 112640
 
