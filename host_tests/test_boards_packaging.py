@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = os.path.join(ROOT, "firmware", "ringws")
 BOARD_FILES = sorted(f for f in os.listdir(LIB) if f.endswith(".py")
