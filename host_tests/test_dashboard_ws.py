@@ -167,7 +167,7 @@ class Tab:
             assert self.cv.wait_for(seen, timeout), "no such message within %ss" % timeout
             return self.msgs[found[0]], found[0]
 
-    def settle(self, quiet=0.15, timeout=5):
+    def settle(self, quiet=0.4, timeout=5):
         """Wait until nothing but telemetry has come for `quiet` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() - self.last < quiet:
