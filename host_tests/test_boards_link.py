@@ -135,6 +135,7 @@ async def echo(ws, text):
     assert await asyncio.wait_for(ws.recv(), 10) == text
 
 
+@pytest.mark.slow
 def test_client_connected_before_a_5s_link_drop_echoes_after_it(built, tmp_path, boards):
     import websockets
 
@@ -167,6 +168,7 @@ def test_client_connected_before_a_5s_link_drop_echoes_after_it(built, tmp_path,
     assert log.count("board: station mode") == 2
 
 
+@pytest.mark.slow
 def test_access_point_board_keeps_retrying_the_station_and_returns(built, tmp_path, boards):
     wifi = dict(WIFI, retries=1, connect_timeout_ms=800, backoff_ms=100)
     b = start(boards, built, tmp_path, {"wifi": wifi}, wifi="0:7000")
@@ -181,6 +183,7 @@ def test_access_point_board_keeps_retrying_the_station_and_returns(built, tmp_pa
     assert log.index("board: ap mode") < log.index("board: station mode")
 
 
+@pytest.mark.slow
 def test_long_drop_falls_back_to_access_point_then_station(built, tmp_path, boards):
     wifi = dict(WIFI, retries=1, connect_timeout_ms=800, backoff_ms=100)
     b = start(boards, built, tmp_path, {"wifi": wifi}, wifi="6000:7000")
@@ -192,6 +195,7 @@ def test_long_drop_falls_back_to_access_point_then_station(built, tmp_path, boar
     assert back["reconnects"] == 1 and 6000 <= back["down_ms"] <= 15000, back
 
 
+@pytest.mark.slow
 def test_watchdog_ignores_slow_boot_retries_and_resets_a_blocked_loop(built, tmp_path, boards):
     import websockets
 
