@@ -12,7 +12,7 @@ BOARD  ?= esp32
 .PHONY: help venv build sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape clean
 
 help:
-	@echo "make sim [PORT=8080] [HEAP=110k]   run the firmware under the MicroPython unix port"
+	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module]   run the firmware under the MicroPython unix port"
 	@echo "make test                          set up .venv from scratch and run every test"
 	@echo "make bench | bench-quick           speed and memory against peers"
 	@echo "make flash BOARD=.. PORT=.. FIRMWARE=..   write MicroPython to a board"
@@ -28,7 +28,7 @@ $(STAMP): requirements.txt
 venv: $(STAMP)
 
 build: $(STAMP)
-	$(PY) tools/build.py --board host --out build/sim --port $(PORT)
+	$(PY) tools/build.py --board host --out build/sim --port $(PORT) $(if $(APP),--set app=$(APP))
 
 sim: build
 	cd build/sim && ../../$(VENV)/bin/micropython -X heapsize=$(HEAP) main.py

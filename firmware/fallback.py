@@ -24,3 +24,26 @@ def settings(cfg):
     print("ringws:", problem)
     cfg["config_error"] = problem
     return scfg
+
+
+def app(cfg, name, exc):
+    """The default app, when the one config.json names is missing, broken or has no
+    install(): the board stays reachable and says why (printed, and in /stats board.reason
+    through config_error; on a board that also means access-point mode, as for any
+    config error)."""
+    import sys
+
+    if name == "app":
+        raise exc
+    if name in sys.modules and isinstance(exc, AttributeError):
+        why = "has no install(srv, cfg, board)"
+    else:
+        why = "cannot be imported: %r" % (exc,)
+    problem = "app %r %s; serving the default app" % (name, why)
+    print("ringws:", problem)
+    old = cfg.get("config_error")
+    cfg["config_error"] = old + "; " + problem if old else problem
+    if not isinstance(cfg.get("app"), dict):
+        cfg["app"] = {}
+    __import__("app")
+    return sys.modules["app"]

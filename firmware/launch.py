@@ -39,6 +39,20 @@ def server_settings(cfg):
     return fallback.settings(cfg)
 
 
+def load_app(cfg):
+    """The module config.json's "app" names ({"module": name, ...its settings}, or just the
+    name; default: the app package); it must have install(srv, cfg, board)."""
+    spec = cfg.get("app")
+    name = (spec.get("module") if isinstance(spec, dict) else spec) or "app"
+    try:
+        __import__(name)
+        return sys.modules[name].install and sys.modules[name]
+    except Exception as e:  # reported, and the default app serves (fallback.py)
+        import fallback
+
+        return fallback.app(cfg, name, e)
+
+
 def start():
     """Build everything up to the event loop; returns the server."""
     cfg, problem = load_config()
@@ -54,12 +68,13 @@ def start():
     # loading garbage is freed before the next one loads, so the heap is not left in
     # thousands of small holes (measured: largest free block 400 B -> 6.5 KB).
     for name in ("asyncio", "ringws.handshake", "ringws.server", "board", "app", "ringws.http"):
-        __import__(name)
+        if name == "app":
+            app = load_app(cfg)
+        else:
+            __import__(name)
         gc.collect()
     import board
     from ringws.server import Server
-
-    import app
 
     info = board.bring_up(cfg)
     if info.get("bind"):

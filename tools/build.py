@@ -104,14 +104,40 @@ def gzip_www(www):
                 f.write(data)
 
 
+# --set keys that are not server settings. config.json's "app" is an object: "module" names
+# the application module (default: the app package), the other keys are the app's settings;
+# --set app=hello sets the module and keeps the settings.
+TOP_LEVEL = ("app",)
+
+
+def parse_set(item):
+    """--set KEY=JSON -> (key, value); a top-level name may be given bare (--set app=hello).
+    A value that is not JSON raises ValueError."""
+    key, _, value = item.partition("=")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        if key in TOP_LEVEL and value:
+            return key, value
+        raise
+
+
 def make_config(board, overrides, secrets=None):
     config = {"board": board.get("chip", "host"), "server": dict(board.get("server", {}))}
     for key in ("led_pin", "led_active_low", "hostname", "watchdog_ms", "app", "wifi", "ap",
                 "access"):
         if key in board:
             config[key] = board[key]
+    app = config.get("app")
+    if isinstance(app, str):  # "app": "hello" is short for {"module": "hello"}
+        config["app"] = {"module": app}
     for key, value in overrides.items():
-        config["server"][key] = value
+        if key == "app" and isinstance(value, str):
+            config["app"] = dict(config.get("app") or {}, module=value)
+        elif key in TOP_LEVEL:
+            config[key] = value
+        else:
+            config["server"][key] = value
     # secrets.json (git-ignored) holds WiFi credentials: {"wifi": {"ssid":.., "password":..}}
     for section, values in (secrets or {}).items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):
@@ -128,7 +154,8 @@ def main(argv=None):
     ap.add_argument("--arch", help="override the board's mpy-cross arch")
     ap.add_argument("--port", type=int, help="override server.port")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                    help="override a server setting, e.g. --set max_connections=2")
+                    help="override a server setting, e.g. --set max_connections=2, or the "
+                         "app module: --set app=hello")
     ap.add_argument("--source", action="store_true", help="copy .py instead of compiling")
     ap.add_argument("--source-lines", action="store_true",
                     help="keep line numbers in tracebacks (the board's source_lines may "
@@ -138,8 +165,8 @@ def main(argv=None):
     if args.port is not None:
         overrides["port"] = args.port
     for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value)
+        key, value = parse_set(item)
+        overrides[key] = value
     cfg = build(args.board, args.out, args.arch, overrides, args.source,
                 source_lines=True if args.source_lines else None)
     print("built %s for %s (port %s)" % (args.out, args.board, cfg["server"].get("port")))

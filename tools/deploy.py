@@ -182,7 +182,8 @@ def main(argv=None):
     ap.add_argument("--no-reset", action="store_true", help="do not reset after uploading")
     ap.add_argument("--secrets", help="WiFi credentials (default: secrets.json if present)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                    help="override a server setting in config.json, e.g. --set port=8081")
+                    help="override a server setting in config.json, e.g. --set port=8081, "
+                         "or the app module: --set app=hello")
     ap.add_argument("--source", help="firmware tree to deploy (default: firmware/)")
     ap.add_argument("--out", help="build folder (default: build/deploy-<board>)")
     args = ap.parse_args(argv)
@@ -194,9 +195,9 @@ def main(argv=None):
                                bool(args.secrets))
         overrides = {}
         for item in args.set:
-            key, _, value = item.partition("=")
             try:
-                overrides[key] = json.loads(value)
+                key, value = build.parse_set(item)
+                overrides[key] = value
             except ValueError:
                 raise DeployError("--set %s: value must be JSON" % item)
         board = boards.load(args.board)
