@@ -9,7 +9,7 @@ PORT   ?= 8080
 HEAP   ?= 110k
 BOARD  ?= esp32
 
-.PHONY: help venv build sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape clean
+.PHONY: help venv build dist sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape clean
 
 help:
 	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module]   run the firmware under the MicroPython unix port"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench | bench-quick           speed and memory against peers"
 	@echo "make flash BOARD=.. PORT=.. FIRMWARE=..   write MicroPython to a board"
 	@echo "make deploy BOARD=.. PORT=..       compile and upload firmware/ to a board"
+	@echo "make dist                          mip packages of .mpy per arch in dist/<arch>/"
 	@echo "make shape                         function/module length, nesting, import circles"
 
 $(STAMP): requirements.txt
@@ -29,6 +30,10 @@ venv: $(STAMP)
 
 build: $(STAMP)
 	$(PY) tools/build.py --board host --out build/sim --port $(PORT) $(if $(APP),--set app=$(APP))
+
+# mip packages of bytecode, one per arch: dist/<arch>/package.json (tools/dist.py).
+dist: $(STAMP)
+	$(PY) tools/dist.py
 
 sim: build
 	cd build/sim && ../../$(VENV)/bin/micropython -X heapsize=$(HEAP) main.py
@@ -69,4 +74,4 @@ shape:
 	$(PYTHON) tools/shape_check.py
 
 clean:
-	rm -rf build .pytest_cache bench-results test-output
+	rm -rf build dist .pytest_cache bench-results test-output

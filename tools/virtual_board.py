@@ -150,7 +150,8 @@ import gc
 import os
 import sys
 
-sys.path[:] = ["", ".frozen", "lib", %(rt)r]
+# "./lib" plays a board's "/lib": `mpremote mip install` picks the first entry ending in it.
+sys.path[:] = ["", ".frozen", "./lib", %(rt)r]
 print("vboard: boot (%%s)" %% os.getenv("VBOARD_RESET"))
 
 
