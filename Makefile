@@ -35,8 +35,9 @@ build: $(STAMP)
 dist: $(STAMP)
 	$(PY) tools/dist.py
 
+# Ctrl-C and SIGTERM both stop it gracefully (tools/sim_signals.py).
 sim: build
-	cd build/sim && ../../$(VENV)/bin/micropython -X heapsize=$(HEAP) main.py
+	cd build/sim && exec ../../$(PY) ../../tools/sim_signals.py ../../$(VENV)/bin/micropython -X heapsize=$(HEAP) main.py
 
 test: $(STAMP)
 	$(PY) tools/setup_test_deps.py

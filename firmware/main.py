@@ -9,7 +9,12 @@ try:
     del launch
     import asyncio
 
-    asyncio.run(srv.serve())
+    try:
+        asyncio.run(srv.serve())
+    except KeyboardInterrupt:  # Ctrl-C: 1001 to every client, a bounded wait, then force
+        print("ringws: closing every connection")
+        asyncio.run(srv.shutdown())
+    print("ringws: stopped")
 except KeyboardInterrupt:
     print("ringws: stopped")
 except Exception as e:

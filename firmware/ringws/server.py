@@ -346,6 +346,7 @@ class Server:
         self._close_listener()
         for s in self.slots:
             if s.phase == _WS:
+                s.batching = False  # out now, even from a reader Ctrl-C stopped mid-batch
                 self._close(s, CLOSE_GOING_AWAY, "server shutdown", "shutdown")
             elif s.phase == _HTTP:
                 self._teardown(s, "shutdown", s.gen)
@@ -615,6 +616,11 @@ class Server:
                         slot.t_phase = ticks_ms()
                 cause = slot.cause or "peer_reset"
             except asyncio.CancelledError:
+                raise
+            except KeyboardInterrupt:
+                # Ctrl-C landed in this task: main.py runs shutdown(), which closes this
+                # connection with 1001 like the others (gen: the teardown below skips).
+                gen = None
                 raise
             except MemoryError:
                 cause = "memory"

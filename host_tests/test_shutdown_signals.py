@@ -1,0 +1,109 @@
+"""Stopping the firmware gracefully: under the real MicroPython unix port with a 110 KiB heap,
+real `websockets` clients on /echo, a signal to the server process.
+
+Ctrl-C (SIGINT) runs srv.shutdown() in main.py: every open client gets a 1001 close, the
+process waits at most shutdown_timeout_ms and exits. The unix port cannot handle SIGTERM;
+`make sim` runs it through tools/sim_signals.py, which turns a SIGTERM into the same
+graceful stop. Both are checked the way `make sim` starts the firmware, with the signal sent
+to the interpreter's process id and to its whole process group (a terminal's Ctrl-C).
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import build  # noqa: E402  (tools/build.py)
+
+CLIENTS = 5
+BUSY = 3  # of them echo without pause when the signal comes; the others wait quietly
+
+
+def start(tmp, wrapped):
+    port = free_port()
+    out = os.path.join(tmp, "fw")
+    build.build("host", out, overrides={"port": port})
+    cmd = [os.path.join(BIN, "micropython"), "-X", "heapsize=110k", "main.py"]
+    if wrapped:  # as `make sim` runs it
+        cmd = [sys.executable, os.path.join(ROOT, "tools", "sim_signals.py")] + cmd
+    log = open(os.path.join(tmp, "console.log"), "w+")
+    proc = subprocess.Popen(cmd, cwd=out, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 15
+    while "listening on" not in read(log):
+        assert proc.poll() is None and time.monotonic() < deadline, read(log)
+        time.sleep(0.02)
+    return proc, port, log
+
+
+def read(log):
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
+def client(port, busy, opened, codes):
+    """Echo (busy) or wait until the server closes; record the close code it sent."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    try:
+        with connect("ws://127.0.0.1:%d/echo" % port, open_timeout=5) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=5) == "hello"
+            opened.release()
+            while True:
+                if busy:
+                    ws.send(b"x" * 300)
+                ws.recv(timeout=10)
+    except ConnectionClosed as e:
+        codes.append(e.rcvd.code if e.rcvd is not None else None)
+    except Exception as e:  # recorded, so the assertion shows it
+        codes.append(repr(e))
+
+
+@pytest.mark.parametrize("sig, wrapped, to_group", [
+    (signal.SIGINT, False, False),   # micropython main.py, Ctrl-C to the process
+    (signal.SIGINT, True, True),     # make sim, Ctrl-C in its terminal (the process group)
+    (signal.SIGTERM, True, False),   # make sim, `kill <pid>`
+    (signal.SIGTERM, True, True),    # make sim, SIGTERM to the process group
+], ids=["sigint", "sim-sigint-group", "sim-sigterm", "sim-sigterm-group"])
+def test_signal_closes_every_client_with_1001(sig, wrapped, to_group):
+    with tempfile.TemporaryDirectory(prefix="ringws-stop-") as tmp:
+        proc, port, log = start(tmp, wrapped)
+        try:
+            opened = threading.Semaphore(0)
+            codes = []
+            threads = [threading.Thread(target=client, args=(port, i < BUSY, opened, codes))
+                       for i in range(CLIENTS)]
+            for t in threads:
+                t.start()
+            for _ in threads:
+                assert opened.acquire(timeout=10), (codes, read(log))
+            time.sleep(0.3)  # the busy ones in full swing
+            if to_group:
+                os.killpg(proc.pid, sig)
+            else:
+                os.kill(proc.pid, sig)
+            for t in threads:
+                t.join(20)
+            assert codes == [1001] * CLIENTS, (codes, read(log))
+            # Then the process ends by itself, cleanly.
+            assert proc.wait(10) == 0, read(log)
+            text = read(log)
+            assert "closing every connection" in text and "ringws: stopped" in text, text
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            log.close()
