@@ -5,12 +5,9 @@ Browsers cannot set headers on a WebSocket, so the page connects to /ws?token=..
 token comes from the page's own address (/?token=...), else from what this tab kept
 (sessionStorage), else the page asks for it once the board answers 401.
 """
-import json
-import os
-
 import pytest
 
-from dashboard_sim import Firmware
+from fwrun import Firmware
 from test_dashboard_browser import WAIT, browser  # noqa: F401 (fixture)
 
 TOKEN = "s3cret token/+"  # characters a URL must escape
@@ -21,16 +18,9 @@ def fw(tmp_path):
     # A fresh server for each test, with the board's own sizing: at 110 KiB the heap has
     # room for one page load with a token, not for a second one beside the first tab's
     # dashboard (see docs/hostile.md, access).
-    f = Firmware(tmp_path / "fw", server=None)
-    path = os.path.join(f.dir, "config.json")
-    with open(path) as fh:
-        cfg = json.load(fh)
-    cfg["access"] = {"token": TOKEN}
-    with open(path, "w") as fh:
-        json.dump(cfg, fh)
-    f.start()
+    f = Firmware(tmp_path / "fw", config={"access": {"token": TOKEN}}).start()
     yield f
-    f.kill()
+    f.stop()
 
 
 @pytest.fixture
@@ -64,7 +54,7 @@ def wait_live(pg):
 def test_token_from_the_address_connects_and_is_kept_for_the_tab(fw, tab):
     from urllib.parse import quote
 
-    tab.goto(fw.url + "/?token=" + quote(TOKEN, safe=""))
+    tab.goto(fw.url("/?token=" + quote(TOKEN, safe="")))
     wait_live(tab)
     assert tab.prompts == []
     # Kept for this tab, and out of the address bar.
@@ -81,7 +71,7 @@ def test_token_from_the_address_connects_and_is_kept_for_the_tab(fw, tab):
 
 def test_page_asks_once_when_the_board_needs_a_token(fw, tab):
     tab.answers.append(TOKEN)
-    tab.goto(fw.url + "/")
+    tab.goto(fw.url("/"))
     wait_live(tab)
     assert len(tab.prompts) == 1 and "token" in tab.prompts[0], tab.prompts
     assert tab.evaluate("sessionStorage.getItem('ringws-token')") == TOKEN
@@ -95,14 +85,14 @@ def test_page_asks_once_when_the_board_needs_a_token(fw, tab):
 
 def test_wrong_token_is_asked_for_again(fw, tab):
     tab.answers.append(TOKEN)
-    tab.goto(fw.url + "/?token=wrong")
+    tab.goto(fw.url("/?token=wrong"))
     wait_live(tab)
     assert len(tab.prompts) == 1 and tab.prompts[0].startswith("Wrong token"), tab.prompts
     assert tab.evaluate("sessionStorage.getItem('ringws-token')") == TOKEN
 
 
 def test_no_answer_leaves_the_page_waiting_without_retrying(fw, tab):
-    tab.goto(fw.url + "/")
+    tab.goto(fw.url("/"))
     wait_status(tab, "needs its access token")
     assert len(tab.prompts) == 1
     tab.wait_for_timeout(1500)  # longer than the first reconnect delay

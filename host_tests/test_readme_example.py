@@ -3,19 +3,12 @@
 with a 110 KiB heap, against the firmware's .mpy build, with a real `websockets` client."""
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import free_port
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
-import build  # noqa: E402  (tools/build.py)
+import build  # tools/build.py
+from conftest import ROOT, free_port
+from fwrun import MicroPython, until
 
 
 def readme_example():
@@ -30,32 +23,18 @@ def test_the_example_is_short():
 
 
 @pytest.fixture
-def example(tmp_path):
+def example(tmp_path, monkeypatch):
     port = free_port()
     lib = tmp_path / "build"
     build.build("host", str(lib))
     code = readme_example()
     assert '"port": 8080' in code
-    (tmp_path / "app.py").write_text(code.replace('"port": 8080', '"port": %d' % port))
-    env = dict(os.environ, MICROPYPATH="%s:.frozen" % lib)
-    log = open(tmp_path / "console.log", "w+")
-    proc = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "micropython"), "-X", "heapsize=110k",
-         "app.py"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def output():
-        log.flush()
-        log.seek(0)
-        return log.read()
-
-    deadline = time.monotonic() + 15
-    while "listening on" not in output():
-        assert proc.poll() is None and time.monotonic() < deadline, output()
-        time.sleep(0.02)
-    yield port, output
-    proc.send_signal(signal.SIGINT)
-    proc.wait(5)
-    log.close()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "app.py").write_text(code.replace('"port": 8080', '"port": %d' % port))
+    monkeypatch.setenv("MICROPYPATH", "%s:.frozen" % lib)  # as the README says
+    app = MicroPython(tmp_path / "run", ["app.py"]).start(ports=[port])
+    yield port, app.log
+    app.stop()
 
 
 def test_the_example_counts_every_message_in_order(example):
@@ -72,7 +51,4 @@ def test_the_example_counts_every_message_in_order(example):
             ws.send("x" * (i % 50))
         for i in range(300):
             assert ws.recv(timeout=5) == "%d: %d bytes" % (i + 3, i % 50)
-    deadline = time.monotonic() + 5
-    while "closed with 1000 after 302 messages" not in output():
-        assert time.monotonic() < deadline, output()
-        time.sleep(0.02)
+    assert until(lambda: "closed with 1000 after 302 messages" in output(), 5), output()

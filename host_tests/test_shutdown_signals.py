@@ -17,33 +17,26 @@ import time
 
 import pytest
 
-from conftest import free_port
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
-import build  # noqa: E402  (tools/build.py)
+from conftest import ROOT
+from fwrun import Firmware, micropython, until
 
 CLIENTS = 5
 BUSY = 3  # of them echo without pause when the signal comes; the others wait quietly
 
 
 def start(tmp, wrapped):
-    port = free_port()
-    out = os.path.join(tmp, "fw")
-    build.build("host", out, overrides={"port": port})
-    cmd = [os.path.join(BIN, "micropython"), "-X", "heapsize=110k", "main.py"]
+    # Built by the runner; started here in a session of its own, so that a signal can go
+    # to the whole process group as a terminal's Ctrl-C does.
+    fw = Firmware(os.path.join(tmp, "fw"))
+    cmd = [micropython(), "-X", "heapsize=110k", "main.py"]
     if wrapped:  # as `make sim` runs it
         cmd = [sys.executable, os.path.join(ROOT, "tools", "sim_signals.py")] + cmd
     log = open(os.path.join(tmp, "console.log"), "w+")
-    proc = subprocess.Popen(cmd, cwd=out, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=fw.dir, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline = time.monotonic() + 15
-    while "listening on" not in read(log):
-        assert proc.poll() is None and time.monotonic() < deadline, read(log)
-        time.sleep(0.02)
-    return proc, port, log
+    started = until(lambda: proc.poll() is not None or "listening on" in read(log), 15)
+    assert started and proc.poll() is None, read(log)
+    return proc, fw.port, log
 
 
 def read(log):
