@@ -10,6 +10,8 @@ import pytest
 from fwrun import Firmware
 from test_dashboard_browser import WAIT, browser  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow  # real firmware, Chromium
+
 TOKEN = "s3cret token/+"  # characters a URL must escape
 
 

@@ -37,6 +37,7 @@ def example(tmp_path, monkeypatch):
     app.stop()
 
 
+@pytest.mark.slow
 def test_the_example_counts_every_message_in_order(example):
     from websockets.sync.client import connect
 

@@ -20,6 +20,8 @@ import pytest
 from conftest import ROOT
 from fwrun import Firmware, micropython, until
 
+pytestmark = pytest.mark.slow  # real firmware under load
+
 CLIENTS = 5
 BUSY = 3  # of them echo without pause when the signal comes; the others wait quietly
 
