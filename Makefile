@@ -37,7 +37,7 @@ dist: $(STAMP)
 
 # Ctrl-C and SIGTERM both stop it gracefully (tools/sim_signals.py).
 sim: build
-	cd build/sim && exec ../../$(PY) ../../tools/sim_signals.py ../../$(VENV)/bin/micropython -X heapsize=$(HEAP) main.py
+	cd build/sim && exec ../../$(PY) ../../tools/sim_signals.py ../../$(VENV)/bin/micropython -X heapsize=$(HEAP) -m main
 
 test: $(STAMP)
 	$(PY) tools/setup_test_deps.py
