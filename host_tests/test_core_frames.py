@@ -81,8 +81,8 @@ def test_the_servers_private_constants_agree_with_protocol_and_slot():
     from ringws import protocol, server, slot
 
     names = [n for n in dir(server) if n.startswith(("_EV_", "_OPEN", "_CLOSED", "_NO_STREAM",
-                                                      "_STREAM_", "_FREE", "_HTTP", "_WS"))]
-    assert len(names) == 14
+                                                      "_STREAM_", "_FREE", "_HTTP", "_WS", "_ANSWER"))]
+    assert len(names) == 15
     for n in names:
-        src = slot if n in ("_FREE", "_HTTP", "_WS") else protocol
+        src = slot if n in ("_FREE", "_HTTP", "_WS", "_ANSWER") else protocol
         assert getattr(server, n) == getattr(src, n[1:]), n

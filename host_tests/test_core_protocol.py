@@ -3,6 +3,8 @@
 Every test feeds client bytes, reads events and checks what the protocol queued in its send
 ring. drive() (conftest) consumes events as the runtime would.
 """
+import re
+
 import pytest
 
 from conftest import (
@@ -473,6 +475,23 @@ def test_send_of_a_frame_that_can_never_fit_raises():
     assert p.send(b"x" * (1024 - 254 - 4))
     with pytest.raises(ValueError):
         p.send_fragment(b"x" * 2000, False, True, False)
+
+
+@pytest.mark.parametrize("ring", [776, 1024, 65793, 65794, 70000])
+def test_the_send_error_names_the_limit(ring):
+    # 518 bytes with the ESP32 sizing's 776-byte ring: the message says so.
+    p = make_proto(recv=512, ring=ring, mbuf=64)
+    from ringws.frames import header_size
+
+    limit = max(n for n in range(ring) if header_size(n) + n + 254 <= ring)
+    assert ring != 776 or limit == 518
+    with pytest.raises(ValueError) as e:
+        p.send(b"x" * (limit + 1))
+    assert re.search(r"\b%d\b" % limit, str(e.value)) and str(limit + 1) in str(e.value)
+    with pytest.raises(ValueError) as e:
+        p.send_fragment(b"x" * (limit + 1), False, True, True)
+    assert re.search(r"\b%d\b" % limit, str(e.value))
+    assert p.send(b"x" * limit)  # the limit itself fits an empty ring
 
 
 def test_writable_is_exactly_what_send_accepts():

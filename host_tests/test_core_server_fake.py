@@ -851,3 +851,154 @@ def test_http_answers_and_full_server_503():
         await close_handshake(held)
 
     run(scenario, cfg={"max_connections": 1}, expect={"http": 3, "normal": 1})
+
+
+# -- issue 22: answers to slow readers, stuck rings, a full board ----------------------------
+
+
+def test_a_page_read_slowly_past_the_handshake_timeout_arrives_whole(tmp_path):
+    # The answer's deadline is progress (stuck_timeout_ms with no byte taken), not the
+    # request's handshake_timeout_ms: a slow but steady reader gets the whole page and no
+    # 408 inside it.
+    page = bytes(range(256)) * 40  # 10 KiB: ten times the ring
+    (tmp_path / "index.html").write_bytes(page)
+
+    async def scenario(ctx):
+        ctx.srv.static("/", str(tmp_path))
+        slow = ctx.client(send_budget=100)
+        slow.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        got = b""
+        while not slow.sock.closed:
+            await asyncio.sleep(0.06)  # 1,000 bytes per 60 ms: about 0.6 s for the page
+            got += slow.sock.take()
+            slow.sock.allow(1000)
+        got += slow.sock.take()
+        assert loop.time() - t0 > 3 * 0.1  # well past handshake_timeout_ms
+        assert b"408" not in got
+        assert got.partition(b"\r\n\r\n")[2] == page
+
+    run(scenario, cfg={"handshake_timeout_ms": 100, "stuck_timeout_ms": 300},
+        expect={"http": 1})
+
+
+def test_an_http_answer_nobody_reads_ends_after_stuck_timeout(tmp_path):
+    (tmp_path / "index.html").write_bytes(b"x" * 10000)
+
+    async def scenario(ctx):
+        ctx.srv.static("/", str(tmp_path))
+        dead = ctx.client(send_budget=1000)
+        dead.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: dead.sock.send_budget == 0, 2, "the page to stall")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await dead.closed(2)
+        assert 0.25 < loop.time() - t0 < 1.0
+        assert b"408" not in dead.sock.take()
+
+    run(scenario, cfg={"handshake_timeout_ms": 100, "stuck_timeout_ms": 300},
+        expect={"too_slow": 1})
+
+
+class Producer(Recorder):
+    """Sends with conn.send() from a timer until the ring refuses, and again on every
+    on_writable: an application that never calls broadcast()."""
+
+    def __init__(self):
+        super().__init__()
+        self.conns = []
+        self.codes = []
+
+    def on_open(self, conn):
+        super().on_open(conn)
+        self.conns.append(conn)
+
+    def tick(self, now):
+        for c in self.conns:
+            while c.open and c.send(b"p" * 200):
+                pass
+
+    def on_close(self, conn, code, reason):
+        super().on_close(conn, code, reason)
+        self.codes.append((code, reason))
+        self.conns.remove(conn)
+
+
+def test_a_peer_that_stops_reading_is_closed_1008_within_stuck_timeout():
+    # The stuck check runs in housekeeping for every connection, whoever filled the ring:
+    # here the application's conn.send(), no broadcast().
+    stuck_ms, tick_ms = 300, 10
+    h = Producer()
+
+    async def scenario(ctx):
+        ctx.srv.add_timer(20, h.tick)
+        reader = await ctx.client().handshake()
+        await until(lambda: h.conns, 2, "on_open")
+        reader.sock.send_budget = 0  # the peer stops reading
+        loop = asyncio.get_running_loop()
+        slot = h.conns[0]._slot
+        await until(lambda: slot.ring.used, 2, "output waiting")
+        t0 = loop.time()
+        await until(lambda: slot.cause == "too_slow", 2, "the stuck check")
+        took = loop.time() - t0
+        assert stuck_ms / 1000 <= took + 0.02 and took < (stuck_ms + 2 * tick_ms) / 1000 + 0.1, took
+        assert h.codes == []  # closing: the close frame waits behind the data
+        reader.sock.allow(1 << 20)  # the peer reads again: the data, then 1008
+        while True:
+            f = await reader.frame()
+            assert f is not None, "socket closed before the close frame"
+            if f[1] == OP_CLOSE:
+                break
+        assert f[2][:2] == (1008).to_bytes(2, "big") and f[2][2:] == b"too slow"
+        reader.send(OP_CLOSE, close_payload(1008))
+        await reader.closed()
+        assert [code for code, _ in h.codes] == [1008]  # (the reason is the peer's echo)
+
+    run(scenario, cfg={"stuck_timeout_ms": stuck_ms, "tick_ms": tick_ms},
+        handlers={"/echo": h}, expect={"too_slow": 1})
+
+
+def test_a_reader_that_keeps_up_is_never_stuck():
+    h = Producer()
+
+    async def scenario(ctx):
+        ctx.srv.add_timer(20, h.tick)
+        reader = await ctx.client().handshake()
+        reader.sock.send_budget = 100
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 0.8  # over twice stuck_timeout_ms, the ring full all along
+        while loop.time() < end:
+            await asyncio.sleep(0.02)
+            reader.buf += reader.sock.take()
+            reader.sock.allow(500)
+        assert ctx.srv.closed["too_slow"] == 0 and h.conns
+        h.conns[0].close()
+        reader.sock.allow(1 << 20)
+        while (await reader.frame())[1] != OP_CLOSE:
+            pass
+        reader.send(OP_CLOSE, close_payload(1000))
+        await reader.closed()
+
+    run(scenario, cfg={"stuck_timeout_ms": 300}, handlers={"/echo": h}, expect={"normal": 1})
+
+
+def test_a_full_board_still_answers_http():
+    # WebSockets may hold every slot but one: /stats and the page are still served.
+    async def scenario(ctx):
+        held = [await ctx.client().handshake() for _ in range(2)]
+        extra = ctx.client()
+        assert await extra.http(extra.request()) == 503
+        assert b"Retry-After: 1" in extra.head
+        assert b"all connection slots are busy" in await extra.body()
+        await extra.closed()
+        st = ctx.client()
+        assert await st.http(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n") == 200
+        stats = json.loads(await st.body())
+        assert stats["connections"] == 2 and stats["slots_total"] == 3
+        assert stats["rejected_full"] == 1
+        await st.closed()
+        for c in held:
+            await close_handshake(c)
+
+    run(scenario, expect={"http": 2, "normal": 2})

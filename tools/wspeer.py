@@ -191,7 +191,8 @@ class FrameReader:
 
 
 def warm_slots(port, n, timeout=5.0):
-    """n connections open at once, one message each, then closed: every slot then has
+    """n connections open at once (n - 1 WebSockets, one message each, and a /stats
+    request: WebSockets may hold every slot but one), then closed: every slot then has
     its reader task (created at a slot's first connection and kept, parked, between
     connections), so a baseline taken after this is the steady one."""
     from contextlib import ExitStack
@@ -201,11 +202,12 @@ def warm_slots(port, n, timeout=5.0):
     with ExitStack() as stack:
         conns = [stack.enter_context(ws_connect("ws://127.0.0.1:%d/echo" % port,
                                                 open_timeout=timeout, close_timeout=timeout))
-                 for _ in range(n)]
+                 for _ in range(n - 1)]
         for ws in conns:
             ws.send(b"warm")
         for ws in conns:
             assert ws.recv(timeout) == b"warm"
+        assert http_get(port, "/stats", timeout=timeout)[0] in (200, 401)  # (401: a token)
 
 
 def echo_roundtrip(port, payload=b"ping", timeout=5.0):

@@ -100,6 +100,7 @@ async def send(srv, slot, pieces, path=None):
         while True:
             if srv.write_ring(slot):
                 await wait_writable(slot.sock, slot)
+                slot.stuck_at = 0  # progress: the answer's deadline starts over
                 continue
             if i < len(pieces):
                 data = pieces[i]

@@ -63,6 +63,16 @@ len = len
 isinstance = isinstance
 
 
+_TOO_LARGE = "%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
+
+
+def _largest(size):
+    # The largest payload a frame may have in a ring of size bytes, beside the reserve
+    # (the 4-byte header form: every ring config.check accepts).
+    n = size - CONTROL_RESERVE - 4
+    return n if n < 65536 else max(65535, n - 6)
+
+
 # Header bytes on their way into a ring. Shared by every connection: it is filled and
 # copied out within one call, never across an await.
 _SCRATCH = bytearray(14)
@@ -532,7 +542,7 @@ class Protocol(FrameHeader):
             ring.write_frame(0x81 if text else 0x82, data)
             return True
         if not self.frame_fits(n):
-            raise ValueError("%d-byte frame can never fit a %d-byte send ring: use send_fragment" % (n, self.ring.size))
+            raise ValueError(_TOO_LARGE % (n, ring.size, _largest(ring.size)))
         return False
 
     def send_fragment(self, data, text, first, last):
@@ -540,7 +550,7 @@ class Protocol(FrameHeader):
             return False
         n = len(data)
         if not self.frame_fits(n):
-            raise ValueError("%d-byte fragment can never fit a %d-byte send ring" % (n, self.ring.size))
+            raise ValueError(_TOO_LARGE % (n, self.ring.size, _largest(self.ring.size)))
         op = (_OP_TEXT if text else _OP_BINARY) if first else _OP_CONT
         if not self._queue(op, last, data, CONTROL_RESERVE):
             return False

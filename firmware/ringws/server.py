@@ -45,6 +45,7 @@ _STREAM_WHOLE = const(2)
 _FREE = const(0)
 _HTTP = const(1)
 _WS = const(2)
+_ANSWER = const(3)
 
 # errno numbers differ between the unix port and the ESP32: compare by name. MicroPython's
 # errno module has no EPIPE, which a write to a peer that has gone raises on Linux; it is
@@ -251,8 +252,6 @@ class Server:
             data = data.encode()
             text = True
         sent = 0
-        now = ticks_ms()
-        stuck_limit = self.cfg["stuck_timeout_ms"]
         for s in self.slots:
             c = s.conn
             if c is None or s.state != _OPEN or (path is not None and c.path != path):
@@ -260,15 +259,10 @@ class Server:
             if s.send(data, text):
                 sent += 1
                 self.messages_out += 1
-                s.stuck_at = 0
                 self._sent(s)
-            else:
+            else:  # (a ring that stays full is closed by housekeeping: _check_stuck)
                 self.dropped += 1
                 c.dropped += 1
-                if not s.stuck_at:
-                    s.stuck_at = now or 1
-                elif stuck_limit and ticks_diff(now, s.stuck_at) > stuck_limit:
-                    self._close(s, CLOSE_POLICY, "too slow", "too_slow")
         return sent
 
     def stats(self):
@@ -348,7 +342,7 @@ class Server:
             if s.phase == _WS:
                 s.batching = False  # out now, even from a reader Ctrl-C stopped mid-batch
                 self._close(s, CLOSE_GOING_AWAY, "server shutdown", "shutdown")
-            elif s.phase == _HTTP:
+            elif s.phase != _FREE:
                 self._teardown(s, "shutdown", s.gen)
         start = ticks_ms()
         while len(self.free) < len(self.slots) and ticks_diff(ticks_ms(), start) < timeout_ms:
@@ -518,11 +512,16 @@ class Server:
                 # the error) in `handler`, so that the request is not kept while the
                 # answer goes out. (It is passed first for the same reason: see
                 # _respond_http.)
+                if handler is _FULL_503:
+                    slot.cause = "http"
+                    send_from(sock, _FULL_503, 0, len(_FULL_503))
+                    continue
                 if isinstance(handler, (handshake.HttpError, handshake.Request)):
                     if isinstance(handler, handshake.HttpError):
                         slot.cause = "http"  # an error answered: "http" whatever follows
                     cause = "http"
                     handler = _respond_http(handler, self, slot)
+                    slot.phase = _ANSWER  # the 408 deadline is over: _check_stuck times it
                     await handler
                     continue
                 self._open(slot, handler)
@@ -690,6 +689,7 @@ class Server:
                 slot.batching = False
                 await wait_writable(slot.sock, slot)
                 slot.batching = True
+                slot.stuck_at = 0  # progress (see _check_stuck)
         finally:
             slot.paused = False
 
@@ -734,6 +734,7 @@ class Server:
                 await wait_writable(slot.sock, slot)
                 if slot.gen != gen:
                     return
+                slot.stuck_at = 0  # progress (see _check_stuck)
                 pushed_back = self._write_some(slot)
                 if slot.broken:
                     self._teardown(slot, slot.cause or "peer_reset", gen)
@@ -804,6 +805,15 @@ class Server:
                 self.access_check(req, handler is not None)  # raises HttpError 401/403
             if handler is not None:
                 accept = handshake.validate_upgrade(req)
+                # WebSockets may hold every slot but one, so that a short HTTP request
+                # (/stats, the page) is still served on a full board.
+                n = 1
+                for s in self.slots:
+                    if s.phase == _WS:
+                        n += 1
+                if n >= len(self.slots) > 1:
+                    self.rejected_full += 1
+                    return _FULL_503  # prebuilt: nothing to build on a full board
             elif handshake.is_upgrade(req):
                 raise handshake.HttpError(404, "no WebSocket endpoint at " + req.path)
         except handshake.HttpError as err:
@@ -845,7 +855,7 @@ class Server:
     def _close(self, slot, code, reason, cause):
         """Start a server-side close: close frame now, teardown when answered or late."""
         if slot.phase != _WS:
-            if slot.phase == _HTTP:
+            if slot.phase != _FREE:
                 self._teardown(slot, cause, slot.gen)
             return
         if slot.close(code, reason):
@@ -921,6 +931,8 @@ class Server:
                     self._timeout_http(s)
             elif phase == _WS:
                 self._check_ws(s, now, cfg)
+            elif phase == _ANSWER:
+                self._check_stuck(s, now, cfg["stuck_timeout_ms"])
         for timer in self.timers:
             if ticks_diff(now, timer[2]) >= timer[0]:
                 timer[2] = now
@@ -957,6 +969,8 @@ class Server:
                 cause = s.cause if s.cause and s.cause != "normal" else "close_timeout"
                 self._teardown(s, cause, s.gen)
             return
+        if self._check_stuck(s, now, cfg["stuck_timeout_ms"]):
+            return
         quiet = ticks_diff(now, s.last_rx)
         idle = cfg["idle_timeout_ms"]
         if idle and quiet > idle:
@@ -970,6 +984,26 @@ class Server:
             if s.send_ping(b"ringws"):
                 s.ping_at = now or 1
                 self._sent(s)
+
+
+    def _check_stuck(self, s, now, limit):
+        # Output waiting and not one byte taken by the socket for `limit` ms, whoever
+        # queued it. Progress (a wait for writability that ended: _writer, _pause,
+        # http.send) sets stuck_at back to 0; the first tick that finds output waiting
+        # after that starts the clock. True if the connection was closed.
+        if not limit or not (s.ring.used or s.tx_end):
+            s.stuck_at = 0
+            return False
+        if not s.stuck_at:
+            s.stuck_at = now or 1
+            return False
+        if ticks_diff(now, s.stuck_at) <= limit:
+            return False
+        if s.phase == _WS:
+            self._close(s, CLOSE_POLICY, "too slow", "too_slow")
+        else:  # an HTTP answer: no frame to say why
+            self._teardown(s, "too_slow", s.gen)
+        return True
 
 
 def _write_loops(srv, slot):

@@ -7,6 +7,7 @@ from ringws.protocol import Protocol
 FREE = 0
 HTTP = 1  # reading or answering an HTTP request (maybe a handshake)
 WS = 2  # WebSocket open or closing
+ANSWER = 3  # sending the answer to an HTTP request
 
 
 class Slot(Protocol):
