@@ -9,8 +9,8 @@ from conftest import FIRMWARE, ROOT
 SCRIPT = r"""
 import sys
 sys.path.insert(0, %r)
-from ringws import server
-print(sorted(server._RESET_ERRNOS))
+from ringws import connection
+print(sorted(connection.RESET_ERRNOS))
 """
 
 

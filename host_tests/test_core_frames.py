@@ -77,12 +77,17 @@ def test_the_protocols_private_constants_agree_with_frames():
         assert getattr(protocol, n) == getattr(frames, n[1:]), n
 
 
-def test_the_servers_private_constants_agree_with_protocol_and_slot():
-    from ringws import protocol, server, slot
+def test_the_runtimes_private_constants_agree_with_protocol_and_slot():
+    # The runtime's modules repeat them as private const()s so MicroPython inlines them.
+    from ringws import connection, protocol, server, slot
 
-    names = [n for n in dir(server) if n.startswith(("_EV_", "_OPEN", "_CLOSED", "_NO_STREAM",
-                                                      "_STREAM_", "_FREE", "_HTTP", "_WS", "_ANSWER"))]
-    assert len(names) == 15
-    for n in names:
-        src = slot if n in ("_FREE", "_HTTP", "_WS", "_ANSWER") else protocol
-        assert getattr(server, n) == getattr(src, n[1:]), n
+    slot_names = ("_FREE", "_HTTP", "_WS", "_ANSWER")
+    count = 0
+    for mod in (server, connection):
+        names = [n for n in dir(mod) if n.startswith(("_EV_", "_OPEN", "_CLOSED", "_NO_STREAM",
+                                                      "_STREAM_") + slot_names)]
+        for n in names:
+            src = slot if n in slot_names else protocol
+            assert getattr(mod, n) == getattr(src, n[1:]), (mod.__name__, n)
+        count += len(names)
+    assert count >= 19

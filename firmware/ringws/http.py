@@ -37,10 +37,6 @@ TYPES = {
 }
 
 
-def stats_route(srv, req):
-    return 200, "application/json", json_pieces(srv.stats())
-
-
 def json_pieces(obj):
     """The dict obj as JSON, in pieces of one member each (bytes). Not one string: /stats
     is about 700 bytes, and a 110 KiB heap cut up by traffic may have no free piece that
@@ -63,10 +59,11 @@ def respond(srv, req):
         if req.method not in ("GET", "HEAD"):
             raise HttpError(405, "only GET and HEAD are served", (("Allow", "GET, HEAD"),))
         route = srv.http_routes.get(req.path)
-        if route is None and req.path == "/stats":
-            route = stats_route
-        if route is not None:
-            status, ctype, body = route(srv, req)
+        if route is not None or req.path == "/stats":
+            if route is None:
+                status, ctype, body = 200, "application/json", json_pieces(srv.stats())
+            else:
+                status, ctype, body = route(srv, req)
             if isinstance(body, str):
                 body = body.encode()
             if not isinstance(body, list):
@@ -87,18 +84,19 @@ def respond(srv, req):
         return [error_response(err)], None
 
 
-async def send(srv, slot, pieces, path=None):
+async def send(write_out, srv, slot, pieces, path=None):
     """Write pieces (a list of bytes-likes), then the file at path (if any), through the
     slot's send ring. One coroutine for the whole response, so a response in flight
     keeps one generator frame on the heap (about 250 B on the unix port), not a chain of
     them (1 KB for a page). The file is read in chunks through the receive buffer (free
-    in the HTTP phase): a page of any size costs no more memory than the ring."""
+    in the HTTP phase): a page of any size costs no more memory than the ring.
+    write_out: connection.write_out (passed in: the connection module imports this one)."""
     ring = slot.ring
     i = off = 0
     f = buf = None
     try:
         while True:
-            if srv.write_ring(slot):
+            if write_out(srv, slot):
                 await wait_writable(slot.sock, slot)
                 slot.stuck_at = 0  # progress: the answer's deadline starts over
                 continue

@@ -1,22 +1,17 @@
 # The sans-I/O WebSocket connection (server side): bytes in -> events out; sends -> ring.
 #
-# No sockets, clocks or tasks here. The runtime reads into `rbuf` at recv_window() and
-# adds what it read to `rlen`, then calls next_event() until it returns EV_NONE. An event stays
-# pending, and is returned again by next_event(), until the runtime calls consume(): that
-# is how a handler that cannot take a message now applies backpressure without the data
-# moving or being unmasked twice. Event fields live on the object (ev_*), so parsing
-# allocates nothing but the one memoryview handed to the handler.
+# No sockets, clocks or tasks. The runtime reads into rbuf at recv_window(), adds what it
+# read to rlen, then calls next_event() until EV_NONE. An event stays pending until
+# consume(): a handler that cannot take it now applies backpressure without the data
+# moving. Event fields live on the object (ev_*): parsing allocates only the memoryview.
 from ringws.compat import MICROPYTHON, const
 from ringws.frames import FrameHeader, close_code_valid, header_size, unmask, write_header
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
 from ringws.kernels import utf8_valid as is_valid
 from ringws.ring import RingBuffer
 
-
-# frames.py's constants, repeated as private const()s: MicroPython inlines a const()
-# only inside its own module, and an imported name is a global, looked up at every use
-# (and an entry in this module's table). host_tests/test_core_frames.py checks that the
-# two agree.
+# frames.py's constants as private const()s: MicroPython inlines a const() only inside
+# its own module. host_tests/test_core_frames.py checks that they agree.
 _CLOSE_INVALID_DATA = const(1007)
 _CLOSE_NO_STATUS = const(1005)
 _CLOSE_NORMAL = const(1000)
@@ -37,101 +32,77 @@ EV_CLOSE = const(3)  # close handshake done or answered: close_code, close_reaso
 EV_ERROR = const(4)  # peer broke the protocol; a close frame is queued: close_code/_reason
 EV_BLOCKED = const(5)  # a pong or close reply does not fit the ring yet: wait for a drain
 
-# Connection states
-OPEN = const(0)
+OPEN = const(0)  # connection states
 CLOSING = const(1)  # we sent a close frame and wait for the peer's
 CLOSED = const(2)  # close handshake finished (or connection failed): only flush remains
 
-# Room always kept free in the ring for control frames (a pong and a close frame), so
-# that data sends can never starve the protocol's own replies.
+# Kept free in the ring for a pong and a close frame: sends never starve the replies.
 CONTROL_RESERVE = const(254)  # 2 * (2-byte header + 125)
 
-# Protocol.can_stream
-NO_STREAM = const(0)
+NO_STREAM = const(0)  # Protocol.can_stream
 STREAM_PIECES = const(1)
 STREAM_WHOLE = const(2)
 
-# Where the pending event's piece (ev_data) lies (p_kind)
-_P_RBUF = const(0)  # in rbuf at rpos: part of the frame being parsed
+_P_RBUF = const(0)  # p_kind: where the pending event's piece (ev_data) lies  # in rbuf at rpos: part of the frame being parsed
 _P_MBUF = const(1)  # in mbuf: a message (or a message's start) assembled from frames
 _P_WHOLE = const(2)  # a whole frame in rbuf, already stepped over (see next_event)
 
-# Builtins as module globals. MicroPython looks a builtin up in the module's globals
-# first, and that miss probes the whole, nearly full table on every call; a global hit
-# is cheap (and cached in the bytecode on ports that enable it).
+# Builtins as module globals: a builtin is looked up in the module's globals first, and
+# that miss probes the whole table at every call.
 len = len
 isinstance = isinstance
 
 
-_TOO_LARGE = "%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
+def _too_large(n, size):
+    # The error names the largest payload a frame may have in a ring of size bytes,
+    # beside the reserve (the 4-byte header form: every ring config.check accepts).
+    most = size - CONTROL_RESERVE - 4
+    if most > 65535:
+        most = max(65535, most - 6)
+    return ValueError("%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
+                      % (n, size, most))
 
 
-def _largest(size):
-    # The largest payload a frame may have in a ring of size bytes, beside the reserve
-    # (the 4-byte header form: every ring config.check accepts).
-    n = size - CONTROL_RESERVE - 4
-    return n if n < 65536 else max(65535, n - 6)
-
-
-# Header bytes on their way into a ring. Shared by every connection: it is filled and
-# copied out within one call, never across an await.
+# Header bytes on their way into a ring: filled and copied within one call.
 _SCRATCH = bytearray(14)
 
 
-def _view(buf):
-    return buf if isinstance(buf, memoryview) else memoryview(buf)
-
-
 class Protocol(FrameHeader):
-    # Inherits the current frame's header fields (fin, opcode, length, mask, ...): one
-    # object per connection instead of several keeps the slot's fixed cost small.
+    # Inherits the current frame's header fields: one object per connection, not several.
     def __init__(self, rbuf, ring_buf, mbuf):
-        # Three preallocated buffers (bytearrays or memoryviews): receive, send ring and
-        # message assembly. Nothing else of size is allocated per connection.
+        # Preallocated buffers: receive, send ring, message assembly. Nothing else of size.
         recv_size = len(rbuf)
         if recv_size < 2 * (14 + _MAX_CONTROL):
             raise ValueError("recv_buf must be at least %d bytes" % (2 * (14 + _MAX_CONTROL)))
         FrameHeader.__init__(self)
-        # rbuf is the buffer reads land in: the slot's own (own_rbuf), or for a while a
-        # larger one the runtime lends (see Server._borrow). Limits always follow the
-        # own size, so what is delivered whole never depends on which one was in use.
-        self.own_rbuf = self.rbuf = _view(rbuf)
+        # rbuf: where reads land, own_rbuf or for a while the runtime's shared buffer.
+        # Limits follow the own size: what comes whole never depends on which one.
+        self.own_rbuf = self.rbuf = memoryview(rbuf)
         self.ring = RingBuffer(ring_buf)
-        self.mbuf = _view(mbuf)
-        # What the handler takes: messages whole only (NO_STREAM), or also large ones
-        # piece by piece (STREAM_PIECES), or such pieces as whole frames (STREAM_WHOLE:
-        # it only relays them, and relay writes a frame lying in rbuf in place, not
-        # through the ring). One attribute, not two: every attribute of a slot costs
-        # 16 bytes of its attribute table, 8 slots over.
+        self.mbuf = memoryview(mbuf)
+        # What the handler takes: whole messages only (NO_STREAM), large ones in pieces
+        # (STREAM_PIECES), or pieces as whole frames it relays in place (STREAM_WHOLE).
         self.can_stream = NO_STREAM
-        # Largest payload of a streamed piece: it must fit the ring beside the reserve.
-        # (An attribute, not a property: a class with a property makes MicroPython look
-        # every attribute store on its instances up in the class chain first.)
+        # Largest streamed piece: it must fit the ring beside the reserve. (Not a
+        # property: one makes every attribute store look up the class chain first.)
         self.max_piece = len(ring_buf) - CONTROL_RESERVE - 10
         self.reset()
 
     def reset(self):
         self.rbuf = self.own_rbuf
-        # Relayed frames waiting to be written straight from rbuf (see relay), as one
-        # span: tx_end is 0 when there is none. It always goes out before the ring.
-        self.tx_off = 0
-        self.tx_end = 0
-        # Start of the piece the pending event relayed in place (-1: none); it joins
-        # the span when the event is consumed, and ends where rpos then is.
+        # Relayed frames to be written straight from rbuf, before the ring (tx_end 0:
+        # none), and the start of the piece relayed in place, joined at consume (-1: none).
+        self.tx_off = self.tx_end = 0
         self.j_off = -1
-
-        self.rpos = 0
-        self.rlen = 0
+        self.rpos = self.rlen = 0
         self.state = OPEN
         self.failed = False
         self.close_code = _CLOSE_NO_STATUS  # what the peer sent, for on_close
         self.close_reason = ""
         self.in_frame = False
-        self.f_left = 0  # payload bytes of the current frame not consumed yet
-        self.f_seen = 0  # of those, already unmasked (and validated), from rpos
-        self.f_phase = 0
-        self.msg_op = 0  # opcode of the message in progress (text/binary), 0 if none
-        self.mlen = 0
+        # f_left: payload bytes of the current frame not consumed yet; f_seen: of those,
+        # already unmasked (and validated) from rpos; msg_op: the message's opcode, or 0.
+        self.f_left = self.f_seen = self.f_phase = self.msg_op = self.mlen = 0
         self.streaming = False
         self.stream_first = True
         self.out_frag = False  # an outgoing fragmented message is in progress
@@ -141,19 +112,14 @@ class Protocol(FrameHeader):
         self.pong_seen = False
         self.ev_data = None
         self.ev_off = 0
-        self.ev_text = False
-        self.ev_first = False
-        self.ev_last = False
+        self.ev_text = self.ev_first = self.ev_last = False
         self.ring.clear()
         self.u8 = UTF8_ACCEPT  # incremental UTF-8 state of the text message in progress
 
     # -- receive side -------------------------------------------------------------
-
     def recv_window(self):
-        """Offset in rbuf where the next read should land; it may fill rbuf from there
-        (one int, not a tuple: this runs for every read). What is not parsed yet (a
-        frame cut by the last read) moves to the front first: this is the one place
-        rbuf is compacted."""
+        """Offset in rbuf where the next read should land (it may fill rbuf). What is not
+        parsed yet moves to the front first: the one place rbuf is compacted."""
         n = self.rlen - self.rpos
         if n == 0:
             self.rpos = 0
@@ -167,8 +133,7 @@ class Protocol(FrameHeader):
     if not MICROPYTHON:  # tests and tools; on a board its code would only take heap
 
         def feed(self, data):
-            """Copy data into rbuf (the runtime reads into rbuf directly). Returns how many
-            bytes fitted."""
+            """Copy data into rbuf; returns how many bytes fitted."""
             off = self.recv_window()
             n = min(len(self.rbuf) - off, len(data))
             move(off, 0, n, self.rbuf, data)
@@ -180,8 +145,7 @@ class Protocol(FrameHeader):
         self.rlen = 0
 
     def move_input(self, buf):
-        """Make buf the receive buffer, taking along what is not parsed yet (the runtime
-        lends and takes back a shared buffer with it; see Server._borrow)."""
+        """Make buf the receive buffer, taking along what is not parsed yet."""
         n = self.rlen - self.rpos
         move(0, self.rpos, n, buf, self.rbuf)
         self.rbuf = buf
@@ -192,24 +156,16 @@ class Protocol(FrameHeader):
         if self.pending:
             return self.pending
         if not self.in_frame and not self.msg_op and self.state == OPEN:
-            # Fast path: a whole small text/binary frame, recognised in one native call
-            # (r), and what _start_frame, _data and consume do for a complete FIN frame,
-            # minus the checks frame_scan has made. The frame is stepped over at once
-            # (rpos moves past it; the piece is _P_WHOLE), so consume has nothing left
-            # to do but a join. A message if it fits the own rbuf, else (only for a
-            # STREAM_WHOLE handler) the whole message as one piece to relay.
-            # Per message, so inline (a call is a frame set up per message) and kept to
-            # 11 words of locals and stack: MicroPython allocates a larger frame on the
-            # heap for every call (see the end of this module).
+            # Fast path: a whole FIN data frame, recognised in one native call (r) and
+            # stepped over at once (_P_WHOLE). Inline, within 11 words of locals and
+            # stack: MicroPython puts a larger frame on the heap at every call.
             r = frame_scan(self.rbuf, self.rpos, self.rlen, self.mask)
             if r >= 0:
                 n = r & 0xFFFF
                 if n <= len(self.own_rbuf) or self.can_stream == STREAM_WHOLE:
                     start = self.rpos + ((r >> 16) & 15)
-                    # A message is unmasked in place. A piece to relay goes, if relayed
-                    # frames already wait in rbuf, straight to where it would join them
-                    # (after its outgoing header) instead of being moved there
-                    # afterwards (see consume).
+                    # Unmasked in place; a piece to relay straight to where it joins
+                    # the waiting span, after its outgoing header (see consume).
                     at = start
                     if n > len(self.own_rbuf) and self.tx_end and not (start - self.tx_end) & 3:
                         at = self.tx_end + (2 if n < 126 else 4)  # header_size(n): n < 64 KiB
@@ -230,19 +186,15 @@ class Protocol(FrameHeader):
                     return self.pending
             elif (r < -1 and self.can_stream == STREAM_WHOLE and self.rlen == len(self.rbuf)
                   and -r <= len(self.rbuf)):
-                # The last read filled the buffer and cut a frame that would fit it: the
-                # rest is most likely waiting in the socket. Let the next read (after
-                # recv_window moves the frame to the front) complete it, so that it
-                # goes the whole-frame way too instead of piece by piece. (When the
-                # socket had no more, a partial frame is streamed as it lies.)
+                # The last read filled rbuf and cut a frame that fits it: let the next
+                # read complete it, so that it goes the whole-frame way too.
                 return EV_NONE
             elif self.rpos == self.rlen:
                 return EV_NONE  # all parsed (recv_window starts the buffer over)
         return _parse(self)
 
     def _parse(self):
-        # next_event's general case: any frame, any state.
-        while self.state != CLOSED:
+        while self.state != CLOSED:  # next_event's general case: any frame, any state.
             if not self.in_frame:
                 ev = self._start_frame()
                 if ev >= 0:
@@ -261,8 +213,7 @@ class Protocol(FrameHeader):
         return EV_NONE
 
     def _start_frame(self):
-        # Returns an event, or -1 when a header was taken and parsing goes on.
-        h = self
+        h = self  # Returns an event, or -1 when a header was taken and parsing goes on.
         size = h.parse(self.rbuf, self.rpos, self.rlen)
         if size == 0:
             return EV_NONE
@@ -307,9 +258,8 @@ class Protocol(FrameHeader):
         return max(len(self.mbuf), len(self.own_rbuf))
 
     def _prepare(self, text):
-        # Unmask (and validate, for text) whatever of the frame's payload has arrived and
-        # was not looked at yet. Validation therefore fails on the first bad byte, even
-        # in the middle of a frame that has not fully arrived.
+        # Unmask (and validate, for text) what arrived and was not looked at yet: a bad
+        # byte fails at once, even in a frame that has not fully arrived.
         have = self.rlen - self.rpos
         if have > self.f_left:
             have = self.f_left
@@ -324,30 +274,28 @@ class Protocol(FrameHeader):
                     return False
         return True
 
+    def _drop(self):
+        # After our close frame the peer's data is read and dropped (RFC 6455 1.4).
+        take = min(self.rlen - self.rpos, self.f_left)
+        self.rpos += take
+        self.f_left -= take
+        if self.f_left == 0:
+            self.in_frame = False
+            if self.fin:
+                self.msg_op = 0
+            return -1
+        return EV_NONE
+
     def _data(self):
         text = self.msg_op == _OP_TEXT
         if self.state == CLOSING:
-            # After our close frame the peer's data is read and dropped (RFC 6455 1.4).
-            take = min(self.rlen - self.rpos, self.f_left)
-            self.rpos += take
-            self.f_left -= take
-            if self.f_left == 0:
-                self.in_frame = False
-                if self.fin:
-                    self.msg_op = 0
-                return -1
-            return EV_NONE
+            return self._drop()
         if not self._prepare(text):
             return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
         n = self.f_left
         # 1. A whole message in one frame that fits rbuf: hand it over in place.
-        if (
-            self.fin
-            and self.opcode != _OP_CONT
-            and not self.streaming
-            and self.mlen == 0
-            and self.length <= len(self.own_rbuf)
-        ):
+        if (self.fin and self.opcode != _OP_CONT and not self.streaming and self.mlen == 0
+                and self.length <= len(self.own_rbuf)):
             if self.rlen - self.rpos < n:
                 return EV_NONE
             if text and self.u8 != UTF8_ACCEPT:
@@ -369,6 +317,9 @@ class Protocol(FrameHeader):
             return self._deliver(EV_MESSAGE, 0, self.mlen, True, text, True, True)
         if not self.can_stream:
             return self._fail(_CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
+        return self._stream(text, n, have)
+
+    def _stream(self, text, n, have):
         # 3. Stream: first what was assembled, then the payload piece by piece as it comes.
         if not self.streaming:
             self.streaming = True
@@ -377,10 +328,8 @@ class Protocol(FrameHeader):
         cap = self.max_piece
         if self.can_stream == STREAM_WHOLE and (
                 self.f_left != self.length or self.rpos >= header_size(self.length)):
-            # Relayed in place (whole_frames), so not held to what fits the ring: all that
-            # has arrived, unless it opens a frame without room for the outgoing header
-            # before it (a payload moved to the front of rbuf), which must go through
-            # the ring. (An 8 KiB frame: 3 or 4 pieces instead of 16.)
+            # Relayed in place (whole_frames): all that arrived, unless it opens a frame
+            # with no room for the outgoing header before it (then through the ring).
             cap = have
         take = have if have < cap else cap
         last = self.fin and take == n
@@ -431,10 +380,8 @@ class Protocol(FrameHeader):
                 self.stream_first = True
         j = self.j_off
         if j >= 0:
-            # The handler relayed the piece in place and is done with it: append it to
-            # the span (moving it down over the gap left by the incoming header's mask,
-            # if any), so that a batch of relayed frames leaves in one write. Inline:
-            # per message (within 11 words of locals and stack, see next_event).
+            # The piece was relayed in place: append it to the span (over the gap the
+            # incoming mask left), so that a batch leaves in one write. Inline: per message.
             n = self.ev_off + len(self.ev_data) - j
             self.j_off = -1
             if not self.tx_end:
@@ -452,8 +399,7 @@ class Protocol(FrameHeader):
         start = self.rpos
         if op == _OP_PING:
             if self.state == OPEN:
-                # A pong leaves room for a close frame: a failure right after it must
-                # still be able to say why.
+                # A pong leaves room for a close frame: a failure right after can say why.
                 if not self._queue(_OP_PONG, True, self.rbuf[start : start + n], 2 + _MAX_CONTROL):
                     return EV_BLOCKED
         elif op == _OP_PONG:
@@ -501,7 +447,6 @@ class Protocol(FrameHeader):
         return EV_ERROR
 
     # -- send side ----------------------------------------------------------------
-
     def _queue(self, opcode, fin, data, reserve):
         if self.out_left:
             return False  # no frame may start inside a relayed frame's payload
@@ -542,7 +487,7 @@ class Protocol(FrameHeader):
             ring.write_frame(0x81 if text else 0x82, data)
             return True
         if not self.frame_fits(n):
-            raise ValueError(_TOO_LARGE % (n, ring.size, _largest(ring.size)))
+            raise _too_large(n, ring.size)
         return False
 
     def send_fragment(self, data, text, first, last):
@@ -550,7 +495,7 @@ class Protocol(FrameHeader):
             return False
         n = len(data)
         if not self.frame_fits(n):
-            raise ValueError(_TOO_LARGE % (n, self.ring.size, _largest(self.ring.size)))
+            raise _too_large(n, self.ring.size)
         op = (_OP_TEXT if text else _OP_BINARY) if first else _OP_CONT
         if not self._queue(op, last, data, CONTROL_RESERVE):
             return False
@@ -558,21 +503,15 @@ class Protocol(FrameHeader):
         return True
 
     def relay(self, data):
-        """Send a piece handed over by EV_FRAGMENT with the framing it arrived in.
-
-        The first piece of an incoming frame opens an outgoing frame of the same length,
-        opcode and FIN; later pieces only add payload. So a message echoes frame for
-        frame, however large its frames are, through a ring of any size. All or nothing.
-        """
+        """Send a piece handed over by EV_FRAGMENT with the framing it arrived in: the
+        first piece of a frame opens an outgoing frame of the same length, opcode and FIN;
+        later pieces add payload. All or nothing."""
         if self.pending != EV_FRAGMENT or self.state != OPEN:
             return False
         if (self.p_kind == _P_WHOLE and data is self.ev_data and not self.ring.used
                 and self.j_off < 0 and not self.out_left):
-            # The per-message case: a whole frame, in place. Its header goes just before
-            # it, over the incoming one (4 bytes longer, for the mask) or at the end of
-            # the span it was unmasked next to (see next_event).
-            # header_size and write_header, inline for frames under 64 KiB: two calls
-            # fewer per message.
+            # The per-message case: a whole frame, in place; its header goes just before
+            # it (header_size and write_header inline under 64 KiB: per message).
             n = len(data)
             if n >= 65536:
                 self.j_off = self.ev_off - 10
@@ -593,12 +532,10 @@ class Protocol(FrameHeader):
         return self._relay(data)
 
     def _relay(self, data):
-        # relay() for everything but a whole frame going out in place.
-        n = len(data)
+        n = len(data)  # relay() for everything but a whole frame going out in place.
         ring = self.ring
         kind = self.p_kind
-        # Zero copy: the piece itself, still in rbuf, is what gets written, when nothing
-        # is queued in the ring (so order holds) and the caller relays it unchanged.
+        # Zero copy (the piece written from rbuf) when the ring is empty and it is unchanged.
         direct = data is self.ev_data and kind != _P_MBUF and not ring.used and self.j_off < 0
         at = self.ev_off
         if self.out_left:
@@ -632,17 +569,15 @@ class Protocol(FrameHeader):
         if n > total:
             return False
         if direct and at >= hsize and self.tx_end <= at - hsize:
-            # The header goes just before the payload, over bytes already parsed (the
-            # incoming header, 4 bytes longer for its mask, usually lies there).
+            # The header goes just before the payload, over the parsed incoming header.
             self.j_off = at - hsize
             write_header(self.rbuf, self.j_off, op, fin, total)
             self.out_left = total - n
             return True
         if hsize + n + CONTROL_RESERVE > ring.free():
             if hsize + n + CONTROL_RESERVE > ring.size and data is not self.ev_data:
-                # Only a whole_frames piece can be this large. The piece itself goes in
-                # place once the ring is empty (the runtime waits for that); a copy of
-                # it could never fit.
+                # Only a whole_frames piece is this large: it goes in place once the ring
+                # is empty; a copy could never fit.
                 raise ValueError("a %d-byte piece can only be relayed unchanged (whole_frames)" % n)
             return False
         write_header(_SCRATCH, 0, op, fin, total)
@@ -686,10 +621,8 @@ class Protocol(FrameHeader):
         return True
 
 
-# Module-level names for the per-message path. On MicroPython a method call on a slot
-# first misses in the instance's attribute table (some 60 entries, nearly full), and
-# that probe costs more than the call itself; the runtime and the methods above call
-# these functions directly instead.
+# Module-level names for the per-message path: a method call on a slot first misses in
+# its nearly full attribute table, which costs more than the call itself.
 next_event = Protocol.next_event
 recv_window = Protocol.recv_window
 consume = Protocol.consume

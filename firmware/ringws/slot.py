@@ -1,6 +1,29 @@
 # Slot: one preallocated connection. All of a server's slots are made at start-up; a
 # connection borrows one and gives it back at teardown. Nothing per connection is sized
 # at run time.
+#
+# Who writes a connection's flags (tasks: the slot's reader, its writer, housekeeping, the
+# accept loop; "app": a handler or timer calling Conn, from whichever task runs it):
+#   phase       accept (_start: HTTP), reader (answer_or_open: WS or ANSWER), _teardown
+#               (FREE, from any task); gen: _start and _teardown
+#   state, failed, close_code/_reason   the protocol only (the reader's parsing, or
+#               close() through Server._close from any task); the runtime reads them
+#   paused      the reader only (connection.pause)
+#   batching    the reader only: True while it dispatches a batch, so sends wait for its
+#               one write at the end of the batch
+#   broken      flush() (any task writing outside the reader's batch); read by the
+#               reader, the writer task and housekeeping, which end the connection
+#   want_drain  set by a refused send or want_writable() (app) and pause(); cleared by
+#               drain() when on_writable fires
+#   writer      the writer task (started by flush or end_of_batch, clears itself); pause()
+#               and _teardown cancel it
+#   cause       whoever decides the end first (reader, Server._close, flush); _teardown
+#   t_phase, last_rx   the reader (request, close, reads); Server._close
+#   ping_at     housekeeping (ping sent); the reader clears it when the pong is seen
+#   stuck_at    housekeeping starts the clock; progress (writer, pause, http.send) resets
+# The runtime also writes these protocol fields: rlen after a read (connection.read_more,
+# read_head), rpos/rlen when early frames move (connection.request), tx_off/tx_end and
+# the ring's head as bytes go out (connection.write_out), pong_seen when it has seen it.
 from ringws.protocol import Protocol
 
 # Slot phases

@@ -1,0 +1,445 @@
+# A connection's tasks: its reader (request head, HTTP answer or upgrade, then the
+# WebSocket loop: parse, dispatch to the handler, and at the end of each batch write what
+# the handlers queued and read more), and writing with backpressure.
+#
+# Writing: write_out() is the only place a frame is written to a socket (the span relayed
+# in the receive buffer first, then the ring). Writes go straight to the socket, without a
+# task, until it pushes back; only then a writer task waits for writability. drain() holds
+# the drain threshold: on_writable fires once the ring is half empty.
+#
+# One reader task per slot serves one connection after another (it parks in between),
+# and its one coroutine holds the whole loop: a coroutine per step would keep another
+# generator frame (about 200 B on the unix port) alive per open connection. The steps
+# are plain functions, within 11 words of frame where they run per batch. Every way a
+# connection ends runs Server._teardown in reader()'s finally. The handler's call is
+# inline (per message); its False means it cannot take the data now: backpressure.
+# Module-level functions over (srv, slot), not methods: a method lookup on the server
+# first misses in its nearly full instance table.
+import asyncio
+import errno
+
+from ringws import compat, handshake
+from ringws.compat import const, park, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable, wait_writable
+from ringws.frames import CLOSE_INTERNAL
+from ringws.kernels import move
+from ringws.protocol import consume, next_event, recv_window
+
+# The protocol's and the slot's constants as private const()s: MicroPython inlines a
+# const() only inside its own module. host_tests/test_core_frames.py checks that they agree.
+_EV_NONE = const(0)
+_EV_MESSAGE = const(1)
+_EV_FRAGMENT = const(2)
+_EV_CLOSE = const(3)
+_EV_BLOCKED = const(5)
+_CLOSED = const(2)
+_FREE = const(0)
+_HTTP = const(1)
+_WS = const(2)
+_ANSWER = const(3)
+
+# What end_of_batch() asks the loop to do next.
+_GO_ON = const(0)  # parse what was read
+_AGAIN = const(1)  # parse again: the shared buffer was kept for a cut frame
+_WAIT = const(2)  # wait until the socket is readable
+_PAUSE = const(3)  # wait until the ring drains
+_DONE = const(4)  # the connection is over
+
+# Builtins as module globals: a builtin is looked up in the module's globals first, and
+# that miss probes the whole table at every call.
+len = len
+isinstance = isinstance
+
+# Prebuilt, so that answering needs no allocation when the heap has just run out.
+FULL_503 = b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 55\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable: all connection slots are busy\n'
+OOM_503 = b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 46\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable: out of memory, retry\n'
+
+
+async def reader(srv, slot):
+    while True:
+        if slot.phase == _FREE:
+            sock = handler = None  # the last connection's: not kept while parked
+            while slot.phase == _FREE:
+                await park()
+        gen = slot.gen
+        cause = "peer_reset"
+        try:
+            sock = slot.sock
+            handler = read_head(srv, slot)
+            while handler is None:
+                await wait_readable(sock, slot)
+                handler = read_head(srv, slot)
+            handler = answer_or_open(srv, slot, handler)  # (one local: a word of frame)
+            if slot.phase != _WS:
+                if handler is not None:
+                    cause = "http"
+                    await handler
+                continue
+            kept = False  # the shared buffer was kept at the last dry read
+            while True:
+                ev = next_event(slot)
+                if ev == _EV_NONE:
+                    ev = end_of_batch(srv, slot, kept)
+                    if ev == _WAIT:
+                        slot.batching = False
+                        await wait_readable(sock, slot)
+                        slot.batching = True
+                    elif ev == _PAUSE:
+                        await pause(srv, slot)
+                    elif ev == _DONE:
+                        break
+                    kept = ev == _AGAIN or (kept and ev == _WAIT)
+                elif ev == _EV_MESSAGE or ev == _EV_FRAGMENT:
+                    if ev != _EV_MESSAGE:
+                        ev = slot.handler.on_fragment(slot.conn, slot.ev_data, slot.ev_text,
+                                                      slot.ev_first, slot.ev_last)
+                    elif slot.handler._ringws_msg:
+                        ev = slot.handler.on_message(slot.conn, slot.ev_data, slot.ev_text)
+                    if ev is False:
+                        await pause(srv, slot)
+                        continue
+                    if slot.ev_last:
+                        srv.messages_in += 1
+                    consume(slot)
+                elif ev == _EV_BLOCKED:
+                    await pause(srv, slot)
+                else:
+                    closing(slot, ev)
+            cause = slot.cause or "peer_reset"
+        except KeyboardInterrupt:  # Ctrl-C here: main.py's shutdown() says 1001 to all
+            gen = None  # (so the teardown below skips)
+            raise
+        except Exception as e:  # (not CancelledError: a BaseException)
+            cause = failure(srv, slot, e)
+            if cause == "app_error" or (cause == "memory" and slot.phase == _WS):
+                await abort(srv, slot, gen, cause)
+        finally:
+            srv._teardown(slot, slot.cause or cause, gen)
+
+
+def closing(slot, ev):
+    # EV_CLOSE (the peer's close) or EV_ERROR (the peer broke the protocol).
+    if ev == _EV_CLOSE:
+        if not slot.cause:
+            slot.cause = "normal"
+        slot.t_phase = slot.t_phase or ticks_ms()
+    else:
+        slot.cause = "protocol"
+        slot.t_phase = ticks_ms()
+
+
+def end_of_batch(srv, slot, kept):
+    """Nothing more to parse: write everything the handlers queued in one go, fire the
+    drain callback, then read more. Returns what the loop does next (_GO_ON, ...)."""
+    if slot.pong_seen:  # the parser has seen our keepalive answered
+        slot.pong_seen = False
+        slot.ping_at = 0
+    if slot.ring.used or slot.tx_end:
+        # (write_out, not flush: an error goes up to the reader, which ends the
+        # connection with the same cause.)
+        if slot.writer is None and write_out(srv, slot) and not slot.paused:
+            slot.writer = asyncio.create_task(writer(srv, slot, slot.gen))
+        if slot.want_drain:
+            drain(srv, slot)
+    if slot.broken:
+        return _DONE
+    if slot.tx_end:
+        # A relayed span the socket has not taken yet: reading now could overwrite it.
+        return _PAUSE
+    if slot.state == _CLOSED:
+        if not slot.failed and not slot.ring.used:
+            return _DONE  # close handshake done and our last frame is out
+        slot.discard_input()
+    return read_more(srv, slot, kept)
+
+
+def read_more(srv, slot, kept):
+    # The shared receive buffer is lent to a connection about to read (what is left in
+    # its own buffer, a partial frame, moves along), and given back when its reads run
+    # dry. Under backpressure the reader keeps it.
+    if srv.shared_owner is None and srv.shared is not None:
+        slot.move_input(srv.shared)
+        srv.shared_owner = slot
+    off = recv_window(slot)
+    n = recv_into(slot.sock, slot.rbuf if off == 0 else slot.rbuf[off:], len(slot.rbuf) - off)
+    if n is None:
+        if slot.rbuf is not srv.shared:
+            return _WAIT
+        # What is left unparsed fits the own buffer but for a frame the last read cut
+        # (the parser hands over everything else: see Protocol.own_rbuf).
+        if slot.rlen - slot.rpos <= len(slot.own_rbuf):
+            slot.move_input(slot.own_rbuf)
+            srv.shared_owner = None
+            return _WAIT
+        # Kept: that frame waits in it for its rest, and the socket has none now. Parse
+        # again (once): the frame, moved to the front, goes out piece by piece, and the
+        # buffer can go back.
+        return _WAIT if kept else _AGAIN
+    if n == 0:
+        return _DONE  # EOF: the cause is decided by the state we were in
+    slot.rlen += n  # what recv_window gave out now holds data
+    srv.bytes_in += n
+    slot.last_rx = ticks_ms()
+    return _GO_ON
+
+
+def failure(srv, slot, e):
+    """The cause for an exception that ends the connection; reports it."""
+    if isinstance(e, MemoryError):
+        if slot.phase == _HTTP:
+            try:  # first, while nothing else has taken the little memory there is
+                send_from(slot.sock, OOM_503, 0, len(OOM_503))
+            except Exception:
+                pass
+        try:
+            print("ringws: out of memory on a connection")
+        except MemoryError:
+            pass
+        return "memory"
+    if isinstance(e, OSError):
+        if compat.errno_of(e) not in RESET_ERRNOS:
+            print("ringws: socket error", e)
+        return slot.cause or "peer_reset"
+    log_exc("connection", e)
+    return "app_error"
+
+
+async def abort(srv, slot, gen, cause):
+    # Close with 1011 and give the close frame a moment to leave.
+    srv._close(slot, CLOSE_INTERNAL, "out of memory" if cause == "memory" else "internal error", cause)
+    flush(srv, slot)
+    start = ticks_ms()
+    while slot.gen == gen and slot.writer is not None and ticks_diff(ticks_ms(), start) < 200:
+        await sleep_ms(10)
+
+
+# -- the request head: an HTTP answer or the upgrade ------------------------------------
+
+
+def read_head(srv, slot):
+    """Read what the socket has of the request head into slot.block, counted in slot.rlen
+    (the whole slot is free before the response: receive buffer, ring and message
+    buffer). Returns where the head ends, None when the socket has no more now, 0 at EOF,
+    or an HttpError (431) when it does not fit."""
+    rbuf = slot.block
+    got = slot.rlen
+    while True:
+        if got == len(rbuf):
+            return handshake.HttpError(431, "request head larger than %d bytes" % got)
+        n = recv_into(slot.sock, rbuf if got == 0 else rbuf[got:], len(rbuf) - got)
+        if not n:
+            return n  # None: nothing now; 0: EOF
+        srv.bytes_in += n
+        end = handshake.find_end(rbuf, got, got + n)
+        got += n
+        slot.rlen = got
+        if end >= 0:
+            return end
+
+
+def answer_or_open(srv, slot, head):
+    """What read_head found (head) decides: None (EOF, or the prebuilt 503 sent), the
+    coroutine that sends an HTTP answer (the slot is then in the ANSWER phase, timed by
+    progress), or the handler of the WebSocket now open."""
+    if head == 0:
+        return None  # EOF: peer_reset
+    if not isinstance(head, handshake.HttpError):
+        head = request(srv, slot, head)
+    if head is FULL_503:
+        slot.cause = "http"
+        send_from(slot.sock, FULL_503, 0, len(FULL_503))
+        return None
+    if isinstance(head, handshake.HttpError):
+        slot.cause = "http"  # an error answered: "http" whatever follows
+    elif not isinstance(head, handshake.Request):
+        slot.phase = _WS
+        slot.last_rx = ticks_ms()
+        slot.t_phase = 0  # open: no close handshake to time yet (see Slot.t_phase)
+        slot.batching = True  # the 101 response leaves with the first flush
+        fn = getattr(head, "on_open", None)
+        if fn is not None:
+            fn(slot.conn)
+        return head
+    # The coroutine that sends the answer (the request itself is not kept while it goes
+    # out). http is imported here: the HTTP side is not on the WebSocket path.
+    from ringws import http
+
+    if isinstance(head, handshake.HttpError):
+        head = http.send(write_out, srv, slot, [http.error_response(head)])
+    else:
+        head, path = http.respond(srv, head)
+        head = http.send(write_out, srv, slot, head, path)
+    slot.phase = _ANSWER
+    return head
+
+
+def request(srv, slot, end):
+    """Decide on the request head in slot.block[:end] (slot.rlen bytes read). Returns the
+    handler of an accepted upgrade, with the 101 in the ring; otherwise what to answer:
+    an HttpError, FULL_503, or the Request for the HTTP side."""
+    srv.http_requests += 1
+    slot.t_phase = ticks_ms()
+    try:
+        req = handshake.parse_request(slot.block, end)
+        handler = srv.routes.get(req.path)
+        if srv.access_check is not None:
+            srv.access_check(req, handler is not None)  # raises HttpError 401/403
+        if handler is not None:
+            accept = handshake.validate_upgrade(req)
+        elif handshake.is_upgrade(req):
+            raise handshake.HttpError(404, "no WebSocket endpoint at " + req.path)
+    except handshake.HttpError as err:
+        return err
+    if handler is None:
+        return req
+    # WebSockets may hold every slot but one, so that a short HTTP request (/stats, the
+    # page) is still served on a full board. (One slot: no such rule.)
+    n = 1
+    for s in srv.slots:
+        if s.phase == _WS:
+            n += 1
+    if n >= len(srv.slots) > 1:
+        srv.rejected_full += 1
+        return FULL_503  # prebuilt: nothing to build on a full board
+    # Bytes after the request head are the client's first frames: keep them, moved to
+    # the receive buffer before the 101 goes into the ring they may lie in.
+    early = slot.rlen - end
+    if early > len(slot.rbuf):
+        return handshake.HttpError(400, "too much data sent before the handshake completed")
+    move(0, end, early, slot.rbuf, slot.block)
+    slot.rpos = 0
+    slot.rlen = early
+    sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
+    slot.ring.write(handshake.response_101(accept, sub))
+    slot.can_stream = handler._ringws_stream
+    slot.conn = srv.Conn(srv, slot, req, sub, slot.remote)
+    slot.handler = handler
+    return handler
+
+
+# -- writing and backpressure ----------------------------------------------------------
+
+# errno numbers differ between the unix port and the ESP32: compare by name. MicroPython's
+# errno module has no EPIPE, which a write to a peer that has gone raises on Linux; it is
+# 32 there and in lwIP's errno.h alike.
+RESET_ERRNOS = (errno.ECONNRESET, errno.ECONNABORTED, getattr(errno, "ENOTCONN", -1),
+                getattr(errno, "ETIMEDOUT", -1), errno.EBADF, getattr(errno, "EPIPE", 32))
+
+
+def write_out(srv, slot):
+    """Write what the socket takes now; True if it pushed back with data left. Errors go
+    to the caller. (No try here: 11 words of frame, so MicroPython runs it on the C
+    stack; a larger frame is allocated on the heap at every call.)"""
+    while slot.tx_end:  # a relayed span goes before anything queued after it
+        n = send_from(slot.sock, slot.rbuf, slot.tx_off, slot.tx_end - slot.tx_off)
+        if n is None:
+            return True
+        slot.tx_off += n
+        srv.bytes_out += n
+        if slot.tx_off == slot.tx_end:
+            slot.tx_off = slot.tx_end = 0
+    ring = slot.ring
+    while ring.used:
+        n = send_from(slot.sock, ring.buf, ring.head, ring.readable())
+        if n is None:
+            return True
+        ring.consume(n)
+        srv.bytes_out += n
+    return False
+
+
+def flush(srv, slot, task=True):
+    """Send what is queued now, for callers that are not the connection's reader: an
+    error marks the connection broken (its reader or housekeeping ends it). If the
+    socket pushes back, a writer task finishes it (unless task is False, or the reader is
+    paused: then the reader is the writer). True if it pushed back."""
+    try:
+        if not write_out(srv, slot):
+            return False
+    except OSError as e:
+        slot.broken = True
+        if compat.errno_of(e) not in RESET_ERRNOS:
+            print("ringws: send error", e)
+        return False
+    except MemoryError:
+        slot.broken = True
+        slot.cause = "memory"
+        print("ringws: out of memory while sending")
+        return False
+    if task and slot.writer is None and not slot.paused:
+        slot.writer = asyncio.create_task(writer(srv, slot, slot.gen))
+    return True
+
+
+def drain(srv, slot):
+    """on_writable, if it was asked for (callers test slot.want_drain first: this frame
+    is too large for the C stack) and the ring is at least half empty."""
+    if slot.ring.free() >= slot.ring.size // 2 and slot.conn is not None:
+        slot.want_drain = False
+        fn = getattr(slot.handler, "on_writable", None)
+        if fn is not None:
+            try:
+                fn(slot.conn)
+            except Exception as e:
+                log_exc("on_writable", e)
+                srv._close(slot, CLOSE_INTERNAL, "internal error", "app_error")
+
+
+async def writer(srv, slot, gen):
+    # The connection's writer task, while the socket pushes back.
+    try:
+        while True:
+            await wait_writable(slot.sock, slot)
+            if slot.gen != gen:
+                return
+            slot.stuck_at = 0  # progress (see server.check_stuck)
+            pushed_back = flush(srv, slot, False)
+            if slot.broken:
+                srv._teardown(slot, slot.cause or "peer_reset", gen)
+                return
+            if slot.want_drain:
+                drain(srv, slot)  # may queue more: the loop goes on while data is left
+            if slot.gen != gen:
+                return
+            if pushed_back or slot.ring.used or slot.tx_end:
+                continue
+            if slot.state == _CLOSED and not slot.failed:
+                # Close handshake complete and our last frame is out: the server closes
+                # the TCP connection first (RFC 6455 7.1.1).
+                srv._teardown(slot, slot.cause or "normal", gen)
+            return
+    finally:
+        if slot.writer is asyncio.current_task():
+            slot.writer = None
+
+
+async def pause(srv, slot):
+    """Stop reading until the ring drains: TCP flow control then reaches the peer. While
+    paused the reader is the socket's writer (a writer task, if any, is retired): one
+    task per connection even under backpressure."""
+    slot.want_drain = True
+    if slot.writer is not None:
+        slot.writer.cancel()
+        slot.writer = None
+    if not slot.ring.used and not slot.tx_end:
+        await sleep_ms(5)  # nothing to drain: the handler refused for its own reasons
+        return
+    slot.paused = True
+    try:
+        while True:
+            flush(srv, slot, False)
+            if slot.broken:
+                raise OSError(errno.ECONNRESET)
+            if not slot.ring.used and not slot.tx_end:
+                drain(srv, slot)  # (want_drain is set)
+                return
+            slot.batching = False
+            await wait_writable(slot.sock, slot)
+            slot.batching = True
+            slot.stuck_at = 0  # progress (see server.check_stuck)
+    finally:
+        slot.paused = False
+
+
+def log_exc(where, e):
+    print("ringws: error in %s:" % where, repr(e))
+    compat.print_exception(e)
