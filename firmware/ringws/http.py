@@ -38,11 +38,9 @@ TYPES = {
 
 
 def json_pieces(obj):
-    """The dict obj as JSON, in pieces of one member each (bytes). Not one string: /stats
-    is about 700 bytes, and a 110 KiB heap cut up by traffic may have no free piece that
-    large, let alone the two or three copies that building and sending one would take
-    (measured: 5.5 KB free, none of it in pieces over 1 KB, and /stats refused with 503
-    until the server restarted)."""
+    """The dict obj as JSON, in pieces of one member each (bytes). Not one string: a
+    heap cut up by traffic may have no free block as large as /stats (about 700 bytes),
+    let alone the copies that building and sending one would take."""
     out = []
     for k in obj:
         member = "%s%s:%s" % ("," if out else "{", json.dumps(k), json.dumps(obj[k]))
@@ -86,11 +84,10 @@ def respond(srv, req):
 
 async def send(write_out, srv, slot, pieces, path=None):
     """Write pieces (a list of bytes-likes), then the file at path (if any), through the
-    slot's send ring. One coroutine for the whole response, so a response in flight
-    keeps one generator frame on the heap (about 250 B on the unix port), not a chain of
-    them (1 KB for a page). The file is read in chunks through the receive buffer (free
-    in the HTTP phase): a page of any size costs no more memory than the ring.
-    write_out: connection.write_out (passed in: the connection module imports this one)."""
+    slot's send ring. One coroutine for the whole response: one generator frame on the
+    heap while it is in flight, not a chain of them. The file is read in chunks through
+    the receive buffer (free in the HTTP phase): a page costs no more memory than the
+    ring. write_out: connection.write_out (passed in: connection imports this module)."""
     ring = slot.ring
     i = off = 0
     f = buf = None
