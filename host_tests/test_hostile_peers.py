@@ -288,8 +288,12 @@ def test_flood_more_clients_than_slots(calm):
         took = time.monotonic() - t0
         statuses = [parse_response(a)[0] for a in answers]
         # Each refused client gets a 503 with Retry-After, or (beyond max_rejecting at
-        # once) an immediate close; none waits for a slot or gets one.
-        assert all(st in (503, None) for st in statuses), statuses
+        # once) an immediate close; none waits for a slot. One at a time may get the slot
+        # kept for HTTP: its upgrade gets 503 too, or 408 when its request came later than
+        # handshake_timeout_ms (the flood overflows the accept queue: the kernel holds a
+        # client's first bytes back until it retransmits them).
+        assert all(st in (503, 408, None) for st in statuses), statuses
+        assert statuses.count(408) <= 2, statuses
         assert statuses.count(503) >= 1
         for a in answers:
             if a:
@@ -298,6 +302,6 @@ def test_flood_more_clients_than_slots(calm):
         for i, ws in enumerate(admitted):
             ws.send("still served %d" % i)
             assert ws.recv(5) == "still served %d" % i
-    assert fw.stats()["rejected_full"] - st0["rejected_full"] == 12
+    assert fw.stats()["rejected_full"] - st0["rejected_full"] == 12 - statuses.count(408)
     assert echo_roundtrip(fw.port, b"after") == b"after"
     assert_baseline(fw, base)

@@ -391,9 +391,8 @@ class Server:
             raise
 
     async def _refuse_task(self, sock):
-        # Up to 200 ms for the request, asked every 20 ms: the socket never goes on the
-        # poller, whose entries are kept per slot (compat._park) and must not be left
-        # behind by a socket closed here.
+        # Up to 200 ms for the request, asked every 20 ms: a socket about to be closed
+        # never goes on the poller, and no wait_for task is made for it.
         try:
             for _ in range(10):
                 if recv_into(sock, self.scratch, len(self.scratch)) is not None:
