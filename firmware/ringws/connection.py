@@ -352,6 +352,8 @@ def flush(srv, slot, task=True):
     error marks the connection broken (its reader or housekeeping ends it). If the
     socket pushes back, a writer task finishes it (unless task is False, or the reader is
     paused: then the reader is the writer). True if it pushed back."""
+    if task and slot.writer is not None:
+        return True  # the writer task waits for the socket: it writes what is queued
     try:
         if not write_out(srv, slot):
             return False
@@ -365,7 +367,7 @@ def flush(srv, slot, task=True):
         slot.cause = "memory"
         print("ringws: out of memory while sending")
         return False
-    if task and slot.writer is None and not slot.paused:
+    if task and not slot.paused:
         slot.writer = asyncio.create_task(writer(srv, slot, slot.gen))
     return True
 
