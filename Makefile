@@ -17,6 +17,7 @@ help:
 	@echo "make bench | bench-quick           speed and memory against peers"
 	@echo "make flash BOARD=.. PORT=.. FIRMWARE=..   write MicroPython to a board"
 	@echo "make deploy BOARD=.. PORT=..       compile and upload firmware/ to a board"
+	@echo "make deploy BOARD=.. URL=ws://b/   the same over WiFi (URL=\"ws://a/ ws://b/\": several)"
 	@echo "make dist                          mip packages of .mpy per arch in dist/<arch>/"
 	@echo "make shape                         function/module length, nesting, import circles"
 
@@ -58,8 +59,9 @@ GIVEN_PORT = $(if $(filter command line environment,$(origin PORT)),$(PORT))
 flash: $(STAMP)
 	$(PY) tools/flash.py --board $(BOARD) --port "$(GIVEN_PORT)" --firmware "$(FIRMWARE)"
 
+# URL="ws://a/ ws://b/": over WiFi to every board listed (tools/netdeploy.py)
 deploy: $(STAMP)
-	$(PY) tools/deploy.py --board $(BOARD) --port "$(GIVEN_PORT)" $(DEPLOY_ARGS)
+	$(PY) tools/deploy.py --board $(BOARD) --port "$(GIVEN_PORT)" --url "$(URL)" $(DEPLOY_ARGS)
 
 sim-board: $(STAMP)
 	$(PY) tools/virtual_board.py $(VB_ARGS)

@@ -1,2 +1,74 @@
-# boot.py: kept minimal on purpose. It never touches the network; main.py does that and
-# reports every failure instead of leaving a board that silently does nothing.
+# boot.py: picks the firmware tree and never touches the network (main.py does that and
+# reports every failure). Updates over WiFi (ota.py has the layout) install a tree under
+# .ota/ and name it in .ota/try: its first boot is a trial that must confirm within its
+# deadline, or the boot after it returns to the tree .ota/active names (none: this folder).
+def _pick():
+    import os
+
+    def rd(name):
+        try:
+            with open(".ota/" + name) as f:
+                return f.read().split()
+        except OSError:
+            return None
+
+    def mv(a, b):
+        try:
+            os.remove(".ota/" + b)
+        except OSError:
+            pass
+        os.rename(".ota/" + a, ".ota/" + b)
+
+    try:
+        os.stat(".ota")
+    except OSError:
+        return None  # never updated over WiFi
+    if rd("active") is None and rd("active.tmp") is not None:
+        mv("active.tmp", "active")  # a confirm cut short between its two steps
+    act = rd("active")
+    t = rd("trying")
+    if t:
+        if act and act[0] == t[0]:
+            os.remove(".ota/trying")
+        else:
+            mv("trying", "failed")  # the last trial never confirmed: roll back
+    t = rd("try")
+    if t:
+        mv("try", "trying")
+        return t
+    return act
+
+
+def _deadline(ms):
+    # The trial must confirm within ms (ota.py does, once the server listens and ticks);
+    # a start-up that raises resets at once (ota.py wraps board.fatal), one that hangs is
+    # reset here, where the port has a hardware timer (the ESP32's; not the unix port).
+    import machine
+
+    timer = getattr(machine, "Timer", None)
+    if timer is None:
+        return
+
+    def late(_):
+        import os
+
+        try:
+            os.stat("../trying")
+        except OSError:
+            return  # confirmed
+        with open("../why", "w") as f:
+            f.write("not healthy within %d ms of the reset" % ms)
+        machine.reset()
+
+    timer(0).init(mode=timer.ONE_SHOT, period=ms, callback=late)
+
+
+_pick = _pick()
+if _pick:
+    import os
+
+    os.chdir(".ota/" + _pick[0])
+    if len(_pick) > 1:
+        _deadline(int(_pick[1]))
+    del os
+del _pick, _deadline

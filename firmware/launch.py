@@ -59,6 +59,10 @@ def start():
     if problem:
         cfg["config_error"] = problem
     scfg = server_settings(cfg)
+    # Updates over WiFi (ota.py): off without ota.token; an update's boot is lean.
+    ota = cfg.get("ota")
+    ota = __import__("otastart") if isinstance(ota, dict) and ota.get("token") else None
+    lean = ota is not None and ota.update_mode(scfg)
     # Take the slots' memory first, while the heap is still one piece.
     from ringws.slot import allocate_slots
 
@@ -91,7 +95,11 @@ def start():
         from ringws import access
 
         srv.set_access(access.checker(cfg["access"]))
-    app.install(srv, cfg, board)
+    if not lean:
+        app.install(srv, cfg, board)
+    if ota:
+        ota.install(srv, cfg, lean)
+        gc.collect()
     if after_install is not None:
         after_install(srv, cfg)
     return srv

@@ -3,6 +3,14 @@
 
     tools/deploy.py --board esp32 --port /dev/ttyUSB0 [--dry-run] [--no-reset]
     make deploy BOARD=esp32 PORT=/dev/ttyUSB0 [DEPLOY_ARGS=--dry-run]
+    tools/deploy.py --board esp32 --url "ws://a/ ws://b/" [--canary 1] [--dry-run]
+    make deploy BOARD=esp32 URL=ws://ringws.local/ [DEPLOY_ARGS=--secrets F]
+
+Over WiFi (--url, one URL or several separated by spaces): the board must run a build
+with ota.token set (secrets.json: {"ota": {"token": ...}}); the same token authorises the
+deploy. Each board keeps its own config.json (only the server keys of --set change), gets
+only the files it lacks, switches trees and confirms or rolls back (firmware/ota.py,
+tools/netdeploy.py). A table per board follows; the exit status is 1 if any failed.
 
 1. tools/build.py compiles firmware/ to .mpy with mpy-cross -march=<board's mpy_arch>
    (viper code becomes native code for that arch) and writes config.json from the board
@@ -12,7 +20,9 @@
    files the last deploy wrote that no longer exist are removed; nothing else is touched.
 3. The board is reset so main.py starts the new code.
 
-Everything goes through the real mpremote. Paths on the board are relative to its working
+Over USB everything goes through the real mpremote, into the flash root (the tree
+boot.py runs when no update over WiFi is active; a USB deploy makes it the active one
+again and writes its version to .ringws-version). Paths on the board are relative to its working
 directory ("/" on an ESP32, the flash folder on tools/virtual_board.py).
 """
 import argparse
@@ -25,14 +35,24 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import boards  # noqa: E402
 import build  # noqa: E402
+import netdeploy  # noqa: E402
 
 ROOT = build.ROOT
 MANIFEST = ".ringws-deploy.json"
 MARK = "RINGWS-MANIFEST "
 
+# Prefix of what runs on the board: boot.py may have entered a tree under .ota/ (an
+# update over WiFi); a USB deploy works in the flash root.
+TO_ROOT = """
+import os
+_c = os.getcwd()
+if "/.ota/" in _c:
+    os.chdir(_c[:_c.find("/.ota/")] or "/")
+"""
+
 # Runs on the board: print the manifest, minus entries whose file has gone.
-READ_MANIFEST = """
-import os, json
+READ_MANIFEST = TO_ROOT + """
+import json
 try:
     with open(%(m)r) as f:
         m = json.load(f)
@@ -49,13 +69,14 @@ print(%(mark)r + json.dumps(ok))
 """
 
 # Runs on the board before uploading: forget the manifest (an interrupted deploy then
-# uploads everything next time), make directories, remove files the new build dropped.
-PREPARE = """
-import os
-try:
-    os.remove(%(m)r)
-except OSError:
-    pass
+# uploads everything next time), make directories, remove files the new build dropped,
+# and remove the pointers to trees installed over WiFi: the root tree boots next.
+PREPARE = TO_ROOT + """
+for p in (%(m)r, ".ota/active", ".ota/active.tmp", ".ota/try", ".ota/trying"):
+    try:
+        os.remove(p)
+    except OSError:
+        pass
 for d in %(dirs)r:
     try:
         os.mkdir(d)
@@ -71,6 +92,8 @@ for p in %(remove)r:
 WRITE_MANIFEST = """
 with open(%(m)r, "w") as f:
     f.write(%(data)r)
+with open(".ringws-version", "w") as f:
+    f.write(%(version)r)
 """
 
 
@@ -137,7 +160,8 @@ def upload(port, out, upload, remove, local, reset):
     for p in upload:
         cmd += ["+", "fs", "cp", os.path.join(out, p), ":" + p]
     data = json.dumps(local, sort_keys=True)
-    cmd += ["+", "exec", WRITE_MANIFEST % {"m": MANIFEST, "data": data}]
+    version = netdeploy.version_of(netdeploy.manifest(out)) + "\n"
+    cmd += ["+", "exec", WRITE_MANIFEST % {"m": MANIFEST, "data": data, "version": version}]
     if reset:
         cmd += ["+", "reset"]
     sizes = {os.path.join(out, p): (p, os.path.getsize(os.path.join(out, p))) for p in upload}
@@ -174,6 +198,40 @@ def load_secrets(path, explicit):
     return secrets
 
 
+def parse_sets(items):
+    overrides = {}
+    for item in items:
+        try:
+            key, value = build.parse_set(item)
+            overrides[key] = value
+        except ValueError:
+            raise DeployError("--set %s: value must be JSON" % item)
+    return overrides
+
+
+def network(args):
+    """make deploy URL=...: the same build, sent over WiFi to one board or many."""
+    secrets = load_secrets(args.secrets or os.path.join(ROOT, "secrets.json"),
+                           bool(args.secrets))
+    token = (secrets.get("ota") or {}).get("token") if isinstance(secrets.get("ota"), dict) else None
+    if not token:
+        raise DeployError("no ota.token in %s: a deploy over WiFi needs the token the boards "
+                          "were built with" % (args.secrets or "secrets.json"))
+    overrides = parse_sets(args.set)
+    top = [k for k in overrides if k in build.TOP_LEVEL]
+    if top:
+        raise DeployError("over WiFi --set changes server settings only (not %s): the board "
+                          "keeps the rest of its config.json" % ", ".join(top))
+    board = boards.load(args.board)
+    out = args.out or os.path.join(ROOT, "build", "deploy-" + args.board)
+    print("build: %s for %s (mpy-cross -march=%s)" % (os.path.relpath(out, ROOT),
+                                                     args.board, board["mpy_arch"]))
+    build.build(args.board, out, secrets=secrets, src=args.source)
+    urls = args.url.split()
+    return netdeploy.run(urls, token, out, board["mpy_arch"], overrides,
+                         dry_run=args.dry_run, canary=max(0, args.canary))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--board", required=True)
@@ -186,20 +244,20 @@ def main(argv=None):
                          "or the app module: --set app=hello")
     ap.add_argument("--source", help="firmware tree to deploy (default: firmware/)")
     ap.add_argument("--out", help="build folder (default: build/deploy-<board>)")
+    ap.add_argument("--url", default="", help="deploy over WiFi: ws://board/ (several: "
+                    "separated by spaces); the token is secrets.json's ota.token")
+    ap.add_argument("--canary", type=int, default=0, metavar="N",
+                    help="over WiFi: update N boards first, the rest once they confirm")
     args = ap.parse_args(argv)
     try:
+        if args.url.strip():
+            return network(args)
         if not args.port or args.port.isdigit():
             raise DeployError("PORT is required: the board's serial port or a socket:// URL, "
                               "e.g. make deploy BOARD=esp32 PORT=/dev/ttyUSB0")
         secrets = load_secrets(args.secrets or os.path.join(ROOT, "secrets.json"),
                                bool(args.secrets))
-        overrides = {}
-        for item in args.set:
-            try:
-                key, value = build.parse_set(item)
-                overrides[key] = value
-            except ValueError:
-                raise DeployError("--set %s: value must be JSON" % item)
+        overrides = parse_sets(args.set)
         board = boards.load(args.board)
         out = args.out or os.path.join(ROOT, "build", "deploy-" + args.board)
         print("build: %s for %s (mpy-cross -march=%s)" % (os.path.relpath(out, ROOT),

@@ -46,6 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
 HARD_RESET_EXIT = 66
 READY = b"vboard: boot"
+RESET_LINE = b"vboard: reset\n"
 FRIENDLY_PROMPT = b">>> "
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 
@@ -63,6 +64,9 @@ _CAUSE = {"PWRON_RESET": 1, "HARD_RESET": 2, "WDT_RESET": 3, "SOFT_RESET": 5}
 
 
 def reset():
+    # From the REPL the exit code tells the bridge; from a running program (under -i a
+    # SystemExit only brings up the prompt) the bridge reads this line.
+    print("vboard: reset")
     sys.exit(%d)
 
 
@@ -223,6 +227,7 @@ class Board:
         self.tail = b""
         self.last_out = b"\n"
         self.boots = 0
+        self.reset_asked = False
 
     def start(self, cause, run_main):
         env = dict(os.environ, VBOARD_RESET=cause, VBOARD_MAIN="1" if run_main else "0",
@@ -321,7 +326,11 @@ class Board:
         if self.log:
             self.log.write(data)
             self.log.flush()
-        self.tail = (self.tail + data)[-64:]
+        seen = self.tail + data
+        self.tail = seen[-64:]
+        if RESET_LINE in seen and self.proc.poll() is None:
+            self.reset_asked = True  # machine.reset() from a running program
+            self.proc.kill()
         if not self.ready and READY in self.tail:
             self.ready = True
             self._maybe_interrupt()
@@ -370,7 +379,8 @@ class Board:
             return msg + b"MPY: soft reboot\r\n", "SOFT_RESET", False
         if code == 0:
             return msg + b"MPY: soft reboot\r\n", "SOFT_RESET", True
-        if code == HARD_RESET_EXIT:
+        if code == HARD_RESET_EXIT or self.reset_asked:
+            self.reset_asked = False
             return msg + b"\r\nvboard: hard reset\r\n", "HARD_RESET", True
         # A crash or a second Ctrl-C during main.py: come back without main.py so the
         # client reaches a prompt (like safe mode).

@@ -1,0 +1,180 @@
+# Start-up of updates over WiFi (ota.py has the layout): the update-mode question
+# launch.start asks before it takes the slots, the installation of the /ota route, and
+# the timers of a boot after a switch (confirm, or note the rollback) and of update mode.
+# Leaves the heap after start-up, or after the first tick of a boot after a switch.
+import json
+import os
+
+import ota
+
+
+def root():
+    """The flash root, where boot.py and .ota/ are (the cwd is a tree below it)."""
+    cwd = os.getcwd()
+    i = cwd.find("/.ota/")
+    return cwd[:i] if i >= 0 else cwd.rstrip("/")
+
+
+def update_mode(scfg):
+    """True when this boot is an update's (.ota/update, removed now: the next reset
+    serves the application again). On a trial's boot, a start-up that fails (main.py
+    calls board.fatal) says why and resets at once, back to the previous tree."""
+    dot = root() + "/.ota/"
+    try:
+        os.stat(dot + "trying")
+        import board
+
+        board.fatal_before_trial = board.fatal
+        board.fatal = trial_fatal
+    except OSError:
+        pass
+    try:
+        os.remove(dot + "update")
+    except OSError:
+        return False
+    scfg["max_connections"] = 2  # one /ota, one /stats
+    print("ota: update mode")
+    return True
+
+
+def trial_fatal(exc, pause_ms=0):
+    """board.fatal on a trial's boot: say why, reset now; the previous tree boots next."""
+    with open(root() + "/.ota/why", "w") as f:
+        f.write("start-up failed: %r" % (exc,))
+    print("ota: the new version failed (%r): back to the previous one" % (exc,))
+    import machine
+
+    machine.reset()
+
+
+def install(srv, cfg, lean=False):
+    """Route /ota, guard it with ota.token, add version and update to /stats."""
+    from hashlib import sha256
+
+    h = ota.Ota()
+    h.srv = srv
+    h.lean = lean
+    c = cfg["ota"]
+    h.token = sha256(c["token"].encode()).digest()
+    h.confirm_ms = c.get("confirm_ms", 30000)
+    h.root = root()
+    h.dot = dot = h.root + "/.ota/"
+    try:
+        with open(".ringws-version") as f:
+            h.version = f.read().strip()
+    except OSError:
+        h.version = "unknown"
+    srv.route("/ota", h)
+    try:
+        with open(dot + "last") as f:
+            h.last = json.load(f)
+    except (OSError, ValueError):
+        h.last = None
+    h.prev = srv.access_check
+    srv.set_access(h.check)
+    h.srv_stats = srv.stats
+    srv.stats = h.stats
+    keep = False
+    if lean:
+        h.idle = 0
+        h.idle_ms = c.get("update_idle_ms", 60000)
+        srv.add_timer(1000, lambda now: idle(h))
+        keep = True
+    for name in ("trying", "failed"):
+        try:
+            os.stat(dot + name)
+        except OSError:
+            continue
+        # The last boot was a trial or a rollback: confirmed or noted at the first tick,
+        # once the server listens and ticks (what "healthy" means).
+        h.confirmed = name != "trying"
+        srv.add_timer(0, lambda now: after_boot(h))
+        h.boot_timer = srv.timers[-1]
+        keep = True
+        break
+    if not keep:
+        import sys
+
+        sys.modules.pop("otastart", None)
+
+
+def idle(h):
+    # Update mode: back to the application after update_idle_ms without an update.
+    h.idle = 0 if h.job else h.idle + 1000
+    if h.idle > h.idle_ms:
+        print("ota: no update came: back to the application")
+        __import__("otaconn").reset()
+
+
+def remove(p):
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+
+
+def read(p):
+    try:
+        with open(p) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def put(p, text):
+    """Replace the file p by text: written beside it, then renamed (after a remove:
+    FAT's rename does not replace; boot.py finishes an active.tmp left between the two)."""
+    with open(p + ".tmp", "w") as f:
+        f.write(text)
+    remove(p)
+    os.rename(p + ".tmp", p)
+
+
+def after_boot(h):
+    """At the first tick after a boot that found .ota/trying or .ota/failed: the server
+    listens and ticks, so a tree on trial is confirmed; or the rollback is noted."""
+    h.srv.timers.remove(h.boot_timer)
+    h.boot_timer = None  # the last reference to this module's code
+    cwd = os.getcwd()
+    i = cwd.find("/.ota/")
+    tree = cwd[i + 6:].strip("/") if i >= 0 else ""
+    p = h.dot
+    try:
+        last = json.loads(read(p + "last"))
+    except ValueError:
+        last = {}
+    if tree and read(p + "trying").split()[:1] == [tree]:
+        before = read(p + "active").strip()
+        put(p + "active", tree + "\n")
+        remove(p + "trying")
+        remove(p + "why")
+        if before in ("a", "b") and before != tree:
+            rmtree(p + before)  # the previous tree, kept until now
+        h.confirmed = True
+        import board
+
+        board.fatal = board.fatal_before_trial  # and this module can leave the heap
+        h.last = {"result": "ok", "from": last.get("from"), "to": h.version}
+        print("ota: version", h.version, "confirmed")
+    else:
+        why = read(p + "why") or "not confirmed in time"
+        h.last = {"result": "rolled back", "from": last.get("to"), "to": h.version,
+                  "why": why}
+        remove(p + "failed")
+        remove(p + "why")
+        print("ota: rolled back to", h.version, why)
+    put(p + "last", json.dumps(h.last))
+    import gc
+    import sys
+
+    sys.modules.pop("otastart", None)
+    gc.collect()
+
+
+def rmtree(p):
+    try:
+        for e in list(os.ilistdir(p)):
+            rmtree(p + "/" + e[0])
+        os.rmdir(p)
+    except OSError:
+        remove(p)
