@@ -22,7 +22,8 @@ On-flash layout (paths from the flash root, where boot.py is):
                          .manifest ("<sha256> <size> <path>" lines) and .ringws-version
     .ota/new/            staging: sent files arrive here, hash-checked, and stay there
                          across a broken upload; a commit moves them into the new tree
-    .ota/active          name of the confirmed tree (none: the root tree)
+    .ota/active          name of the confirmed tree (none: the root tree); the tree it
+                         replaced stays until the next commit builds in its place
     .ota/try             "<tree> <confirm_ms>": boot it once, as a trial (the switch)
     .ota/trying          boot.py renamed try to this: the trial runs now; if the next boot
                          still finds it unconfirmed it becomes .ota/failed (rollback)
@@ -58,10 +59,7 @@ class Ota:
     confirmed = True
 
     def on_open(self, conn):
-        if self.confirmed:
-            __import__("otaconn").start(self, conn)
-        else:  # the first tick confirms; meanwhile the heap is not shared with an update
-            conn.close(1013, "confirming")
+        __import__("otaconn").start(self, conn)
 
     def on_close(self, conn, code, reason):
         if self.job and self.job.conn is conn:
@@ -75,6 +73,13 @@ class Ota:
 
     def check(self, req, is_websocket):
         if req.path == "/ota":
+            if not self.confirmed:  # the first tick confirms; until then, no /ota code
+                from ringws.handshake import HttpError
+
+                raise HttpError(503, "confirming", (("Retry-After", "1"),))
+            import gc
+
+            gc.collect()  # the request's code loads into a heap as whole as it can be
             __import__("otaconn").check(self, req)
         elif self.prev:
             self.prev(req, is_websocket)
@@ -83,4 +88,6 @@ class Ota:
         out = self.srv_stats()
         out["version"] = self.version
         out["update"] = self.last
+        if self.lean:
+            out["update_mode"] = True
         return out

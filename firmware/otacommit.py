@@ -16,7 +16,9 @@ class Job(otacore.Job):
             self.header(line, "commit")
             self.new_tree = "b" if self.tree == "a" else "a"
             self.dir = self.p + self.new_tree
-            otacore.rmtree(self.dir)
+            for t in ("a", "b"):  # trees not running: the one replaced last time, or stale
+                if t != self.tree:
+                    otacore.rmtree(self.p + t)
             otacore.mkdirs(self.dir + "/")
             self.manifest = open(self.dir + "/.manifest", "w")
             self.hash = sha256()
@@ -58,7 +60,9 @@ class Job(otacore.Job):
             f.write("%s %d\n" % (self.new_tree, ota.confirm_ms))
         otacore.rmtree(self.p + "try")
         os.rename(self.p + "try.tmp", self.p + "try")
-        otaconn.note(ota, {"result": "switching", "from": ota.version, "to": version})
+        ota.last = {"result": "switching", "from": ota.version, "to": version}
+        with open(self.p + "last", "w") as f:
+            json.dump(ota.last, f)
         print("ota: switching to tree", self.new_tree, version)
         ota.srv.add_timer(400, otaconn.reset)
         return {"t": "switch", "tree": self.new_tree, "version": version}

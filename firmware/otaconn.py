@@ -58,18 +58,6 @@ def close(h):
     forget()
 
 
-def note(h, last):
-    """The last update's result: kept for /stats, and in .ota/last for the next boot."""
-    h.last = last
-    with open(h.dot + "last.tmp", "w") as f:
-        json.dump(last, f)
-    try:
-        os.remove(h.dot + "last")
-    except OSError:
-        pass
-    os.rename(h.dot + "last.tmp", h.dot + "last")
-
-
 def forget():
     """An update's code leaves the heap until the next request."""
     import sys

@@ -144,12 +144,10 @@ def after_boot(h):
     except ValueError:
         last = {}
     if tree and read(p + "trying").split()[:1] == [tree]:
-        before = read(p + "active").strip()
+        # The previous tree stays until the next commit builds the next tree in its place.
         put(p + "active", tree + "\n")
         remove(p + "trying")
         remove(p + "why")
-        if before in ("a", "b") and before != tree:
-            rmtree(p + before)  # the previous tree, kept until now
         h.confirmed = True
         import board
 
@@ -170,11 +168,3 @@ def after_boot(h):
     sys.modules.pop("otastart", None)
     gc.collect()
 
-
-def rmtree(p):
-    try:
-        for e in list(os.ilistdir(p)):
-            rmtree(p + "/" + e[0])
-        os.rmdir(p)
-    except OSError:
-        remove(p)

@@ -139,10 +139,19 @@ class Board:
     def ok(self):
         return self.row["result"] in ("updated", "up to date", "dry run")
 
-    async def hello(self, op="hello", timeout=10):
-        ws, hi = await connect(self.url, self.token, op, timeout, sorted(self.sets))
-        await ws.close()
-        return hi
+    async def hello(self, op="hello", timeout=10, tries=10):
+        """The board's hello. A 503 (no slot, or no memory for the moment) is retried, as
+        its Retry-After asks."""
+        for i in range(tries):
+            try:
+                ws, hi = await connect(self.url, self.token, op, timeout, sorted(self.sets))
+                await ws.close()
+                return hi
+            except Exception as e:
+                status = getattr(getattr(e, "response", None), "status_code", None)
+                if status != 503 or i == tries - 1:
+                    raise
+                await asyncio.sleep(1)
 
     async def _run(self, dry_run):
         hi = await self.hello()
