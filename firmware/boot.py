@@ -1,7 +1,8 @@
 # boot.py: picks the firmware tree and never touches the network (main.py does that and
 # reports every failure). Updates over WiFi (ota.py has the layout) install a tree under
 # .ota/ and name it in .ota/try: its first boot is a trial that must confirm within its
-# deadline, or the boot after it returns to the tree .ota/active names (none: this folder).
+# deadline, or the boot after it returns to the tree .ota/active names (none: this folder)
+# and notes why in .ota/last.
 def _pick():
     import os
 
@@ -28,15 +29,39 @@ def _pick():
     act = rd("active")
     t = rd("trying")
     if t:
-        if act and act[0] == t[0]:
-            os.remove(".ota/trying")
-        else:
-            mv("trying", "failed")  # the last trial never confirmed: roll back
+        if not (act and act[0] == t[0]):
+            _rolled_back(t[0], act[0] + "/" if act else "")
+        os.remove(".ota/trying")
     t = rd("try")
     if t:
         mv("try", "trying")
         return t
     return act
+
+
+def _rolled_back(failed, active):
+    # The last trial never confirmed: this boot returns to the active tree. Noted here,
+    # where the heap is still empty, for /stats (ota.py reads .ota/last).
+    import json
+    import os
+
+    def text(p):
+        try:
+            with open(p) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    last = {"result": "rolled back", "from": text(".ota/%s/.ringws-version" % failed),
+            "to": text((".ota/" + active if active else "") + ".ringws-version"),
+            "why": text(".ota/why") or "not confirmed in time"}
+    with open(".ota/last", "w") as f:
+        json.dump(last, f)
+    try:
+        os.remove(".ota/why")
+    except OSError:
+        pass
+    print("boot: rolled back:", last["why"])
 
 
 def _deadline(ms):
@@ -71,4 +96,4 @@ if _pick:
     if len(_pick) > 1:
         _deadline(int(_pick[1]))
     del os
-del _pick, _deadline
+del _pick, _deadline, _rolled_back

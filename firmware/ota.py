@@ -25,9 +25,11 @@ On-flash layout (paths from the flash root, where boot.py is):
     .ota/active          name of the confirmed tree (none: the root tree); the tree it
                          replaced stays until the next commit builds in its place
     .ota/try             "<tree> <confirm_ms>": boot it once, as a trial (the switch)
-    .ota/trying          boot.py renamed try to this: the trial runs now; if the next boot
-                         still finds it unconfirmed it becomes .ota/failed (rollback)
+    .ota/trying          boot.py renamed try to this: the trial runs now; a boot that
+                         still finds it unconfirmed returns to .ota/active's tree and
+                         notes why in .ota/last (the rollback)
     .ota/why, .ota/last  why a trial failed; the last update's result (JSON, for /stats)
+    .ota/update          asks the next boot for update mode (removed by that boot)
 
 A tree's version is the first 12 hex digits of sha256 over its manifest lines (sorted by
 path, config.json not included): the same build has the same version on every board.

@@ -80,18 +80,16 @@ def install(srv, cfg, lean=False):
         h.idle_ms = c.get("update_idle_ms", 60000)
         srv.add_timer(1000, lambda now: idle(h))
         keep = True
-    for name in ("trying", "failed"):
-        try:
-            os.stat(dot + name)
-        except OSError:
-            continue
-        # The last boot was a trial or a rollback: confirmed or noted at the first tick,
+    try:
+        # The last boot switched: this one is the trial, confirmed at the first tick,
         # once the server listens and ticks (what "healthy" means).
-        h.confirmed = name != "trying"
+        os.stat(dot + "trying")
+        h.confirmed = False
         srv.add_timer(0, lambda now: after_boot(h))
         h.boot_timer = srv.timers[-1]
         keep = True
-        break
+    except OSError:
+        pass
     if not keep:
         import sys
 
@@ -131,40 +129,28 @@ def put(p, text):
 
 
 def after_boot(h):
-    """At the first tick after a boot that found .ota/trying or .ota/failed: the server
-    listens and ticks, so a tree on trial is confirmed; or the rollback is noted."""
+    """At the first tick of a trial: the server listens and ticks, the tree is confirmed.
+    (The previous tree stays until the next commit builds the next tree in its place.)"""
     h.srv.timers.remove(h.boot_timer)
     h.boot_timer = None  # the last reference to this module's code
     cwd = os.getcwd()
-    i = cwd.find("/.ota/")
-    tree = cwd[i + 6:].strip("/") if i >= 0 else ""
     p = h.dot
     try:
         last = json.loads(read(p + "last"))
     except ValueError:
         last = {}
-    if tree and read(p + "trying").split()[:1] == [tree]:
-        # The previous tree stays until the next commit builds the next tree in its place.
-        put(p + "active", tree + "\n")
-        remove(p + "trying")
-        remove(p + "why")
-        h.confirmed = True
-        import board
+    put(p + "active", cwd[cwd.find("/.ota/") + 6:].strip("/") + "\n")
+    remove(p + "trying")
+    remove(p + "why")
+    h.confirmed = True
+    import board
 
-        board.fatal = board.fatal_before_trial  # and this module can leave the heap
-        h.last = {"result": "ok", "from": last.get("from"), "to": h.version}
-        print("ota: version", h.version, "confirmed")
-    else:
-        why = read(p + "why") or "not confirmed in time"
-        h.last = {"result": "rolled back", "from": last.get("to"), "to": h.version,
-                  "why": why}
-        remove(p + "failed")
-        remove(p + "why")
-        print("ota: rolled back to", h.version, why)
+    board.fatal = board.fatal_before_trial  # and this module can leave the heap
+    h.last = {"result": "ok", "from": last.get("from"), "to": h.version}
     put(p + "last", json.dumps(h.last))
+    print("ota: version", h.version, "confirmed")
     import gc
     import sys
 
     sys.modules.pop("otastart", None)
     gc.collect()
-
