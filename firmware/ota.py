@@ -60,6 +60,21 @@ class Ota:
     job = None
     confirmed = True
 
+    def __init__(self, srv, lean, cfg, root, version, last):
+        self.srv = srv
+        self.lean = lean  # update mode
+        self.token = cfg["token"]  # its sha256 digest
+        self.confirm_ms = cfg.get("confirm_ms", 30000)
+        self.idle_ms = cfg.get("update_idle_ms", 60000)
+        self.root = root  # the flash root: boot.py, .ota/
+        self.dot = root + "/.ota/"
+        self.version = version
+        self.last = last
+        self.prev = srv.access_check
+        self.srv_stats = srv.stats
+        self.idle = 0
+        self.boot_timer = None
+
     def on_open(self, conn):
         __import__("otaconn").start(self, conn)
 

@@ -127,6 +127,9 @@ class Job:
     def data(self, data, last):
         raise ValueError("request: data")
 
+    def line_in(self, line):
+        raise ValueError("request: " + line[:40])
+
     def header(self, line, word):
         """The first line of a plan or commit: "<word> <arch> <version> <set-json>"."""
         if not self.ota.confirmed:

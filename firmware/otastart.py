@@ -7,6 +7,8 @@ import os
 
 import ota
 
+fatal_before_trial = None  # board.fatal, while a trial's start-up replaces it
+
 
 def root():
     """The flash root, where boot.py and .ota/ are (the cwd is a tree below it)."""
@@ -24,7 +26,8 @@ def update_mode(scfg):
         os.stat(dot + "trying")
         import board
 
-        board.fatal_before_trial = board.fatal
+        global fatal_before_trial
+        fatal_before_trial = board.fatal
         board.fatal = trial_fatal
     except OSError:
         pass
@@ -51,33 +54,24 @@ def install(srv, cfg, lean=False):
     """Route /ota, guard it with ota.token, add version and update to /stats."""
     from hashlib import sha256
 
-    h = ota.Ota()
-    h.srv = srv
-    h.lean = lean
-    c = cfg["ota"]
-    h.token = sha256(c["token"].encode()).digest()
-    h.confirm_ms = c.get("confirm_ms", 30000)
-    h.root = root()
-    h.dot = dot = h.root + "/.ota/"
+    dot = root() + "/.ota/"
     try:
         with open(".ringws-version") as f:
-            h.version = f.read().strip()
+            version = f.read().strip()
     except OSError:
-        h.version = "unknown"
-    srv.route("/ota", h)
+        version = "unknown"
     try:
         with open(dot + "last") as f:
-            h.last = json.load(f)
+            last = json.load(f)
     except (OSError, ValueError):
-        h.last = None
-    h.prev = srv.access_check
+        last = None
+    c = dict(cfg["ota"], token=sha256(cfg["ota"]["token"].encode()).digest())
+    h = ota.Ota(srv, lean, c, root(), version, last)
+    srv.route("/ota", h)
     srv.set_access(h.check)
-    h.srv_stats = srv.stats
     srv.stats = h.stats
     keep = False
     if lean:
-        h.idle = 0
-        h.idle_ms = c.get("update_idle_ms", 60000)
         srv.add_timer(1000, lambda now: idle(h))
         keep = True
     try:
@@ -145,7 +139,7 @@ def after_boot(h):
     h.confirmed = True
     import board
 
-    board.fatal = board.fatal_before_trial  # and this module can leave the heap
+    board.fatal = fatal_before_trial  # and this module can leave the heap
     h.last = {"result": "ok", "from": last.get("from"), "to": h.version}
     put(p + "last", json.dumps(h.last))
     print("ota: version", h.version, "confirmed")

@@ -164,7 +164,7 @@ def test_second_deploy_uploads_only_the_changed_file(vboard):
     assert uploaded(out) == ["app/echo.mpy"], out
     after = vboard.mtimes()
     changed = sorted(p for p in after if after[p] != before.get(p))
-    assert changed == [".ringws-deploy.json", "app/echo.mpy"]
+    assert changed == [".ringws-deploy.json", ".ringws-version", "app/echo.mpy"]
     # and a file dropped from the tree is removed from the board
     (vboard.src / "www" / "index.html").unlink()
     out = vboard.deploy("--no-reset")
