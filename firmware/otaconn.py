@@ -62,7 +62,7 @@ def forget():
     """An update's code leaves the heap until the next request."""
     import sys
 
-    for name in ("otaconn", "otaplan", "otaput", "otacommit", "otacore",
+    for name in ("otaconn", "otaplan", "otaput", "otacommit", "otacore", "otatrial",
                  "otastart"):
         sys.modules.pop(name, None)
     gc.collect()

@@ -1,13 +1,11 @@
 # Start-up of updates over WiFi (ota.py has the layout): the update-mode question
-# launch.start asks before it takes the slots, the installation of the /ota route, and
-# the timers of a boot after a switch (confirm, or note the rollback) and of update mode.
-# Leaves the heap after start-up, or after the first tick of a boot after a switch.
+# launch.start asks before it takes the slots, the installation of the /ota route, the
+# trial's hooks (otatrial) and update mode's idle timer. Leaves the heap after start-up
+# except in update mode.
 import json
 import os
 
 import ota
-
-fatal_before_trial = None  # board.fatal, while a trial's start-up replaces it
 
 
 def root():
@@ -25,10 +23,10 @@ def update_mode(scfg):
     try:
         os.stat(dot + "trying")
         import board
+        import otatrial
 
-        global fatal_before_trial
-        fatal_before_trial = board.fatal
-        board.fatal = trial_fatal
+        otatrial.before = board.fatal
+        board.fatal = otatrial.fatal
     except OSError:
         pass
     try:
@@ -38,16 +36,6 @@ def update_mode(scfg):
     scfg["max_connections"] = 2  # one /ota, one /stats
     print("ota: update mode")
     return True
-
-
-def trial_fatal(exc, pause_ms=0):
-    """board.fatal on a trial's boot: say why, reset now; the previous tree boots next."""
-    with open(root() + "/.ota/why", "w") as f:
-        f.write("start-up failed: %r" % (exc,))
-    print("ota: the new version failed (%r): back to the previous one" % (exc,))
-    import machine
-
-    machine.reset()
 
 
 def install(srv, cfg, lean=False):
@@ -78,10 +66,12 @@ def install(srv, cfg, lean=False):
         # The last boot switched: this one is the trial, confirmed at the first tick,
         # once the server listens and ticks (what "healthy" means).
         os.stat(dot + "trying")
+        import otatrial
+
+        otatrial.h = h
         h.confirmed = False
-        srv.add_timer(0, lambda now: after_boot(h))
+        srv.add_timer(0, otatrial.confirm)
         h.boot_timer = srv.timers[-1]
-        keep = True
     except OSError:
         pass
     if not keep:
@@ -97,54 +87,3 @@ def idle(h):
         print("ota: no update came: back to the application")
         __import__("otaconn").reset()
 
-
-def remove(p):
-    try:
-        os.remove(p)
-    except OSError:
-        pass
-
-
-def read(p):
-    try:
-        with open(p) as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def put(p, text):
-    """Replace the file p by text: written beside it, then renamed (after a remove:
-    FAT's rename does not replace; boot.py finishes an active.tmp left between the two)."""
-    with open(p + ".tmp", "w") as f:
-        f.write(text)
-    remove(p)
-    os.rename(p + ".tmp", p)
-
-
-def after_boot(h):
-    """At the first tick of a trial: the server listens and ticks, the tree is confirmed.
-    (The previous tree stays until the next commit builds the next tree in its place.)"""
-    h.srv.timers.remove(h.boot_timer)
-    h.boot_timer = None  # the last reference to this module's code
-    cwd = os.getcwd()
-    p = h.dot
-    try:
-        last = json.loads(read(p + "last"))
-    except ValueError:
-        last = {}
-    put(p + "active", cwd[cwd.find("/.ota/") + 6:].strip("/") + "\n")
-    remove(p + "trying")
-    remove(p + "why")
-    h.confirmed = True
-    import board
-
-    board.fatal = fatal_before_trial  # and this module can leave the heap
-    h.last = {"result": "ok", "from": last.get("from"), "to": h.version}
-    put(p + "last", json.dumps(h.last))
-    print("ota: version", h.version, "confirmed")
-    import gc
-    import sys
-
-    sys.modules.pop("otastart", None)
-    gc.collect()
