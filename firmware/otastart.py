@@ -1,7 +1,6 @@
-# Start-up of updates over WiFi (ota.py has the layout): the update-mode question
-# launch.start asks before it takes the slots, the installation of the /ota route, the
-# trial's hooks (otatrial) and update mode's idle timer. Leaves the heap after start-up
-# except in update mode.
+# Start-up of updates over WiFi (ota.py has the layout): the installation of the /ota
+# route, the trial's confirmation timer (otatrial) and update mode's idle timer (which
+# mode: launch.update_mode). Leaves the heap after start-up except in update mode.
 import json
 import os
 
@@ -13,29 +12,6 @@ def root():
     cwd = os.getcwd()
     i = cwd.find("/.ota/")
     return cwd[:i] if i >= 0 else cwd.rstrip("/")
-
-
-def update_mode(scfg):
-    """True when this boot is an update's (.ota/update, removed now: the next reset
-    serves the application again). On a trial's boot, a start-up that fails (main.py
-    calls board.fatal) says why and resets at once, back to the previous tree."""
-    dot = root() + "/.ota/"
-    try:
-        os.stat(dot + "trying")
-        import board
-        import otatrial
-
-        otatrial.before = board.fatal
-        board.fatal = otatrial.fatal
-    except OSError:
-        pass
-    try:
-        os.remove(dot + "update")
-    except OSError:
-        return False
-    scfg["max_connections"] = 2  # one /ota, one /stats
-    print("ota: update mode")
-    return True
 
 
 def install(srv, cfg, lean=False):
