@@ -53,14 +53,17 @@ len = len
 isinstance = isinstance
 
 
-def _too_large(n, size):
-    # The error names the largest payload a frame may have in a ring of size bytes,
-    # beside the reserve (the 4-byte header form: every ring config.check accepts).
+def _check_fits(n, size):
+    # A frame with an n-byte payload that could never fit a ring of size bytes beside the
+    # reserve is an error, not a refusal. It names the largest payload that fits (the
+    # 4-byte header form: every ring config.check accepts).
+    if header_size(n) + n + CONTROL_RESERVE <= size:
+        return
     most = size - CONTROL_RESERVE - 4
     if most > 65535:
         most = max(65535, most - 6)
-    return ValueError("%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
-                      % (n, size, most))
+    raise ValueError("%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
+                     % (n, size, most))
 
 
 # Header bytes on their way into a ring: filled and copied within one call.
@@ -130,6 +133,10 @@ class Protocol(FrameHeader):
             self.rlen = n
         return self.rlen
 
+    def received(self, n):
+        # n bytes were read in after rlen: at recv_window(), or the request head's.
+        self.rlen += n
+
     if not MICROPYTHON:  # tests and tools; on a board its code would only take heap
 
         def feed(self, data):
@@ -140,9 +147,18 @@ class Protocol(FrameHeader):
             self.rlen += n
             return n
 
-    def discard_input(self):
+    def upgrade(self, block, end, can_stream):
+        """The handshake was accepted: what followed the request head (block[end:rlen],
+        the client's first frames) moves to rbuf, before the 101 goes into the ring it
+        may lie in; can_stream is what the handler takes. False if it does not fit rbuf."""
+        n = self.rlen - end
+        if n > len(self.rbuf):
+            return False
+        move(0, end, n, self.rbuf, block)
         self.rpos = 0
-        self.rlen = 0
+        self.rlen = n
+        self.can_stream = can_stream
+        return True
 
     def move_input(self, buf):
         """Make buf the receive buffer, taking along what is not parsed yet."""
@@ -210,6 +226,7 @@ class Protocol(FrameHeader):
             ev = self._data()
             if ev >= 0:
                 return ev
+        self.rpos = self.rlen  # closed: what the peer sends now is read and dropped
         return EV_NONE
 
     def _start_frame(self):
@@ -274,22 +291,19 @@ class Protocol(FrameHeader):
                     return False
         return True
 
-    def _drop(self):
-        # After our close frame the peer's data is read and dropped (RFC 6455 1.4).
-        take = min(self.rlen - self.rpos, self.f_left)
-        self.rpos += take
-        self.f_left -= take
-        if self.f_left == 0:
+    def _data(self):
+        text = self.msg_op == _OP_TEXT
+        if self.state == CLOSING:
+            # After our close frame the peer's data is read and dropped (RFC 6455 1.4).
+            n = min(self.rlen - self.rpos, self.f_left)
+            self.rpos += n
+            self.f_left -= n
+            if self.f_left:
+                return EV_NONE
             self.in_frame = False
             if self.fin:
                 self.msg_op = 0
             return -1
-        return EV_NONE
-
-    def _data(self):
-        text = self.msg_op == _OP_TEXT
-        if self.state == CLOSING:
-            return self._drop()
         if not self._prepare(text):
             return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
         n = self.f_left
@@ -457,9 +471,12 @@ class Protocol(FrameHeader):
         ring.write_frame((0x80 | opcode) if fin else opcode, data)
         return True
 
-    def frame_fits(self, n):
-        """Could a frame with an n-byte payload ever fit this ring?"""
-        return header_size(n) + n + CONTROL_RESERVE <= self.ring.size
+    def sent_span(self, n):
+        # The socket took n bytes of the relayed span (tx_off..tx_end).
+        n += self.tx_off
+        if n == self.tx_end:
+            n = self.tx_end = 0
+        self.tx_off = n
 
     def writable(self):
         """Largest payload a data frame may have right now."""
@@ -486,16 +503,14 @@ class Protocol(FrameHeader):
         if header_size(n) + n + CONTROL_RESERVE <= ring.size - ring.used:
             ring.write_frame(0x81 if text else 0x82, data)
             return True
-        if not self.frame_fits(n):
-            raise _too_large(n, ring.size)
+        _check_fits(n, ring.size)
         return False
 
     def send_fragment(self, data, text, first, last):
         if self.state != OPEN or first == self.out_frag:
             return False
         n = len(data)
-        if not self.frame_fits(n):
-            raise _too_large(n, self.ring.size)
+        _check_fits(n, self.ring.size)
         op = (_OP_TEXT if text else _OP_BINARY) if first else _OP_CONT
         if not self._queue(op, last, data, CONTROL_RESERVE):
             return False
@@ -587,9 +602,11 @@ class Protocol(FrameHeader):
         return True
 
     def send_ping(self, payload=b""):
-        if self.state != OPEN:
+        # pong_seen then says whether a pong came after this ping.
+        if self.state != OPEN or not self._queue(_OP_PING, True, payload, 0):
             return False
-        return self._queue(_OP_PING, True, payload, 0)
+        self.pong_seen = False
+        return True
 
     def _queue_close(self, code, reason):
         if self.out_left:
@@ -625,6 +642,8 @@ class Protocol(FrameHeader):
 # its nearly full attribute table, which costs more than the call itself.
 next_event = Protocol.next_event
 recv_window = Protocol.recv_window
+received = Protocol.received
+sent_span = Protocol.sent_span
 consume = Protocol.consume
 _parse = Protocol._parse
 relay = Protocol.relay
