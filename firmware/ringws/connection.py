@@ -21,6 +21,7 @@ import errno
 from ringws import compat, handshake
 from ringws.compat import const, park, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable, wait_writable
 from ringws.frames import CLOSE_INTERNAL
+from ringws.kernels import move
 from ringws.protocol import consume, next_event, received, recv_window, sent_span
 
 # The protocol's and the slot's constants as private const()s: MicroPython inlines a
@@ -296,9 +297,14 @@ def request(srv, slot, end):
     if n >= len(srv.slots) > 1:
         srv.rejected_full += 1
         return FULL_503  # prebuilt: nothing to build on a full board
-    # Bytes after the request head are the client's first frames: kept.
-    if not slot.upgrade(slot.block, end, handler._ringws_stream):
+    # Bytes after the request head are the client's first frames: they move to the receive
+    # buffer, as if read now, before the 101 goes into the ring they may lie in.
+    early = slot.rlen - end
+    if early > len(slot.rbuf):
         return handshake.HttpError(400, "too much data sent before the handshake completed")
+    move(0, end, early, slot.rbuf, slot.block)
+    slot.upgrade(handler._ringws_stream)
+    received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
     slot.ring.write(handshake.response_101(accept, sub))
     slot.conn = srv.Conn(srv, slot, req, sub, slot.remote)

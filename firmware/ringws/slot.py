@@ -23,8 +23,8 @@
 #               send_ping) says the pong came
 #   stuck_at    housekeeping starts the clock; progress (writer, pause, http.send) resets
 # Protocol's fields (protocol.py) are written by the protocol only: the runtime reads them
-# and reports through its methods (received, sent_span, upgrade, move_input, ...); the
-# ring's head moves by ring.consume() as bytes go out.
+# and reports through its methods (received, sent_span, upgrade, move_input, send_ping; the
+# seam is in protocol.py's header); the ring's head moves by ring.consume() as bytes go out.
 from ringws.protocol import Protocol
 
 # Slot phases
