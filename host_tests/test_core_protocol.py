@@ -281,6 +281,10 @@ def test_nothing_is_parsed_after_the_peer_closed():
     data = client_frame(OP_CLOSE, close_payload(1000)) + client_frame(OP_TEXT, b"late") + client_frame(OP_PING, b"x")
     assert drive(p, data) == [("close", 1000, "")]
     assert server_frames(p) == [(True, OP_CLOSE, b"\x03\xe8")]
+    # What follows is dropped, so the runtime can go on reading until the close is out.
+    assert p.next_event() == P.EV_NONE and p.rpos == p.rlen
+    assert p.feed(client_frame(OP_TEXT, b"later")) and p.next_event() == P.EV_NONE
+    assert p.rpos == p.rlen and p.recv_window() == 0
 
 
 def test_we_close_first_then_data_is_dropped_and_peer_close_finishes():
@@ -328,6 +332,9 @@ def test_unsolicited_pong_is_ignored_but_noted():
     assert drive(p, client_frame(OP_PONG, b"whatever")) == []
     assert server_frames(p) == []
     assert p.pong_seen
+    # A keepalive ping queued starts the wait for its own pong.
+    assert p.send_ping(b"k") and not p.pong_seen
+    assert drive(p, client_frame(OP_PONG, b"k")) == [] and p.pong_seen
 
 
 def test_pong_that_does_not_fit_blocks_until_drained():
@@ -507,7 +514,8 @@ def test_writable_is_exactly_what_send_accepts():
             bad.append((room, w, "refused"))
             continue
         p.ring.used = filler
-        if p.frame_fits(w + 1) and p.send(b"\0" * (w + 1)):
+        fits = P.header_size(w + 1) + w + 1 + P.CONTROL_RESERVE <= p.ring.size  # else send raises
+        if fits and p.send(b"\0" * (w + 1)):
             bad.append((room, w, "writable() too small"))
     assert bad == []
 

@@ -22,7 +22,7 @@ from ringws import compat, handshake
 from ringws.compat import const, park, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable, wait_writable
 from ringws.frames import CLOSE_INTERNAL
 from ringws.kernels import move
-from ringws.protocol import consume, next_event, recv_window
+from ringws.protocol import consume, next_event, received, recv_window, sent_span
 
 # The protocol's and the slot's constants as private const()s: MicroPython inlines a
 # const() only inside its own module. host_tests/test_core_frames.py checks that they agree.
@@ -130,8 +130,7 @@ def closing(slot, ev):
 def end_of_batch(srv, slot, kept):
     """Nothing more to parse: write everything the handlers queued in one go, fire the
     drain callback, then read more. Returns what the loop does next (_GO_ON, ...)."""
-    if slot.pong_seen:  # the parser has seen our keepalive answered
-        slot.pong_seen = False
+    if slot.pong_seen and slot.ping_at:  # our keepalive ping was answered
         slot.ping_at = 0
     if slot.ring.used or slot.tx_end:
         # (write_out, not flush: an error goes up to the reader, which ends the
@@ -145,10 +144,8 @@ def end_of_batch(srv, slot, kept):
     if slot.tx_end:
         # A relayed span the socket has not taken yet: reading now could overwrite it.
         return _PAUSE
-    if slot.state == _CLOSED:
-        if not slot.failed and not slot.ring.used:
-            return _DONE  # close handshake done and our last frame is out
-        slot.discard_input()
+    if slot.state == _CLOSED and not slot.failed and not slot.ring.used:
+        return _DONE  # close handshake done and our last frame is out
     return read_more(srv, slot, kept)
 
 
@@ -176,7 +173,7 @@ def read_more(srv, slot, kept):
         return _WAIT if kept else _AGAIN
     if n == 0:
         return _DONE  # EOF: the cause is decided by the state we were in
-    slot.rlen += n  # what recv_window gave out now holds data
+    received(slot, n)
     srv.bytes_in += n
     slot.last_rx = ticks_ms()
     return _GO_ON
@@ -231,7 +228,7 @@ def read_head(srv, slot):
         srv.bytes_in += n
         end = handshake.find_end(rbuf, got, got + n)
         got += n
-        slot.rlen = got
+        received(slot, n)
         if end >= 0:
             return end
 
@@ -300,17 +297,16 @@ def request(srv, slot, end):
     if n >= len(srv.slots) > 1:
         srv.rejected_full += 1
         return FULL_503  # prebuilt: nothing to build on a full board
-    # Bytes after the request head are the client's first frames: keep them, moved to
-    # the receive buffer before the 101 goes into the ring they may lie in.
+    # Bytes after the request head are the client's first frames: they move to the receive
+    # buffer, as if read now, before the 101 goes into the ring they may lie in.
     early = slot.rlen - end
     if early > len(slot.rbuf):
         return handshake.HttpError(400, "too much data sent before the handshake completed")
     move(0, end, early, slot.rbuf, slot.block)
-    slot.rpos = 0
-    slot.rlen = early
+    slot.upgrade(handler._ringws_stream)
+    received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
     slot.ring.write(handshake.response_101(accept, sub))
-    slot.can_stream = handler._ringws_stream
     slot.conn = srv.Conn(srv, slot, req, sub, slot.remote)
     slot.handler = handler
     return handler
@@ -333,10 +329,8 @@ def write_out(srv, slot):
         n = send_from(slot.sock, slot.rbuf, slot.tx_off, slot.tx_end - slot.tx_off)
         if n is None:
             return True
-        slot.tx_off += n
+        sent_span(slot, n)
         srv.bytes_out += n
-        if slot.tx_off == slot.tx_end:
-            slot.tx_off = slot.tx_end = 0
     ring = slot.ring
     while ring.used:
         n = send_from(slot.sock, ring.buf, ring.head, ring.readable())

@@ -1,17 +1,18 @@
-# The sans-I/O WebSocket connection (server side): bytes in -> events out; sends -> ring.
-#
-# No sockets, clocks or tasks. The runtime reads into rbuf at recv_window(), adds what it
-# read to rlen, then calls next_event() until EV_NONE. An event stays pending until
-# consume(): a handler that cannot take it now applies backpressure without the data
-# moving. Event fields live on the object (ev_*): parsing allocates only the memoryview.
+# The sans-I/O WebSocket connection (server side): bytes in -> events out; sends -> ring. No
+# sockets, clocks or tasks. An event stays pending until consume(): a handler that cannot take
+# it now applies backpressure without the data moving. Event fields (ev_*) live on the object.
+# The seam: the runtime reads these fields and writes none. It reads into rbuf at recv_window()
+# and calls received(n), then next_event() and consume() until EV_NONE; it writes the relayed
+# span (rbuf[tx_off:tx_end]) and calls sent_span(n), then the ring (ring.consume). Also:
+# upgrade(), move_input() (the shared buffer), send_ping(), close(), reset() (slot freed).
 from ringws.compat import MICROPYTHON, const
 from ringws.frames import FrameHeader, close_code_valid, header_size, unmask, write_header
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
 from ringws.kernels import utf8_valid as is_valid
 from ringws.ring import RingBuffer
 
-# frames.py's constants as private const()s: MicroPython inlines a const() only inside
-# its own module. host_tests/test_core_frames.py checks that they agree.
+# frames.py's constants as private const()s (inlined only in their own module; checked
+# against frames.py by host_tests/test_core_frames.py).
 _CLOSE_INVALID_DATA = const(1007)
 _CLOSE_NO_STATUS = const(1005)
 _CLOSE_NORMAL = const(1000)
@@ -36,102 +37,89 @@ OPEN = const(0)  # connection states
 CLOSING = const(1)  # we sent a close frame and wait for the peer's
 CLOSED = const(2)  # close handshake finished (or connection failed): only flush remains
 
-# Kept free in the ring for a pong and a close frame: sends never starve the replies.
-CONTROL_RESERVE = const(254)  # 2 * (2-byte header + 125)
+CONTROL_RESERVE = const(254)  # kept free for a pong and a close (2 * (2 + 125)): never starved
 
-NO_STREAM = const(0)  # Protocol.can_stream
-STREAM_PIECES = const(1)
-STREAM_WHOLE = const(2)
+NO_STREAM = const(0)  # can_stream, what the handler takes: whole messages only,
+STREAM_PIECES = const(1)  # large ones in pieces,
+STREAM_WHOLE = const(2)  # or whole frames it relays in place
 
-_P_RBUF = const(0)  # p_kind: where the pending event's piece (ev_data) lies  # in rbuf at rpos: part of the frame being parsed
+_P_RBUF = const(0)  # p_kind, where ev_data lies: in rbuf at rpos (the frame being parsed)
 _P_MBUF = const(1)  # in mbuf: a message (or a message's start) assembled from frames
 _P_WHOLE = const(2)  # a whole frame in rbuf, already stepped over (see next_event)
 
-# Builtins as module globals: a builtin is looked up in the module's globals first, and
-# that miss probes the whole table at every call.
+# Builtins as globals: a builtin is looked up after a miss in the module's whole table.
 len = len
-isinstance = isinstance
 
 
-def _too_large(n, size):
-    # The error names the largest payload a frame may have in a ring of size bytes,
-    # beside the reserve (the 4-byte header form: every ring config.check accepts).
+def _check_fits(n, size):
+    # Never fits beside the reserve: an error naming the largest payload that does (4-byte header).
+    if header_size(n) + n + CONTROL_RESERVE <= size:
+        return
     most = size - CONTROL_RESERVE - 4
     if most > 65535:
         most = max(65535, most - 6)
-    return ValueError("%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
-                      % (n, size, most))
+    raise ValueError("%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
+                     % (n, size, most))
 
 
-# Header bytes on their way into a ring: filled and copied within one call.
-_SCRATCH = bytearray(14)
+_SCRATCH = bytearray(14)  # header bytes on their way into a ring, within one call
 
 
 class Protocol(FrameHeader):
     # Inherits the current frame's header fields: one object per connection, not several.
     def __init__(self, rbuf, ring_buf, mbuf):
-        # Preallocated buffers: receive, send ring, message assembly. Nothing else of size.
         recv_size = len(rbuf)
         if recv_size < 2 * (14 + _MAX_CONTROL):
             raise ValueError("recv_buf must be at least %d bytes" % (2 * (14 + _MAX_CONTROL)))
         FrameHeader.__init__(self)
-        # rbuf: where reads land, own_rbuf or for a while the runtime's shared buffer.
-        # Limits follow the own size: what comes whole never depends on which one.
+        # rbuf: own_rbuf, or for a while the shared buffer; limits follow own_rbuf's size.
         self.own_rbuf = self.rbuf = memoryview(rbuf)
         self.ring = RingBuffer(ring_buf)
         self.mbuf = memoryview(mbuf)
-        # What the handler takes: whole messages only (NO_STREAM), large ones in pieces
-        # (STREAM_PIECES), or pieces as whole frames it relays in place (STREAM_WHOLE).
         self.can_stream = NO_STREAM
-        # Largest streamed piece: it must fit the ring beside the reserve. (Not a
-        # property: one makes every attribute store look up the class chain first.)
+        # Largest streamed piece, to fit the ring beside the reserve (no property: it slows stores).
         self.max_piece = len(ring_buf) - CONTROL_RESERVE - 10
         self.reset()
 
     def reset(self):
         self.rbuf = self.own_rbuf
-        # Relayed frames to be written straight from rbuf, before the ring (tx_end 0:
-        # none), and the start of the piece relayed in place, joined at consume (-1: none).
+        # Relayed span, written before the ring (tx_end 0: none); j_off: a piece to join it.
         self.tx_off = self.tx_end = 0
         self.j_off = -1
         self.rpos = self.rlen = 0
         self.state = OPEN
-        self.failed = False
+        self.failed = self.in_frame = self.streaming = self.out_frag = self.pong_seen = False
         self.close_code = _CLOSE_NO_STATUS  # what the peer sent, for on_close
         self.close_reason = ""
-        self.in_frame = False
         # f_left: payload bytes of the current frame not consumed yet; f_seen: of those,
         # already unmasked (and validated) from rpos; msg_op: the message's opcode, or 0.
         self.f_left = self.f_seen = self.f_phase = self.msg_op = self.mlen = 0
-        self.streaming = False
         self.stream_first = True
-        self.out_frag = False  # an outgoing fragmented message is in progress
-        self.out_left = 0  # payload bytes still owed to a frame being relayed
+        self.out_left = 0  # payload owed to a relayed frame; out_frag: a fragmented send is on
         self.pending = EV_NONE
         self.p_kind = _P_RBUF
-        self.pong_seen = False
         self.ev_data = None
         self.ev_off = 0
         self.ev_text = self.ev_first = self.ev_last = False
         self.ring.clear()
         self.u8 = UTF8_ACCEPT  # incremental UTF-8 state of the text message in progress
 
-    # -- receive side -------------------------------------------------------------
     def recv_window(self):
-        """Offset in rbuf where the next read should land (it may fill rbuf). What is not
-        parsed yet moves to the front first: the one place rbuf is compacted."""
+        """Offset in rbuf for the next read; unparsed bytes move to the front first."""
         n = self.rlen - self.rpos
         if n == 0:
-            self.rpos = 0
-            self.rlen = 0
+            self.rpos = self.rlen = 0
         elif self.rpos and not self.tx_end:  # (a relay span before rpos is still going out)
             move(0, self.rpos, n, self.rbuf, self.rbuf)
             self.rpos = 0
             self.rlen = n
         return self.rlen
 
-    if not MICROPYTHON:  # tests and tools; on a board its code would only take heap
+    def received(self, n):
+        # n bytes were read in after rlen: at recv_window(), or the request head's.
+        self.rlen += n
 
+    if not MICROPYTHON:  # tests and tools; on a board its code would only take heap
         def feed(self, data):
             """Copy data into rbuf; returns how many bytes fitted."""
             off = self.recv_window()
@@ -140,9 +128,10 @@ class Protocol(FrameHeader):
             self.rlen += n
             return n
 
-    def discard_input(self):
-        self.rpos = 0
-        self.rlen = 0
+    def upgrade(self, can_stream):
+        # Handshake accepted: frames follow, none read yet. can_stream: what the handler takes.
+        self.rpos = self.rlen = 0
+        self.can_stream = can_stream
 
     def move_input(self, buf):
         """Make buf the receive buffer, taking along what is not parsed yet."""
@@ -156,16 +145,14 @@ class Protocol(FrameHeader):
         if self.pending:
             return self.pending
         if not self.in_frame and not self.msg_op and self.state == OPEN:
-            # Fast path: a whole FIN data frame, recognised in one native call (r) and
-            # stepped over at once (_P_WHOLE). Inline, within 11 words of locals and
-            # stack: MicroPython puts a larger frame on the heap at every call.
+            # Fast path: a whole FIN data frame, found by one native call (r), stepped over at
+            # once (_P_WHOLE). Inline, within 11 words: a larger frame is heap-allocated.
             r = frame_scan(self.rbuf, self.rpos, self.rlen, self.mask)
             if r >= 0:
                 n = r & 0xFFFF
                 if n <= len(self.own_rbuf) or self.can_stream == STREAM_WHOLE:
                     start = self.rpos + ((r >> 16) & 15)
-                    # Unmasked in place; a piece to relay straight to where it joins
-                    # the waiting span, after its outgoing header (see consume).
+                    # Unmasked in place, or where it joins the span after its header.
                     at = start
                     if n > len(self.own_rbuf) and self.tx_end and not (start - self.tx_end) & 3:
                         at = self.tx_end + (2 if n < 126 else 4)  # header_size(n): n < 64 KiB
@@ -179,15 +166,13 @@ class Protocol(FrameHeader):
                     self.rpos = start + n
                     self.ev_off = at
                     self.ev_data = self.rbuf[at : at + n]
-                    self.ev_first = True
-                    self.ev_last = True
+                    self.ev_first = self.ev_last = True
                     self.p_kind = _P_WHOLE
                     self.pending = EV_MESSAGE if n <= len(self.own_rbuf) else EV_FRAGMENT
                     return self.pending
             elif (r < -1 and self.can_stream == STREAM_WHOLE and self.rlen == len(self.rbuf)
                   and -r <= len(self.rbuf)):
-                # The last read filled rbuf and cut a frame that fits it: let the next
-                # read complete it, so that it goes the whole-frame way too.
+                # A full read cut a frame that fits rbuf: the next one completes it.
                 return EV_NONE
             elif self.rpos == self.rlen:
                 return EV_NONE  # all parsed (recv_window starts the buffer over)
@@ -210,6 +195,7 @@ class Protocol(FrameHeader):
             ev = self._data()
             if ev >= 0:
                 return ev
+        self.rpos = self.rlen  # closed: what the peer sends now is read and dropped
         return EV_NONE
 
     def _start_frame(self):
@@ -249,8 +235,7 @@ class Protocol(FrameHeader):
         self.rpos += size
         self.in_frame = True
         self.f_left = h.length
-        self.f_seen = 0
-        self.f_phase = 0
+        self.f_seen = self.f_phase = 0
         return -1
 
     def limit(self):
@@ -258,11 +243,8 @@ class Protocol(FrameHeader):
         return max(len(self.mbuf), len(self.own_rbuf))
 
     def _prepare(self, text):
-        # Unmask (and validate, for text) what arrived and was not looked at yet: a bad
-        # byte fails at once, even in a frame that has not fully arrived.
-        have = self.rlen - self.rpos
-        if have > self.f_left:
-            have = self.f_left
+        # Unmask (and validate text) what is new: a bad byte fails before the frame ends.
+        have = min(self.rlen - self.rpos, self.f_left)
         start = self.rpos + self.f_seen
         end = self.rpos + have
         if end > start:
@@ -274,22 +256,19 @@ class Protocol(FrameHeader):
                     return False
         return True
 
-    def _drop(self):
-        # After our close frame the peer's data is read and dropped (RFC 6455 1.4).
-        take = min(self.rlen - self.rpos, self.f_left)
-        self.rpos += take
-        self.f_left -= take
-        if self.f_left == 0:
+    def _data(self):
+        text = self.msg_op == _OP_TEXT
+        if self.state == CLOSING:
+            # After our close frame the peer's data is read and dropped (RFC 6455 1.4).
+            n = min(self.rlen - self.rpos, self.f_left)
+            self.rpos += n
+            self.f_left -= n
+            if self.f_left:
+                return EV_NONE
             self.in_frame = False
             if self.fin:
                 self.msg_op = 0
             return -1
-        return EV_NONE
-
-    def _data(self):
-        text = self.msg_op == _OP_TEXT
-        if self.state == CLOSING:
-            return self._drop()
         if not self._prepare(text):
             return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
         n = self.f_left
@@ -328,8 +307,7 @@ class Protocol(FrameHeader):
         cap = self.max_piece
         if self.can_stream == STREAM_WHOLE and (
                 self.f_left != self.length or self.rpos >= header_size(self.length)):
-            # Relayed in place (whole_frames): all that arrived, unless it opens a frame
-            # with no room for the outgoing header before it (then through the ring).
+            # In place: all that came, unless no room for the header (then via the ring).
             cap = have
         take = have if have < cap else cap
         last = self.fin and take == n
@@ -380,13 +358,11 @@ class Protocol(FrameHeader):
                 self.stream_first = True
         j = self.j_off
         if j >= 0:
-            # The piece was relayed in place: append it to the span (over the gap the
-            # incoming mask left), so that a batch leaves in one write. Inline: per message.
+            # Relayed in place: append to the span (over the mask's gap): one write a batch.
             n = self.ev_off + len(self.ev_data) - j
             self.j_off = -1
             if not self.tx_end:
-                self.tx_off = j
-                self.tx_end = j
+                self.tx_off = self.tx_end = j
             elif j != self.tx_end:
                 move(self.tx_end, j, n, self.rbuf, self.rbuf)
             self.tx_end += n
@@ -446,7 +422,6 @@ class Protocol(FrameHeader):
         self.pending = EV_NONE
         return EV_ERROR
 
-    # -- send side ----------------------------------------------------------------
     def _queue(self, opcode, fin, data, reserve):
         if self.out_left:
             return False  # no frame may start inside a relayed frame's payload
@@ -457,24 +432,23 @@ class Protocol(FrameHeader):
         ring.write_frame((0x80 | opcode) if fin else opcode, data)
         return True
 
-    def frame_fits(self, n):
-        """Could a frame with an n-byte payload ever fit this ring?"""
-        return header_size(n) + n + CONTROL_RESERVE <= self.ring.size
+    def sent_span(self, n):
+        # The socket took n bytes of the relayed span (tx_off..tx_end).
+        n += self.tx_off
+        if n == self.tx_end:
+            n = self.tx_end = 0
+        self.tx_off = n
 
     def writable(self):
         """Largest payload a data frame may have right now."""
         room = self.ring.free() - CONTROL_RESERVE
-        if room <= 2:
-            return 0
         if room - 2 <= 125:
-            return room - 2
+            return room - 2 if room > 2 else 0
         if room - 4 < 126:
             return 125  # a 126..129-byte gap: the 4-byte header form does not pay off
         if room - 4 <= 65535:
             return room - 4
-        if room - 10 < 65536:
-            return 65535
-        return room - 10
+        return 65535 if room - 10 < 65536 else room - 10
 
     def send(self, data, text=False):
         """Queue one whole message as one frame, or nothing. True if queued."""
@@ -486,16 +460,14 @@ class Protocol(FrameHeader):
         if header_size(n) + n + CONTROL_RESERVE <= ring.size - ring.used:
             ring.write_frame(0x81 if text else 0x82, data)
             return True
-        if not self.frame_fits(n):
-            raise _too_large(n, ring.size)
+        _check_fits(n, ring.size)
         return False
 
     def send_fragment(self, data, text, first, last):
         if self.state != OPEN or first == self.out_frag:
             return False
         n = len(data)
-        if not self.frame_fits(n):
-            raise _too_large(n, self.ring.size)
+        _check_fits(n, self.ring.size)
         op = (_OP_TEXT if text else _OP_BINARY) if first else _OP_CONT
         if not self._queue(op, last, data, CONTROL_RESERVE):
             return False
@@ -503,15 +475,13 @@ class Protocol(FrameHeader):
         return True
 
     def relay(self, data):
-        """Send a piece handed over by EV_FRAGMENT with the framing it arrived in: the
-        first piece of a frame opens an outgoing frame of the same length, opcode and FIN;
-        later pieces add payload. All or nothing."""
+        """Send an EV_FRAGMENT piece in the framing it came in: a frame's first piece opens
+        one of the same length, opcode and FIN, later ones add payload. All or nothing."""
         if self.pending != EV_FRAGMENT or self.state != OPEN:
             return False
         if (self.p_kind == _P_WHOLE and data is self.ev_data and not self.ring.used
                 and self.j_off < 0 and not self.out_left):
-            # The per-message case: a whole frame, in place; its header goes just before
-            # it (header_size and write_header inline under 64 KiB: per message).
+            # Per message: a whole frame in place, its header just before it (inline).
             n = len(data)
             if n >= 65536:
                 self.j_off = self.ev_off - 10
@@ -551,14 +521,11 @@ class Protocol(FrameHeader):
                 ring.write(data, 0, n)
             self.out_left -= n
             return True
-        if kind == _P_WHOLE:  # a whole frame: nothing of it comes later
+        if kind != _P_RBUF:  # a whole frame, or the assembled start of a message: its own frame
             total = len(self.ev_data)
-            fin = True
-            if n != total:
+            fin = kind == _P_WHOLE  # (nothing of a whole frame comes later)
+            if fin and n != total:
                 raise ValueError("a whole frame is relayed whole (%d of %d bytes given)" % (n, total))
-        elif kind == _P_MBUF:  # the assembled start of the message: a frame of its own
-            total = len(self.ev_data)
-            fin = False
         else:
             if self.f_left != self.length:
                 return False  # the start of this frame was not relayed
@@ -576,8 +543,7 @@ class Protocol(FrameHeader):
             return True
         if hsize + n + CONTROL_RESERVE > ring.free():
             if hsize + n + CONTROL_RESERVE > ring.size and data is not self.ev_data:
-                # Only a whole_frames piece is this large: it goes in place once the ring
-                # is empty; a copy could never fit.
+                # Only a whole_frames piece is this large: it goes in place, never copied.
                 raise ValueError("a %d-byte piece can only be relayed unchanged (whole_frames)" % n)
             return False
         write_header(_SCRATCH, 0, op, fin, total)
@@ -587,14 +553,15 @@ class Protocol(FrameHeader):
         return True
 
     def send_ping(self, payload=b""):
-        if self.state != OPEN:
+        # pong_seen then says whether a pong came after this ping.
+        if self.state != OPEN or not self._queue(_OP_PING, True, payload, 0):
             return False
-        return self._queue(_OP_PING, True, payload, 0)
+        self.pong_seen = False
+        return True
 
     def _queue_close(self, code, reason):
         if self.out_left:
             return False  # mid-frame: the close timeout ends the connection instead
-        scratch = _SCRATCH
         r = reason.encode() if reason else b""
         if len(r) > _MAX_CONTROL - 2:
             r = r[: _MAX_CONTROL - 2]
@@ -603,10 +570,10 @@ class Protocol(FrameHeader):
         n = 2 + len(r)
         if header_size(n) + n > self.ring.free():
             return False
-        write_header(scratch, 0, _OP_CLOSE, True, n)
-        scratch[2] = code >> 8
-        scratch[3] = code & 0xFF
-        self.ring.write(scratch, 0, 4)
+        write_header(_SCRATCH, 0, _OP_CLOSE, True, n)
+        _SCRATCH[2] = code >> 8
+        _SCRATCH[3] = code & 0xFF
+        self.ring.write(_SCRATCH, 0, 4)
         self.ring.write(r, 0, len(r))
         return True
 
@@ -621,10 +588,11 @@ class Protocol(FrameHeader):
         return True
 
 
-# Module-level names for the per-message path: a method call on a slot first misses in
-# its nearly full attribute table, which costs more than the call itself.
+# For the per-message path: a method call on a slot first misses in its full table.
 next_event = Protocol.next_event
 recv_window = Protocol.recv_window
+received = Protocol.received
+sent_span = Protocol.sent_span
 consume = Protocol.consume
 _parse = Protocol._parse
 relay = Protocol.relay

@@ -19,11 +19,12 @@
 #               and _teardown cancel it
 #   cause       whoever decides the end first (reader, Server._close, flush); _teardown
 #   t_phase, last_rx   the reader (request, close, reads); Server._close
-#   ping_at     housekeeping (ping sent); the reader clears it when the pong is seen
+#   ping_at     housekeeping (ping sent); the reader clears it once pong_seen (cleared by
+#               send_ping) says the pong came
 #   stuck_at    housekeeping starts the clock; progress (writer, pause, http.send) resets
-# The runtime also writes these protocol fields: rlen after a read (connection.read_more,
-# read_head), rpos/rlen when early frames move (connection.request), tx_off/tx_end and
-# the ring's head as bytes go out (connection.write_out), pong_seen when it has seen it.
+# Protocol's fields (protocol.py) are written by the protocol only: the runtime reads them
+# and reports through its methods (received, sent_span, upgrade, move_input, send_ping; the
+# seam is in protocol.py's header); the ring's head moves by ring.consume() as bytes go out.
 from ringws.protocol import Protocol
 
 # Slot phases
