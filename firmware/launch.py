@@ -125,6 +125,7 @@ def start():
     if not lean:
         app.install(srv, cfg, board)
     if ota:
+        gc.collect()  # otastart loads into as whole a heap as the app leaves
         __import__("otastart").install(srv, cfg, lean)
         gc.collect()
     if after_install is not None:

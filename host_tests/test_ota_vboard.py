@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import netdeploy  # noqa: E402
 
 TOKEN = "t0ken-for-tests"
+HEAP = "110k"  # the firmware's; the virtual board adds its own use (BRIDGE_HEAP)
 
 
 def until(cond, timeout=30, what="condition"):
@@ -47,7 +48,7 @@ class VBoard:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "tools", "virtual_board.py"), "--flash",
              str(self.flash), "--port", str(free_port()), "--port-file", str(url_file),
-             "--log", str(self.log), "--heap", "110k"],
+             "--log", str(self.log), "--heap", HEAP],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         until(url_file.exists, 20, "the virtual board")
         self.url = url_file.read_text()

@@ -53,7 +53,13 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 MACHINE_SHIM = """# virtual board: the unix port's machine module plus reset() and reset_cause()
 import os
 import sys
-from umachine import *  # noqa
+import umachine
+
+
+def __getattr__(name):
+    # The rest of umachine on demand: a star import would copy its every name into this
+    # module's dict, heap a board's C machine module does not take.
+    return getattr(umachine, name)
 
 PWRON_RESET = 1
 HARD_RESET = 2
@@ -185,6 +191,18 @@ del _run
 """
 
 
+# What the bridge itself keeps on the interpreter's heap while main.py runs (the boot
+# script, the machine shim, the REPL's state under -i), none of which a board spends: the
+# interpreter gets it on top of --heap, so the firmware has --heap as on a board.
+BRIDGE_HEAP = 2336
+
+
+def interpreter_heap(heap):
+    """--heap ("110k", "1m" or bytes) plus BRIDGE_HEAP, in bytes."""
+    scale = {"k": 1024, "m": 1024 * 1024}.get(heap[-1:].lower(), 1)
+    return int(heap.rstrip("kKmM")) * scale + BRIDGE_HEAP
+
+
 def runtime_dir(wifi=False):
     rt = tempfile.mkdtemp(prefix="vboard-rt-")
     with open(os.path.join(rt, "machine.py"), "w") as f:
@@ -241,7 +259,8 @@ class Board:
         self.wdt_ms = None        # every reset disarms the watchdog
         self.wdt_buf = b""
         self.proc = subprocess.Popen(
-            [MICROPYTHON, "-X", "heapsize=" + self.heap, "-i", os.path.join(self.rt, "_vboot.py")],
+            [MICROPYTHON, "-X", "heapsize=%d" % interpreter_heap(self.heap), "-i",
+             os.path.join(self.rt, "_vboot.py")],
             cwd=self.flash, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, env=env, bufsize=0)
         os.set_blocking(self.proc.stdout.fileno(), False)
@@ -483,7 +502,8 @@ def main(argv=None):
     ap.add_argument("--flash", default="build/vboard", help="folder that is the board's flash")
     ap.add_argument("--port", type=int, default=9870, help="TCP port for socket:// (0 = any)")
     ap.add_argument("--pty", action="store_true", help="a pseudo-terminal instead of a socket")
-    ap.add_argument("--heap", default="110k", help="MicroPython heap (ESP32: 110k)")
+    ap.add_argument("--heap", default="110k",
+                    help="the firmware's heap (ESP32: 110k); the bridge's own use is added")
     ap.add_argument("--port-file", help="write the serial URL here once listening")
     ap.add_argument("--log", help="append everything the board prints to this file")
     ap.add_argument("--wifi", nargs="?", const="", metavar="AT:FOR,...",
