@@ -97,7 +97,7 @@ def start():
 
     # Then the code, one module at a time with a collection in between: each module's
     # loading garbage is freed before the next one loads, so the heap is not left in
-    # thousands of small holes (measured: largest free block 400 B -> 6.5 KB).
+    # thousands of small holes (docs/performance.md has the figures).
     for name in ("asyncio", "ringws.handshake", "ringws.server", "board", "app", "ringws.http"):
         if name == "app":
             app = load_app(cfg)
@@ -134,9 +134,8 @@ def start():
 
 
 def forget():
-    """Drop the start-up-only modules, so their code leaves the heap (measured on the unix
-    port: 352 B more free; their names stay interned). Importing one again later would
-    simply load it again."""
+    """Drop the start-up-only modules, so their code leaves the heap (their names stay
+    interned). Importing one again later would simply load it again."""
     import ringws
 
     for name in START_ONLY:
