@@ -11,7 +11,7 @@ after_install = None
 
 # Needed only until the server is built (see forget()).
 # (ringws.slot: the slots keep their class; the module and allocate_slots can go.)
-START_ONLY = ("launch", "fallback", "netup", "ringws.config", "ringws.slot")
+START_ONLY = ("launch", "fallback", "netup", "otamode", "ringws.config", "ringws.slot")
 
 
 def load_config():
@@ -53,33 +53,6 @@ def load_app(cfg):
         return fallback.app(cfg, name, e)
 
 
-def update_mode(scfg):
-    """True when this boot is an update's (ota.py: .ota/update, removed now, so the next
-    reset serves the application again): 2 slots, no application. On a trial's boot
-    (.ota/trying), a start-up that fails says why and resets at once (otatrial)."""
-    import os
-
-    cwd = os.getcwd()
-    i = cwd.find("/.ota/")
-    dot = (cwd[:i] if i >= 0 else cwd.rstrip("/")) + "/.ota/"
-    try:
-        os.stat(dot + "trying")
-        import board
-        import otatrial
-
-        otatrial.before = board.fatal
-        board.fatal = otatrial.fatal
-    except OSError:
-        pass
-    try:
-        os.remove(dot + "update")
-    except OSError:
-        return False
-    scfg["max_connections"] = 2  # one /ota, one /stats
-    print("ota: update mode")
-    return True
-
-
 def start():
     """Build everything up to the event loop; returns the server."""
     cfg, problem = load_config()
@@ -89,7 +62,7 @@ def start():
     # Updates over WiFi (ota.py): off without ota.token; an update's boot is lean.
     ota = cfg.get("ota")
     ota = isinstance(ota, dict) and ota.get("token")
-    lean = ota and update_mode(scfg)
+    lean = ota and __import__("otamode").update_mode(scfg)
     # Take the slots' memory first, while the heap is still one piece.
     from ringws.slot import allocate_slots
 
