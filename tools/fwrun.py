@@ -102,6 +102,22 @@ def parse_response(data):
     return status, headers, body
 
 
+def read_all(sock, timeout=5.0, limit=1 << 20):
+    """Everything until EOF (or a reset, or the timeout)."""
+    sock.settimeout(timeout)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < limit and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return out
+
+
 def http_get(port, path, headers=None, timeout=5.0, method="GET"):
     """One raw HTTP request on a fresh connection, read to EOF: (status, Headers, body)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -110,17 +126,7 @@ def http_get(port, path, headers=None, timeout=5.0, method="GET"):
         for k, v in (headers or {}).items():
             req += "%s: %s\r\n" % (k, v)
         s.sendall((req + "\r\n").encode())
-        out = b""
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
-        except (socket.timeout, ConnectionResetError):
-            pass
-        return parse_response(out)
+        return parse_response(read_all(s, timeout))
     finally:
         s.close()
 

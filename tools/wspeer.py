@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 
-from fwrun import http_get, parse_response  # noqa: F401  (re-exported for the peers)
+from fwrun import http_get, parse_response, read_all  # noqa: F401  (re-exported for the peers)
 
 
 def connect(port, timeout=5.0):
@@ -26,22 +26,6 @@ def reset(sock):
     """Close with SO_LINGER 0: the peer sees a TCP RST."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-def read_all(sock, timeout=5.0, limit=1 << 20):
-    """Everything until EOF (or a reset, or the timeout)."""
-    sock.settimeout(timeout)
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < limit and time.monotonic() < deadline:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-    except (socket.timeout, ConnectionResetError):
-        pass
-    return out
 
 
 def closed_by_peer(sock, timeout=5.0):
