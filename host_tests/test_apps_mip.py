@@ -13,6 +13,8 @@ import pytest
 from conftest import free_port
 from fwrun import until
 
+pytestmark = pytest.mark.slow  # mpremote mip on a virtual board
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPREMOTE = os.path.join(ROOT, ".venv", "bin", "mpremote")
 HEAP = os.environ.get("VBOARD_HEAP", "110k")

@@ -6,11 +6,14 @@ import json
 import os
 import sys
 
+import pytest
 from conftest import ROOT
 from fwrun import Firmware, http_get
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import build  # noqa: E402
+
+pytestmark = pytest.mark.slow  # the firmware under the unix port, one start per app
 
 HELLO = '''
 class Shout:

@@ -24,6 +24,8 @@ MPREMOTE = os.path.join(ROOT, ".venv", "bin", "mpremote")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import netdeploy  # noqa: E402
 
+pytestmark = pytest.mark.slow  # three virtual boards, about 90 s
+
 TOKEN = "t0ken-for-tests"
 HEAP = "110k"  # the firmware's; the virtual board adds its own use (BRIDGE_HEAP)
 
