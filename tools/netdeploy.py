@@ -113,6 +113,16 @@ class Board:
         self.row = {"board": self.name, "before": "?", "after": "?", "files": 0,
                     "bytes": 0, "seconds": 0.0, "result": "not started"}
 
+    async def manifest_request(self, op):
+        """The manifest to the board on a connection of its own (op: plan or commit),
+        and the board's one answer."""
+        ws, _ = await connect(self.url, self.token, op)
+        try:
+            await self.send_manifest(ws, op)
+            return await answer(ws)
+        finally:
+            await ws.close()
+
     async def send_manifest(self, ws, word):
         """One line per message: the board never holds more than a line."""
         await ws.send("%s %s %s %s" % (word, self.arch, self.version,
@@ -176,24 +186,14 @@ class Board:
             await self.hello("update")
             await asyncio.sleep(0.5)  # the board resets 0.3 s after the answer
             hi = await self.wait(lambda h: h.get("mode") == "update", 30, "update mode")
-        ws, _ = await connect(self.url, self.token, "plan")
-        try:
-            await self.send_manifest(ws, "plan")
-            plan = await answer(ws)
-        finally:
-            await ws.close()
+        plan = await self.manifest_request("plan")
         need = [self.lines[i].split(" ", 2) for i in plan["need"]]
         self.say(self.name, "version %s -> %s: %d of %d files to send (%d bytes)"
                  % (hi.get("version"), self.version, len(need), len(self.lines),
                     sum(int(n) for _, n, _ in need)))
         if need:
             await self.send_files(need)
-        ws, _ = await connect(self.url, self.token, "commit")
-        try:
-            await self.send_manifest(ws, "commit")
-            switch = await answer(ws)
-        finally:
-            await ws.close()
+        switch = await self.manifest_request("commit")
         self.say(self.name, "sent %d files (%d bytes); switching to tree %s, reset"
                  % (self.row["files"], self.row["bytes"], switch.get("tree")))
         await asyncio.sleep(0.5)  # the board resets 0.4 s after the switch
