@@ -19,7 +19,7 @@
 import asyncio
 
 from ringws.compat import const, park, wake
-from ringws.compat_aio import when_done
+from ringws.compat_aio import AGAIN, Waiter, when_done
 from ringws.connection import flush, log_exc
 
 # AsyncConn._st: what the task waits for (low two bits), and flags.
@@ -29,10 +29,12 @@ _END = const(3)  # the end of the connection
 _WANTS = const(3)
 _LENT = const(4)  # the runtime keeps a piece for the task
 _ENDED = const(8)  # on_close was called
+_GOT = const(16)  # a piece was handed over: the task's receive() returns it
+_ITER = const(32)  # the task waits in `async for`: the end is StopAsyncIteration
 _CLOSE_INTERNAL = const(1011)  # (frames.CLOSE_INTERNAL)
 
 
-class AsyncConn:
+class AsyncConn(Waiter):
     """The task's handle on one connection. `msg = await conn.receive()` (or `async for msg
     in conn`): a memoryview, valid until the next receive() or the end of the handler;
     conn.text, conn.first, conn.last describe it (first and last both True for a whole
@@ -42,11 +44,8 @@ class AsyncConn:
 
     data = None  # the application's
     close_code = None  # set at the end: the code on_close got
-
-    def __init__(self, conn):
-        self.conn = conn
-        self._task = None
-        self._st = 0
+    conn = _task = None
+    _st = 0
 
     def __getattr__(self, name):
         # text/first/last: the runtime's own fields of the lent piece (valid as long as the
@@ -58,22 +57,30 @@ class AsyncConn:
                                       s.ev_first if name == "first" else s.ev_last)
         return getattr(c, name)
 
-    async def receive(self, _end=None):
-        while self.conn.open:
-            self._st = self._st & ~_WANTS | _RECV
-            self._release()
-            await park()
-            if self._st & (_WANTS | _LENT) == _LENT:  # on_fragment handed a piece over
-                return self.conn._slot.ev_data
-        self._release()  # a lent piece is dropped when offered again
-        if _end:
-            raise _end  # (async for)
+    def receive(self):
+        self._st &= ~_ITER
+        return self  # awaited: _poll()
 
     def __aiter__(self):
         return self
 
     def __anext__(self):
-        return self.receive(StopAsyncIteration)
+        self._st |= _ITER
+        return self
+
+    def _poll(self):
+        # At the start of receive() and each time the task is woken while in it.
+        st = self._st
+        if st & _GOT:  # on_fragment handed a piece over
+            self._st = st & ~_GOT
+            return self.conn._slot.ev_data
+        self._release()  # the reader offers the lent piece again: consumed (or dropped)
+        if self.conn.open:
+            self._st = st & ~_WANTS | _RECV
+            return AGAIN
+        if st & _ITER:
+            raise StopAsyncIteration
+        return None
 
     def send(self, data, text=False):
         """Queue one frame; await it. True once it is in the ring, False if the connection
@@ -136,7 +143,8 @@ class serve_async:
             self.subprotocols = subprotocols
 
     def on_open(self, conn):
-        a = conn.data = AsyncConn(conn)
+        a = conn.data = AsyncConn()
+        a.conn = conn
         a._task = asyncio.create_task(self.fn(a))
         when_done(a._task, a)  # a(task, exc) at its end
 
@@ -154,7 +162,7 @@ class serve_async:
                 a._st = st & ~_LENT
                 return True  # done with: consumed; the next piece comes next
         elif st & _WANTS == _RECV:
-            a._st = _LENT  # (and no longer waiting)
+            a._st = st & _ITER | _LENT | _GOT  # (and no longer waiting)
             wake(a._task)
         conn._slot.batching = False
         return False  # lent, still in use, or the task is busy: backpressure
@@ -171,7 +179,7 @@ class serve_async:
         a = conn.data
         a.close_code = code
         st = a._st
-        a._st = _ENDED
+        a._st = st & _ITER | _ENDED
         t = a._task
         if t is None:
             return
