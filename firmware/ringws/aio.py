@@ -85,17 +85,15 @@ class AsyncConn(Waiter):
     def send(self, data, text=False):
         """Queue one frame; await it. True once it is in the ring, False if the connection
         is closing. Waits for room; never buffers beyond the ring. A payload the ring can
-        never hold raises ValueError (as conn.send)."""
-        if isinstance(data, str):
-            data = data.encode()
-            text = True
+        never hold raises ValueError (as conn.send). A str is sent as text."""
         return self.send_fragment(data, text, True, True)
 
     async def send_fragment(self, data, text, first, last):
         """One fragment of a message (see conn.send_fragment); awaited as send()."""
         c = self.conn
         while c.open:
-            if c.send_fragment(data, text, first, last):
+            # A whole message through conn.send: its frame fits the C stack (no heap).
+            if c.send(data, text) if first and last else c.send_fragment(data, text, first, last):
                 return True
             if c._slot.batching:  # the reader is parked for us in mid-batch: we write
                 flush(c._server, c._slot)
