@@ -289,3 +289,30 @@ def test_handler_error_closes_1011_counted_and_others_go_on():
     run(scenario, handlers={"/a": route}, expect={"app_error": 1, "normal": 1})
     assert sorted(e[1] for e in route.ends) == ["raised", "returned"]
     assert sorted(c[1] for c in route.closes) == [1000, 1011]
+
+
+def test_send_waiting_for_room_returns_false_when_the_connection_ends():
+    results = []
+
+    async def handler(conn):
+        while True:
+            ok = await conn.send(bytes(300))
+            if not ok:
+                results.append(("send", ok, conn.open, conn.close_code))
+                results.append(("receive", await conn.receive()))
+                return
+
+    route = Route(handler)
+
+    async def scenario(ctx):
+        c = ctx.client(send_budget=0)
+        c.sock.allow(len(b"HTTP/1.1 101 Switching Protocols\r\n") + 200)  # the 101 only
+        await c.handshake("/a")
+        await asyncio.sleep(0.1)  # the ring fills; the task waits for room
+        assert results == []
+        c.sock.reset()  # the writer's next write (or the keepalive's) sees it
+        await until(lambda: route.ends, 2, "the task's end")
+
+    run(scenario, cfg={"ping_interval_ms": 100}, handlers={"/a": route}, expect={"peer_reset": 1})
+    assert results == [("send", False, False, 1006), ("receive", None)]
+    assert route.ends == [(route.opened[0].id, "returned")]

@@ -99,6 +99,7 @@ class AsyncConn(Waiter):
                 flush(c._server, c._slot)
             self._st = self._st & ~_WANTS | _ROOM
             await park()  # on_writable (or on_close) wakes us
+            self._st &= ~_WANTS
         return False
 
     async def close(self, code=1000, reason=""):
@@ -169,8 +170,7 @@ class serve_async:
 
     def on_writable(self, conn):
         a = conn.data
-        if a._st & _WANTS == _ROOM:
-            a._st &= ~_WANTS
+        if a._st & _WANTS == _ROOM:  # (left set until the task runs: see on_close)
             wake(a._task)
 
     def on_close(self, conn, code, reason):
@@ -181,7 +181,7 @@ class serve_async:
         t = a._task
         if t is None:
             return
-        if st & _WANTS:
+        if st & (_WANTS | _GOT):  # (_GOT: woken with a piece, not run yet)
             wake(t)  # receive() returns None, send() False, close() returns
         elif t is not asyncio.current_task():
             t.cancel()  # waiting on something else: it ends with its connection
