@@ -417,7 +417,9 @@ async def pause(srv, slot):
         slot.writer.cancel()
         slot.writer = None
     if not slot.ring.used and not slot.tx_end:
-        await sleep_ms(5)  # nothing to drain: the handler refused for its own reasons
+        # Nothing to drain: the handler refused for its own reasons. One that has a task
+        # wake us (ringws.aio) parks us with its own wait until then.
+        await getattr(slot.handler, "pause", sleep_ms)(5)
         return
     slot.paused = True
     try:

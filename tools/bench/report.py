@@ -2,8 +2,8 @@
 import platform
 import sys
 
-ORDER = ["ringws", "ringws-shared", "microdot", "chumicro", "raw-tcp"]
-OURS = ("ringws", "ringws-shared")
+ORDER = ["ringws", "ringws-shared", "ringws-async", "microdot", "chumicro", "raw-tcp"]
+OURS = ("ringws", "ringws-shared", "ringws-async")
 
 
 def _names(res):

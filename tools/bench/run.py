@@ -258,7 +258,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="the under-90-s version")
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
     ap.add_argument("--out", default=os.path.join(peers.ROOT, "bench-results"))
-    ap.add_argument("--targets", default="ringws,ringws-shared,microdot,chumicro,raw-tcp")
+    ap.add_argument("--targets", default="ringws,ringws-shared,ringws-async,microdot,chumicro,raw-tcp")
     ap.add_argument("--heap", help="MicroPython heap for every target (default 110k)")
     ap.add_argument("--big-heap", help="second heap for capacity and allocation (2M)")
     args = ap.parse_args(argv)
@@ -329,7 +329,7 @@ def main(argv=None):
         # Allocation always at the big heap: with the collector paused, a server at the
         # small one can run out of heap before the count is done.
         info["alloc"], info["idle_alloc_per_s"] = allocation(t, cfg["big_heap"], cfg)
-        for h in heaps:
+        for h in heaps if getattr(t, "capacity", True) else ():
             cap = cfg["cap_small"] if h == cfg["heap"] else cfg["cap_big"]
             info.setdefault("capacity", {})[h] = capacity_row(t, h, cap, cfg)
         log("bench: %s capacity and allocation done" % t.name)

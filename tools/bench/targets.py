@@ -117,7 +117,30 @@ class RingwsShared(Ringws):
     shared_recv = 4096
 
 
-ALL = [Ringws, RingwsShared, Microdot, Chumicro, Raw]
+class RingwsAsync(Ringws):
+    """The same build with the async echo (ringws.aio, servers/aecho.py) as its app, on
+    /aecho: the cost of a task per connection beside the callback echo. Throughput and
+    memory rows only (no capacity search)."""
+    name = "ringws-async"
+    path = "/aecho"
+    capacity = False
+
+    def prepare(self, max_connections=None):
+        why = Ringws.prepare(self, max_connections)
+        if why:
+            return why
+        peers.mpy_cross(os.path.join(peers.SERVERS, "aecho.py"),
+                        os.path.join(self.run_dir, "aecho.mpy"))
+        cfg_path = os.path.join(self.run_dir, "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        cfg["app"] = {"module": "aecho"}
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        self.note += ", app aecho (async echo on /aecho)"
+
+
+ALL = [Ringws, RingwsShared, RingwsAsync, Microdot, Chumicro, Raw]
 
 
 class Server(fwrun.MicroPython):
