@@ -190,18 +190,19 @@ def validate(raw, where="<board>"):
 
 def check_tls(board, server, where=None):
     """With TLS on (a certificate deployed): its listener and its tls_max connections need
-    sockets too, and each TLS slot is a slot's worth of heap."""
+    sockets too. Raises BoardError naming what to lower."""
     where = where or board.get("name", "<board>")
     sockets = board["lwip_sockets"]
     tls = server.get("tls_max", 1)
     need = server["max_connections"] + SOCKETS_RESERVED + 1 + tls
     if need > sockets and board["chip"] != "host":  # (the unix port has no lwIP)
-        raise BoardError("%s: server.tls_max: %d slots + listener + 1 HTTP request + TLS "
-                         "listener + %d TLS connections need %d sockets, lwIP allows %d: lower "
-                         "server.max_connections to %d (--set max_connections=%d)"
-                         % (where, server["max_connections"], tls, need, sockets,
-                            sockets - SOCKETS_RESERVED - 1 - tls,
-                            sockets - SOCKETS_RESERVED - 1 - tls))
+        room = sockets - SOCKETS_RESERVED - 1 - tls
+        fix = ("lower server.max_connections to %d (--set max_connections=%d)" % (room, room)
+               if room >= 2 else "lower server.tls_max, or raise lwip_sockets for a firmware "
+               "built with a larger CONFIG_LWIP_MAX_SOCKETS")
+        raise BoardError("%s: server.tls_max: %d slots + listener + TLS listener + %d TLS "
+                         "connections need %d sockets, lwIP allows %d: %s"
+                         % (where, server["max_connections"], tls, need, sockets, fix))
     if server.get("tls_port") == server.get("port"):
         raise BoardError("%s: server.tls_port: must differ from server.port" % where)
 
