@@ -189,9 +189,9 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="override a server setting, e.g. --set max_connections=2, or the "
                          "app module: --set app=hello")
-    ap.add_argument("--tls-port", type=int, help="override server.tls_port (wss/https; on "
-                    "when certs/<board>.pem exists, see tools/cert.py)")
-    ap.add_argument("--no-tls", action="store_true", help="no TLS even with a certificate")
+    ap.add_argument("--tls", action="store_true", help="wss/https on the board's tls_port "
+                    "(default port + 1) if certs/<board>.pem exists (make cert)")
+    ap.add_argument("--tls-port", type=int, help="--tls on this port")
     ap.add_argument("--source", action="store_true", help="copy .py instead of compiling")
     ap.add_argument("--source-lines", action="store_true",
                     help="keep line numbers in tracebacks (the board's source_lines may "
@@ -205,7 +205,7 @@ def main(argv=None):
     for item in args.set:
         key, value = parse_set(item)
         overrides[key] = value
-    certs = None if args.no_tls else os.path.join(ROOT, "certs")
+    certs = os.path.join(ROOT, "certs") if args.tls or args.tls_port else None
     cfg = build(args.board, args.out, args.arch, overrides, args.source,
                 source_lines=True if args.source_lines else None, certs=certs)
     tls = cfg["server"].get("tls_port")
