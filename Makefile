@@ -10,6 +10,9 @@ HEAP   ?= 110k
 BOARD  ?= esp32
 # wss/https port of make sim (served once `make cert BOARD=host HOST=127.0.0.1` has run)
 TLS_PORT ?= $(shell echo $$(($(PORT) + 1)))
+# With TLS on, the firmware needs about 20 KB more heap (the TLS module, the SSL context, 3
+# TLS slots): make sim then runs at 192k unless HEAP is given.
+SIM_HEAP = $(if $(and $(wildcard certs/host.pem),$(filter file,$(origin HEAP))),192k,$(HEAP))
 
 .PHONY: help venv build cert dist sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape clean
 
@@ -45,7 +48,7 @@ dist: $(STAMP)
 
 # Ctrl-C and SIGTERM both stop it gracefully (tools/sim_signals.py).
 sim: build
-	cd build/sim && exec ../../$(PY) ../../tools/sim_signals.py ../../$(VENV)/bin/micropython -X heapsize=$(HEAP) -m main
+	cd build/sim && exec ../../$(PY) ../../tools/sim_signals.py ../../$(VENV)/bin/micropython -X heapsize=$(SIM_HEAP) -m main
 
 test: $(STAMP)
 	$(PY) tools/setup_test_deps.py
