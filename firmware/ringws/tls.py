@@ -18,6 +18,7 @@ import ssl
 
 from ringws import compat
 from ringws.compat import recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable
+from ringws.connection import log_exc
 from ringws.protocol import received
 from ringws.ring import RingBuffer
 
@@ -203,33 +204,49 @@ async def accept_loop(srv, t):
             if t.task is None:
                 raise  # stop()
             continue  # a late cancel from tick(): nothing to time now
-        except (OSError, MemoryError):
+        except OSError as e:
+            if compat.errno_of(e) != errno.EAGAIN:  # (EAGAIN: a spurious wake-up)
+                srv.accept_errors += 1
+                await sleep_ms(50)
+            continue
+        except MemoryError:
             srv.accept_errors += 1
             await sleep_ms(50)
             continue
         try:
-            sock.setblocking(False)
-            compat.set_nodelay(sock)
-        except OSError:
-            pass
-        cause = admit(srv, t)
-        if cause is not None:
-            t.refused[cause] += 1
-            await refuse(srv, sock)
-            continue
-        slot = t.free.pop()
-        try:
-            cause = await handshake(srv, t, slot, sock, remote)
+            await serve_one(srv, t, sock, remote)
         except asyncio.CancelledError:
+            _close(sock)
             if t.task is None:
-                _close(sock)
                 raise
-            cause = "timeout"
+        except Exception as e:  # never the end of the TLS listener
+            _close(sock)
+            log_exc("tls", e)
         t.shaking = None
-        if cause is not None:
-            t.failed[cause] += 1
-            if slot.phase == 0:
-                t.free.append(slot)
+
+
+async def serve_one(srv, t, sock, remote):
+    try:
+        sock.setblocking(False)
+        compat.set_nodelay(sock)
+    except OSError:
+        pass
+    cause = admit(srv, t)
+    if cause is not None:
+        t.refused[cause] += 1
+        await refuse(srv, sock)
+        return
+    slot = t.free.pop()
+    try:
+        cause = await handshake(srv, t, slot, sock, remote)
+    except asyncio.CancelledError:
+        if t.task is None:
+            t.free.append(slot)
+            raise
+        cause = "timeout"  # tick() found it late
+    if cause is not None:
+        t.failed[cause] += 1
+        t.free.append(slot)
 
 
 def admit(srv, t):
@@ -292,7 +309,14 @@ async def handshake(srv, t, slot, sock, remote):
         return cause
     t.handshakes += 1
     t.handshake_ms = ticks_diff(ticks_ms(), t.shaking[1])
-    srv._start(slot, ss, remote)
+    try:
+        srv._start(slot, ss, remote)
+    except MemoryError:  # not even the slot's reader task fits
+        slot.phase = 0  # (FREE)
+        slot.sock = None
+        _close(ss)
+        _close(sock)
+        return "memory"
     slot.raw = sock  # what its tasks wait on (compat._park)
     slot.block[0] = t.first[0]  # the request's first byte, read by the handshake
     received(slot, 1)
