@@ -245,3 +245,27 @@ def test_short_of_memory_refused_cleanly(tmp_path, certs):
             assert ws.recv(timeout=5) == "plain"
     finally:
         f.stop()
+
+
+def test_wss_echo_intact_when_the_socket_pushes_back(fw, certs):
+    """A client that reads nothing for a while: the server's TLS writes are told to wait
+    (mbedTLS keeps the record it made) and are retried as the ring fills further; every
+    echo must still come back whole and in order (tls.TlsRing)."""
+    import random
+
+    from websockets.sync.client import connect
+
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", fw.tls_port))
+    rnd = random.Random(7)
+    msgs = [rnd.randbytes(rnd.randrange(1, 3000)) for _ in range(400)]
+    with connect("wss://127.0.0.1:%d/echo" % fw.tls_port, ssl=client_ctx(certs), sock=s,
+                 server_hostname="127.0.0.1", open_timeout=5, max_queue=None) as ws:
+        sender = threading.Thread(target=lambda: [ws.send(m) for m in msgs], daemon=True)
+        sender.start()
+        time.sleep(1.0)  # nothing read: the server's socket fills and pushes back
+        for i, m in enumerate(msgs):
+            assert ws.recv(timeout=10) == m, i
+        sender.join(10)
+    assert settled(fw)
