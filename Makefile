@@ -8,11 +8,17 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 HEAP   ?= 110k
 BOARD  ?= esp32
+# wss/https port of make sim (served once `make cert BOARD=host HOST=127.0.0.1` has run)
+TLS_PORT ?= $(shell echo $$(($(PORT) + 1)))
+# With TLS on, the firmware needs about 20 KB more heap (the TLS module, the SSL context, 3
+# TLS slots): make sim then runs at 192k unless HEAP is given.
+SIM_HEAP = $(if $(and $(wildcard certs/host.pem),$(filter file,$(origin HEAP))),192k,$(HEAP))
 
-.PHONY: help venv build dist sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape clean
+.PHONY: help venv build cert dist sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape clean
 
 help:
 	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module]   run the firmware under the MicroPython unix port"
+	@echo "make cert BOARD=.. HOST=..         EC key + self-signed certificate: certs/BOARD.pem (wss/https)"
 	@echo "make test                          set up .venv from scratch and run every test"
 	@echo "make bench | bench-quick           speed and memory against peers"
 	@echo "make flash BOARD=.. PORT=.. FIRMWARE=..   write MicroPython to a board"
@@ -30,7 +36,11 @@ $(STAMP): requirements.txt
 venv: $(STAMP)
 
 build: $(STAMP)
-	$(PY) tools/build.py --board host --out build/sim --port $(PORT) $(if $(APP),--set app=$(APP))
+	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(if $(APP),--set app=$(APP))
+
+# HOST: the board's names and addresses, space- or comma-separated (subjectAltName).
+cert: $(STAMP)
+	$(PY) tools/cert.py --board $(BOARD) --host "$(or $(HOST),ringws.local)"
 
 # mip packages of bytecode, one per arch: dist/<arch>/package.json (tools/dist.py).
 dist: $(STAMP)
@@ -38,7 +48,7 @@ dist: $(STAMP)
 
 # Ctrl-C and SIGTERM both stop it gracefully (tools/sim_signals.py).
 sim: build
-	cd build/sim && exec ../../$(PY) ../../tools/sim_signals.py ../../$(VENV)/bin/micropython -X heapsize=$(HEAP) -m main
+	cd build/sim && exec ../../$(PY) ../../tools/sim_signals.py ../../$(VENV)/bin/micropython -X heapsize=$(SIM_HEAP) -m main
 
 test: $(STAMP)
 	$(PY) tools/setup_test_deps.py

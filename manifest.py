@@ -15,6 +15,7 @@ package(
         "__init__.py", "access.py", "aio.py", "compat.py", "compat_aio.py", "config.py",
         "connection.py", "frames.py", "handshake.py",
         "http.py", "kernels.py", "protocol.py", "ring.py", "server.py", "slot.py",
+        "tls.py",
     ],
     base_path="firmware",
 )

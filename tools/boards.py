@@ -159,6 +159,9 @@ def validate(raw, where="<board>"):
         _int(where, "server." + key, server[key], 1)
     if "shared_recv" in server:
         _int(where, "server.shared_recv", server["shared_recv"], 0)
+    for key in ("tls_port", "tls_max"):
+        if key in server:
+            _int(where, "server." + key, server[key], 0)
     slots = server["max_connections"]
     if slots + SOCKETS_RESERVED > sockets:
         raise BoardError("%s: server.max_connections: %d slots + listener + 1 HTTP request "
@@ -183,6 +186,25 @@ def validate(raw, where="<board>"):
     for f in ("retries", "connect_timeout_ms", "backoff_ms", "retry_ms"):
         _int(where, "wifi." + f, board["wifi"][f])
     return board
+
+
+def check_tls(board, server, where=None):
+    """With TLS on (a certificate deployed): its listener and its tls_max connections need
+    sockets too. Raises BoardError naming what to lower."""
+    where = where or board.get("name", "<board>")
+    sockets = board["lwip_sockets"]
+    tls = server.get("tls_max", 1)
+    need = server["max_connections"] + SOCKETS_RESERVED + 1 + tls
+    if need > sockets and board["chip"] != "host":  # (the unix port has no lwIP)
+        room = sockets - SOCKETS_RESERVED - 1 - tls
+        fix = ("lower server.max_connections to %d (--set max_connections=%d)" % (room, room)
+               if room >= 2 else "lower server.tls_max, or raise lwip_sockets for a firmware "
+               "built with a larger CONFIG_LWIP_MAX_SOCKETS")
+        raise BoardError("%s: server.tls_max: %d slots + listener + TLS listener + %d TLS "
+                         "connections need %d sockets, lwIP allows %d: %s"
+                         % (where, server["max_connections"], tls, need, sockets, fix))
+    if server.get("tls_port") == server.get("port"):
+        raise BoardError("%s: server.tls_port: must differ from server.port" % where)
 
 
 def slot_bytes(server):

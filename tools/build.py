@@ -63,7 +63,10 @@ def compile_file(src, dst, arch, name=None, lines=True):
 
 
 def build(board_name, out, arch=None, overrides=None, source=False, secrets=None, src=None,
-          source_lines=None):
+          source_lines=None, certs=None):
+    """certs: a folder with <board>.pem and <board>-key.pem (tools/cert.py): the firmware
+    then serves wss and https on server.tls_port (default: port + 1). Without them, or
+    without certs, no TLS setting reaches config.json."""
     board = load_board(board_name)
     arch = arch or board["mpy_arch"]
     lines = board["source_lines"] if source_lines is None else source_lines
@@ -81,9 +84,39 @@ def build(board_name, out, arch=None, overrides=None, source=False, secrets=None
             shutil.copyfile(full, dst)
     gzip_www(os.path.join(out, "www"))
     config = make_config(board, overrides or {}, secrets)
+    add_tls(board_name, board, config, out, certs)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=1, sort_keys=True)
     return config
+
+
+def add_tls(board_name, board, config, out, certs):
+    """The certificate and key as DER in out/tls/ and the TLS settings, or no TLS setting
+    at all (a server without TLS keeps its start-up heap as it was)."""
+    server = config["server"]
+    pair = None
+    if certs:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import cert
+
+        pair = cert.der_pair(board_name, certs)
+    if pair is None or not server.get("tls_max", 1):
+        for key in [k for k in server if k.startswith("tls_")]:
+            del server[key]
+        return None
+    server.setdefault("tls_max", 1)
+    server.setdefault("tls_port", server.get("port", 80) + 1)
+    import boards
+
+    try:
+        boards.check_tls(board, server)
+    except boards.BoardError as e:
+        raise SystemExit("error: %s" % e)
+    os.makedirs(os.path.join(out, "tls"), exist_ok=True)
+    for name, data in zip(("cert.der", "key.der"), pair):
+        with open(os.path.join(out, "tls", name), "wb") as f:
+            f.write(data)
+    return server["tls_port"]
 
 
 def gzip_www(www):
@@ -156,6 +189,9 @@ def main(argv=None):
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="override a server setting, e.g. --set max_connections=2, or the "
                          "app module: --set app=hello")
+    ap.add_argument("--tls", action="store_true", help="wss/https on the board's tls_port "
+                    "(default port + 1) if certs/<board>.pem exists (make cert)")
+    ap.add_argument("--tls-port", type=int, help="--tls on this port")
     ap.add_argument("--source", action="store_true", help="copy .py instead of compiling")
     ap.add_argument("--source-lines", action="store_true",
                     help="keep line numbers in tracebacks (the board's source_lines may "
@@ -164,12 +200,17 @@ def main(argv=None):
     overrides = {}
     if args.port is not None:
         overrides["port"] = args.port
+    if args.tls_port:
+        overrides["tls_port"] = args.tls_port
     for item in args.set:
         key, value = parse_set(item)
         overrides[key] = value
+    certs = os.path.join(ROOT, "certs") if args.tls or args.tls_port else None
     cfg = build(args.board, args.out, args.arch, overrides, args.source,
-                source_lines=True if args.source_lines else None)
-    print("built %s for %s (port %s)" % (args.out, args.board, cfg["server"].get("port")))
+                source_lines=True if args.source_lines else None, certs=certs)
+    tls = cfg["server"].get("tls_port")
+    print("built %s for %s (port %s%s)" % (args.out, args.board, cfg["server"].get("port"),
+                                          ", tls port %d" % tls if tls else ""))
 
 
 if __name__ == "__main__":

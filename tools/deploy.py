@@ -262,7 +262,9 @@ def main(argv=None):
         out = args.out or os.path.join(ROOT, "build", "deploy-" + args.board)
         print("build: %s for %s (mpy-cross -march=%s)" % (os.path.relpath(out, ROOT),
                                                          args.board, board["mpy_arch"]))
-        build.build(args.board, out, overrides=overrides, secrets=secrets, src=args.source)
+        # certs/<board>.pem (make cert) turns on wss/https: tools/build.py add_tls
+        build.build(args.board, out, overrides=overrides, secrets=secrets, src=args.source,
+                    certs=os.path.join(ROOT, "certs"))
         local = local_manifest(out)
         try:
             remote = read_board_manifest(args.port)

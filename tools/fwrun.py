@@ -233,7 +233,7 @@ class Firmware(MicroPython):
     """The firmware built from firmware/ and run as the board runs it (main.py)."""
 
     def __init__(self, out_dir=None, heap=HEAP, board="host", server=None, config=None,
-                 squeeze=False, leave_free=None, entry=None, build=True):
+                 squeeze=False, leave_free=None, entry=None, build=True, certs=None):
         if out_dir is None:
             out_dir = os.path.join(tempfile.mkdtemp(prefix="ringws-fw-"), "fw")
         if squeeze or leave_free is not None:
@@ -248,6 +248,10 @@ class Firmware(MicroPython):
         MicroPython.__init__(self, out_dir, ["-m", module], heap)
         self.port = free_port()
         self.config = None
+        # certs: a folder with host.pem and host-key.pem (tools/cert.py): wss and https
+        # on self.tls_port as well.
+        self.certs = certs
+        self.tls_port = free_port() if certs else None
         if build:
             self.build(board, server, config)
         access = (config or {}).get("access") or {}
@@ -260,7 +264,10 @@ class Firmware(MicroPython):
         import build
 
         overrides = dict(server or {}, port=self.port)
-        self.config = cfg = build.build(board, self.dir, overrides=overrides)
+        if self.certs:
+            overrides["tls_port"] = self.tls_port
+        self.config = cfg = build.build(board, self.dir, overrides=overrides,
+                                        certs=self.certs and str(self.certs))
         _merge(cfg, config or {})
         if self.entry:
             shutil.copyfile(self.entry, os.path.join(self.dir, os.path.basename(self.entry)))

@@ -104,6 +104,13 @@ if MICROPYTHON:
             q.poller.modify(sock, mask)
             ent[i].data = q  # as asyncio does: Task.cancel() takes the task off the poller
             return
+        k = getattr(owner, "raw", None)
+        if k is not None and k is not sock:
+            # A TLS connection (tls.py) waits on its TCP socket: polled by its descriptor,
+            # where the SSL object would be asked in a 1 ms loop on the unix port. (The
+            # SSL object has nothing buffered when a read or write says "not now".)
+            return _park(k, owner, i, mask)
+        k = id(sock)
         # A connection's first wait (or its first after a hangup took the socket off):
         # asyncio makes the entry and registers the socket, and the owner keeps both.
         if i:
@@ -163,13 +170,18 @@ if MICROPYTHON:
         if task.data is _IDLE:
             _core._task_queue.push(task)  # (push sets task.data back to None)
 
-    # The socket type's own methods, called as plain functions: no Python frame of a
-    # wrapper per read and per write.
-    # recv_into(sock, buf, n): bytes read (0 = EOF) or None when the socket has none now.
-    recv_into = socket.socket.readinto
-    # send_from(sock, buf, off, n): bytes written or None when the socket cannot take any
-    # now. The stream write(buf, off, n) writes straight from the ring: no slice.
-    send_from = socket.socket.write
+    # The stream functions of the socket type, called as plain functions: no Python
+    # frame of a wrapper per read and per write. Taken from the type's dict, they check
+    # no type: the same functions read and write an SSL socket (ringws/tls.py).
+    try:
+        # recv_into(sock, buf, n): bytes read (0 = EOF) or None when the socket has none now.
+        recv_into = socket.socket.__dict__["readinto"]
+        # send_from(sock, buf, off, n): bytes written or None when the socket cannot take
+        # any now. The stream write(buf, off, n) writes straight from the ring: no slice.
+        send_from = socket.socket.__dict__["write"]
+    except (AttributeError, KeyError):  # (a port without type.__dict__: no TLS then)
+        recv_into = socket.socket.readinto
+        send_from = socket.socket.write
 
     def new_event():
         return asyncio.Event()

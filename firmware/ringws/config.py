@@ -28,17 +28,21 @@ DEFAULTS = {
 
 def server_config(overrides):
     cfg = dict(DEFAULTS)
-    for key, value in (overrides or {}).items():
-        if key not in DEFAULTS:
+    overrides = overrides or {}
+    tls = overrides.get("tls_port")
+    for key, value in overrides.items():
+        if key not in DEFAULTS and not tls:
             raise ValueError("unknown server setting: %s" % key)
         cfg[key] = value
+    if tls:  # TLS settings: checked by ringws.tls, which only a server with TLS loads
+        __import__("ringws.tls").tls.check(cfg)
     check(cfg)
     return cfg
 
 
 def check(cfg):
     for key, value in cfg.items():
-        if isinstance(DEFAULTS[key], int) and not isinstance(value, bool):
+        if isinstance(DEFAULTS.get(key), int) and not isinstance(value, bool):
             if not isinstance(value, int) or value < 0:
                 raise ValueError("server setting %s must be a non-negative integer" % key)
     if cfg["max_connections"] < 1:

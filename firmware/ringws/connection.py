@@ -289,12 +289,16 @@ def request(srv, slot, end):
     if handler is None:
         return req
     # WebSockets may hold every slot but one, so that a short HTTP request (/stats, the
-    # page) is still served on a full board. (One slot: no such rule.)
+    # page) is still served on a full board. (One slot: no such rule. TLS slots, a pool
+    # of their own, are not counted: see tls.py.)
     n = 1
+    m = 0
     for s in srv.slots:
-        if s.phase == _WS:
-            n += 1
-    if n >= len(srv.slots) > 1:
+        if s.pool is None:
+            m += 1
+            if s.phase == _WS:
+                n += 1
+    if slot.pool is None and n >= m > 1:
         srv.rejected_full += 1
         return FULL_503  # prebuilt: nothing to build on a full board
     # Bytes after the request head are the client's first frames: they move to the receive

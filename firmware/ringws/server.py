@@ -147,6 +147,7 @@ class Conn:
 
 class Server:
     Conn = Conn  # (for the reader, which makes a connection's handle)
+    tls = None  # the TLS listener and its slots (ringws/tls.py), with a tls_port only
 
     def __init__(self, config=None, platform=None, slots=None):
         # Start-up code, dropped from the heap once the server is built (launch.forget).
@@ -190,6 +191,8 @@ class Server:
         for cause in CLOSE_CAUSES:
             self.closed[cause] = 0
         self.slot_size = slot_bytes(cfg)  # (launch.start prints the budget)
+        if cfg.get("tls_port"):
+            self.tls = __import__("ringws.tls").tls.Tls(self)
 
     def route(self, path, handler):
         self.routes[path] = handler
@@ -265,6 +268,8 @@ class Server:
                 out["board"] = self.platform.status()
             except Exception as e:  # a platform problem must not break /stats
                 out["board"] = {"error": repr(e)}
+        if self.tls is not None:
+            self.tls.stats(self, out)
         return out
 
     def listen(self):
@@ -287,6 +292,8 @@ class Server:
             self.listen()
         self._done = compat.new_event()
         print("ringws: listening on %s:%d" % (self.cfg["host"], self.cfg["port"]))
+        if self.tls is not None:
+            self.tls.start(self)
         self._tasks = [
             asyncio.create_task(self._accept_loop()),
             asyncio.create_task(housekeeping(self)),
@@ -306,6 +313,8 @@ class Server:
             drop_entry(self)
             _close_quietly(self.listener)
             self.listener = None
+        if self.tls is not None:
+            self.tls.stop()
         for s in self.slots:
             if s.phase == _WS:
                 s.batching = False  # out now, even from a reader Ctrl-C stopped mid-batch
@@ -313,7 +322,7 @@ class Server:
             elif s.phase != _FREE:
                 self._teardown(s, "shutdown", s.gen)
         start = ticks_ms()
-        while len(self.free) < len(self.slots) and ticks_diff(ticks_ms(), start) < timeout_ms:
+        while any(s.phase != _FREE for s in self.slots) and ticks_diff(ticks_ms(), start) < timeout_ms:
             await sleep_ms(10)
         for s in self.slots:
             if s.phase != _FREE:
@@ -327,7 +336,6 @@ class Server:
         if self._done is not None:
             self._done.set()
 
-
     async def _accept_loop(self):
         lsock = self.listener
         while True:  # (until shutdown cancels it)
@@ -335,15 +343,13 @@ class Server:
             try:
                 sock, remote = lsock.accept()
             except OSError as e:
-                # EAGAIN after a spurious wake-up, or EMFILE/ENFILE/ECONNABORTED: count,
-                # breathe, go on. A failed accept never ends the loop.
+                # EAGAIN (spurious wake-up), EMFILE, ECONNABORTED...: never ends the loop.
                 if compat.errno_of(e) != errno.EAGAIN:
                     self.accept_errors += 1
                     await sleep_ms(50)
                 continue
             except MemoryError:
-                # Not even the socket object fits (or it was lost inside accept()). The
-                # loop goes on: memory comes back as connections end.
+                # Not even the socket object fits: memory comes back as connections end.
                 self.accept_errors += 1
                 self.closed["memory"] += 1
                 await sleep_ms(50)
@@ -361,8 +367,7 @@ class Server:
                 try:
                     self._start(slot, sock, remote)
                 except MemoryError:
-                    # Not even the reader task fits: give the slot back, say 503 with
-                    # the prebuilt answer, keep accepting.
+                    # Not even the reader task fits: the slot back, the prebuilt 503.
                     slot.phase = _FREE
                     slot.sock = None
                     self.free.append(slot)
@@ -423,11 +428,10 @@ class Server:
         slot.broken = False
         slot.reset()
         slot.remote = remote
-        # The slot's reader task serves one connection after another (see reader.py): a
-        # task per connection would be a large allocation at every accept, and a finished
-        # task can stay reachable through MicroPython's task queue. A slot gets its task
-        # at its first connection (at start-up the heap cannot spare them all), and a new
-        # one only after a teardown from another task cancelled the last one.
+        # The slot's reader task serves one connection after another (see connection.py):
+        # a task per connection would be a large allocation at every accept, and a finished
+        # task can stay reachable through MicroPython's task queue. A slot gets its task at
+        # its first connection, a new one only after a teardown cancelled the last one.
         if slot.reader is None:
             slot.reader = asyncio.create_task(reader(self, slot))
         else:
@@ -480,7 +484,7 @@ class Server:
             self.shared_owner = None
         proto.reset()
         self.closed[cause] = self.closed.get(cause, 0) + 1
-        self.free.append(slot)
+        (self.free if slot.pool is None else slot.pool).append(slot)
         if conn is not None:
             conn._slot = None
             fn = getattr(handler, "on_close", None)
@@ -491,7 +495,6 @@ class Server:
                     log_exc("on_close", e)
         if self.cfg["gc_collect"]:
             self._gc_due = True
-
 
 
 def _close_quietly(sock):

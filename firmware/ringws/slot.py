@@ -38,6 +38,8 @@ class Slot(Protocol):
     """A preallocated connection: the protocol state and buffers plus the runtime's
     bookkeeping, in one object (each object costs an attribute table on MicroPython)."""
 
+    pool = None  # the free list it returns to: the server's (None) or the TLS slots' (tls.py)
+
     def __init__(self, index, cfg, arena):
         from ringws.config import slot_bytes  # start-up only (see launch.forget)
 
@@ -79,7 +81,7 @@ def allocate_slots(cfg):
     later, between loaded modules, the same bytes may not be found contiguous."""
     from ringws.config import slot_bytes
 
-    n = cfg["max_connections"]
+    n = cfg["max_connections"] + cfg.get("tls_max", 0)  # (TLS slots last: see tls.py)
     lend = cfg["shared_recv"]
     arena = bytearray(slot_bytes(cfg) * n + lend)
     # The shared receive buffer sits at the end of the arena (see Server._borrow).

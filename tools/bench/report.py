@@ -98,6 +98,10 @@ def render(res):
     L.append("\n## Headline\n\n" + headline(res))
     L.append(_targets_check(res))
 
+    if res.get("tls"):
+        import tls_cell
+
+        L.append(tls_cell.render(res["tls"]))
     L.append("\n## Echo throughput (messages/s, median, spread)\n\n")
     L.append("Servers without the bench's control port: the heap is the target's alone.\n\n")
     rows = []

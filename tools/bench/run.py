@@ -23,6 +23,7 @@ import measure  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
 import targets  # noqa: E402
+import tls_cell  # noqa: E402
 
 FULL = {
     "heap": "110k", "big_heap": "2M", "repeats": 5, "duration": 1.0, "warmup": 0.2,
@@ -34,13 +35,15 @@ FULL = {
     # (alloc_n_lean); the others would run out of the 2 MiB heap with the collector paused.
     "alloc_n": (5, 25), "alloc_n_lean": (10, 210), "frames_bytes": 4 << 20,
     "ringws_search": 6,
+    "tls": {"seconds": 1.0, "repeats": 3, "handshakes": 20},
 }
 QUICK = dict(FULL, repeats=3, duration=0.25, warmup=0.08, churn=200, never_read_s=1.5,
              cap_small=16, cap_big=32, frames_bytes=1 << 20,
-             ringws_search=2)
+             ringws_search=2, tls={"seconds": 0.25, "repeats": 2, "handshakes": 10})
 TINY = dict(QUICK, repeats=1, duration=0.15, warmup=0.05, sizes=[16, 1024],
             shapes=[(1, 1), (1, 16)], churn=20, never_read_s=0.6, cap_small=4, cap_big=4,
-            frames_bytes=64 << 10, ringws_search=0, skip_big=True)
+            frames_bytes=64 << 10, ringws_search=0, skip_big=True,
+            tls={"seconds": 0.1, "repeats": 1, "handshakes": 3})
 
 
 def log(*a):
@@ -337,6 +340,8 @@ def main(argv=None):
             t.prepare()  # leave the default build behind
 
     res["cpython_frames"] = cpython_frames.bench(total_bytes=cfg["frames_bytes"])
+    # wss against ws, handshake time, TLS memory (tls_cell.py): the TLS judged heap, 192k
+    res["tls"] = tls_cell.cell("192k", **cfg["tls"])
     res["seconds"] = time.monotonic() - t_start
     os.makedirs(args.out, exist_ok=True)
     md, headline = report.render(res)
