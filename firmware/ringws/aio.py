@@ -1,3 +1,6 @@
+# pyright: reportAttributeAccessIssue=false
+# (AsyncConn's fields are class defaults of None filled in per connection, and pyright
+# types them None; this module uses no port API beyond asyncio and ringws.)
 # Async handlers: `async def handler(conn)` with `await conn.receive()`, `await conn.send()`,
 # on the callback contract and its backpressure. Loaded only by apps that use it:
 #

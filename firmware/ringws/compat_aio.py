@@ -1,3 +1,6 @@
+# pyright: reportAttributeAccessIssue=false
+# (Waiter is a mixin whose _poll the subclass supplies; asyncio.core: see fit_check's
+# KNOWN_STUB_GAPS.)
 # What ringws.aio needs that differs between MicroPython and CPython asyncio (loaded only
 # with ringws.aio):
 #   when_done(task, obj)  obj(task, exc) when the task ends; exc is a StopIteration when it
