@@ -235,12 +235,13 @@ def read_head(srv, slot):
 
 def answer_or_open(srv, slot, head):
     """What read_head found (head) decides: None (EOF, or the prebuilt 503 sent), the
-    coroutine that sends an HTTP answer (the slot is then in the ANSWER phase, timed by
-    progress), or the handler of the WebSocket now open."""
+    coroutine that sends an HTTP answer (after reading a request body, if any: then the
+    ANSWER phase, timed by progress), or the handler of the WebSocket now open."""
     if head == 0:
         return None  # EOF: peer_reset
+    end = head
     if not isinstance(head, handshake.HttpError):
-        head = request(srv, slot, head)
+        head = request(srv, slot, end)
     if head is FULL_503:
         slot.cause = "http"
         send_from(slot.sock, FULL_503, 0, len(FULL_503))
@@ -261,12 +262,22 @@ def answer_or_open(srv, slot, head):
     from ringws import http
 
     if isinstance(head, handshake.HttpError):
-        head = http.send(write_out, srv, slot, [http.error_response(head)])
-    else:
-        head, path = http.respond(srv, head)
-        head = http.send(write_out, srv, slot, head, path)
-    slot.phase = _ANSWER
-    return head
+        slot.phase = _ANSWER
+        return http.send(write_out, srv, slot, [http.error_response(head)])
+    route = srv.http_routes.get(head.path)
+    if route is not None and route[1] != ("GET",):
+        from ringws import body  # (loaded with the route: see Server.http)
+
+        return body.answer(write_out, srv, slot, head, end, route[1])
+    return http.answer(write_out, srv, slot, head)
+
+
+def add_http(srv, path, func, methods=("GET",)):
+    """Server.http: func(srv, req) -> (status, content type, body) answers path for these
+    methods (HEAD is answered with GET). A route that takes more loads body.py now."""
+    srv.http_routes[path] = (func, methods)
+    if methods != ("GET",):
+        __import__("ringws.body")
 
 
 def request(srv, slot, end):
