@@ -12,8 +12,8 @@ include("$(PORT_DIR)/boards/manifest.py")
 package(
     "ringws",
     files=[
-        "__init__.py", "access.py", "aio.py", "compat.py", "compat_aio.py", "config.py",
-        "connection.py", "frames.py", "handshake.py",
+        "__init__.py", "access.py", "aio.py", "body.py", "compat.py", "compat_aio.py",
+        "config.py", "connection.py", "frames.py", "handshake.py",
         "http.py", "kernels.py", "protocol.py", "ring.py", "server.py", "slot.py",
         "tls.py",
     ],

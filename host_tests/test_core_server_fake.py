@@ -1002,3 +1002,91 @@ def test_a_full_board_still_answers_http():
             await close_handshake(c)
 
     run(scenario, expect={"http": 2, "normal": 2})
+
+
+class Pinger(Echo):
+    """Echo that records on_pong(conn, rtt_ms)."""
+
+    def __init__(self):
+        Echo.__init__(self)
+        self.rtts = []
+
+    def on_pong(self, conn, rtt_ms):
+        self.rtts.append(rtt_ms)
+
+
+def test_conn_ping_and_on_pong_for_its_own_pong_only():
+    h = Pinger()
+
+    async def scenario(ctx):
+        c = await ctx.client().handshake()
+        conn = h.opened[0]
+        with pytest.raises(ValueError):
+            conn.ping(b"x" * 120)
+        assert conn.ping(b"app") is True
+        fin, op, data = await c.frame()
+        assert op == OP_PING and data.endswith(b"app") and len(data) == 9
+        c.send(OP_PONG, b"unsolicited")  # not ours: dropped
+        c.send(OP_PONG, b"ringws")  # the keepalive's payload: not the app's either
+        c.send(OP_TEXT, b"sync")
+        assert await c.message() == (True, b"sync")
+        assert h.rtts == []
+        await asyncio.sleep(0.03)
+        c.send(OP_PONG, data)  # the answer: about 30 ms later
+        c.send(OP_TEXT, b"sync")
+        assert await c.message() == (True, b"sync")
+        assert len(h.rtts) == 1 and 25 <= h.rtts[0] < 1000, h.rtts
+        await close_handshake(c)
+        assert conn.ping() is False  # an inert handle after the close
+
+    run(scenario, handlers={"/echo": h}, expect={"normal": 1})
+
+
+def test_keepalive_pings_never_reach_on_pong():
+    h = Pinger()
+
+    async def scenario(ctx):
+        c = await ctx.client().handshake()
+        for _ in range(3):
+            f = await c.frame(1)
+            assert f[1] == OP_PING and f[2] == b"ringws", f
+            c.send(OP_PONG, f[2])  # answered: the connection stays
+        assert h.rtts == []
+        await close_handshake(c)
+
+    run(scenario, cfg={"ping_interval_ms": 50, "pong_timeout_ms": 100}, handlers={"/echo": h},
+        expect={"normal": 1})
+
+
+def test_ping_is_refused_when_the_ring_has_no_room_and_arms_on_writable():
+    h = Pinger()
+    h.writable_calls = 0
+
+    def on_writable(conn):
+        h.writable_calls += 1
+
+    h.on_writable = on_writable
+
+    async def scenario(ctx):
+        c = ctx.client(send_budget=0)
+        c.sock.allow(len(b"HTTP/1.1 101 Switching Protocols\r\n") + 200)  # the 101 only
+        await c.handshake()
+        conn = h.opened[0]
+        slot = [s for s in ctx.srv.slots if s.sock is c.sock][0]
+        for size in (100, 1):  # the socket takes nothing: the ring fills to the reserve
+            while conn.send(b"y" * size):
+                pass
+        used = slot.ring.used
+        assert conn.ping(b"p") is False and slot.ring.used == used  # nothing queued
+        c.sock.allow(10 ** 6)  # the peer reads again: the ring drains, on_writable fires
+        await until(lambda: h.writable_calls > 0, what="on_writable after a refused ping")
+        assert conn.ping(b"p") is True
+        while True:  # the frames that filled the ring, then the ping
+            f = await c.frame()
+            if f[1] == OP_PING:
+                break
+            assert f[1] == OP_BINARY, f
+        assert f[2].endswith(b"p")
+        await close_handshake(c)
+
+    run(scenario, handlers={"/echo": h}, expect={"normal": 1})

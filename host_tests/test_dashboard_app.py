@@ -29,6 +29,11 @@ class Conn:
         self.data = None
         self.room = room  # frames the ring still takes; 0 = full
         self.frames = []
+        self.pings = []
+
+    def ping(self, payload=b""):
+        self.pings.append(bytes(payload))
+        return True
 
     def send(self, data, text=False):
         assert text, "the dashboard speaks JSON text only"
@@ -126,6 +131,25 @@ def test_hello_then_samples_with_board_status_and_led(env):
     assert s["s"]["mem_free"] == 50000 - srv.n
 
 
+def test_tabs_are_pinged_once_a_second_and_samples_carry_their_round_trips(env):
+    srv, _, dash = env  # telemetry every 250 ms: a ping every fourth tick
+    a, b = open_tab(srv, dash, 3), open_tab(srv, dash, 4)
+    dash.tick(0)
+    assert len(a.pings) == len(b.pings) == 1
+    assert a.of("stats")[-1]["rtt"] == []
+    dash.on_pong(a, 12)
+    dash.on_pong(b, 7)
+    for now in (250, 500, 750):
+        dash.tick(now)
+    assert len(a.pings) == len(b.pings) == 1
+    dash.tick(1000)
+    assert len(a.pings) == len(b.pings) == 2
+    assert sorted(a.of("stats")[-1]["rtt"]) == [[3, 12], [4, 7]] == sorted(b.of("stats")[-1]["rtt"])
+    dash.on_close(b, 1000, "")
+    dash.tick(500)
+    assert a.of("stats")[-1]["rtt"] == [[3, 12]]
+
+
 def test_no_tabs_no_work(env):
     srv, _, dash = env
     dash.tick(0)
@@ -217,6 +241,7 @@ def test_board_without_led_gets_a_simulated_pin(board):
         assert await msg(a) == {"t": "led", "on": True}
         dash.tick(0)
         assert (await msg(a))["led"] is True
+        assert (await a.frame())[1] == 0x9  # the tick's ping: the round trip
         await close_handshake(a)
 
     run(scenario, handlers={})

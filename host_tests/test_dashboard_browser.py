@@ -142,6 +142,19 @@ def test_figures_match_stats(fw, page_of):
     assert re.fullmatch(r"(\d+m )?\d+s", pg.text_content("#up"))
 
 
+def test_round_trip_is_shown(fw, page_of):
+    # The board pings each tab every telemetry tick; the page shows its own round trip
+    # and the list of every tab's.
+    a, b = page_of(), page_of()
+    for pg in (a, b):
+        pg.wait_for_function("document.getElementById('rtt').dataset.v !== ''", timeout=WAIT)
+        ms, text = pg.eval_on_selector("#rtt", "e => [e.dataset.v, e.textContent]")
+        assert 0 <= int(ms) < 2000 and text == ms + " ms", (ms, text)
+    pg.wait_for_function("document.getElementById('rtts').textContent.split('#').length > 2",
+                         timeout=WAIT)
+    assert re.fullmatch(r"(#\d+ \d+ ms)( · #\d+ \d+ ms)+", a.text_content("#rtts"))
+
+
 def server_led(fw):
     with fw.ws("/ws") as ws:
         return json.loads(ws.recv(timeout=5))["led"]  # the hello carries the pin's state

@@ -18,7 +18,10 @@ from fwrun import Firmware, until
 pytestmark = pytest.mark.slow
 
 PERIOD = 100
-SERVER = {"max_connections": 4, "max_message": 256}  # room for a 200-character line
+# max_message: room for a 200-character line. stuck_timeout_ms: the silent tab of
+# test_slow_tab_... must stay open (skipped, not closed) for the whole test: filling it
+# takes 12-13 s of flooding on a loaded machine, beyond the default 10 s.
+SERVER = {"max_connections": 4, "max_message": 256, "stuck_timeout_ms": 60000}
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +86,43 @@ def test_hello_then_telemetry_at_the_configured_rate(fw):
         span = s["uptime_ms"] - first["s"]["uptime_ms"]
         assert 10 * PERIOD * 0.8 <= span <= 10 * PERIOD * 3, span
         assert elapsed < 10 * PERIOD * 5 / 1000
+
+
+def test_each_tab_gets_its_round_trip_from_the_servers_pings(fw):
+    # The websockets client answers pings itself; the server's ping of each tick comes
+    # back as on_pong, and the next samples carry every tab's round trip.
+    with fw.ws("/ws") as a, fw.ws("/ws") as b:
+        ids = [recv_json(ws, "hello")["id"] for ws in (a, b)]
+        for ws in (a, b):
+            for _ in range(20):
+                m = recv_json(ws, "stats")
+                got = dict(m.get("rtt") or [])
+                if all(i in got for i in ids):
+                    break
+            else:
+                raise AssertionError("no round trip for %r in %r" % (ids, m))
+            assert all(isinstance(got[i], int) and 0 <= got[i] < 1000 for i in ids), got
+    # A tab that does not answer pings, only sends pongs of its own (unsolicited, other
+    # payloads), never gets a figure.
+    from wspeer import FrameReader, frame, ws_open
+
+    s = ws_open(fw.port, "/ws")
+    r = FrameReader(s, auto_pong=False)
+    try:
+        op, _, data = r.next()
+        me = json.loads(data)["id"]
+        pings = 0
+        while pings < 3:
+            op, _, data = r.next()
+            if op == 0x9:
+                pings += 1
+                s.sendall(frame(0xA, b"not " + data))
+            elif op == 0x1:
+                m = json.loads(data)
+                if m["t"] == "stats":
+                    assert me not in dict(m["rtt"]), m["rtt"]
+    finally:
+        s.close()
 
 
 def test_bad_commands_get_clear_errors(fw):

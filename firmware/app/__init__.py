@@ -50,3 +50,7 @@ class LazyDashboard:
     def on_close(self, conn, code, reason):
         if self.real is not None:
             self.real.on_close(conn, code, reason)
+
+    def on_pong(self, conn, rtt_ms):
+        if self.real is not None:
+            self.real.on_pong(conn, rtt_ms)

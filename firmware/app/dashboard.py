@@ -3,8 +3,10 @@
 # Server -> page, one JSON text message each:
 #   {"t":"hello","id":7,"led":false,"sim":true,"ms":1000,"max":128}   on connect
 #       sim: the LED is simulated (no pin); ms: telemetry period; max: largest command
-#   {"t":"stats","led":false,"s":{..}}   every telemetry_ms; s: the /stats figures the
-#       page shows, under the same names, and a subset of "board"
+#   {"t":"stats","led":false,"s":{..},"rtt":[[7,3],..]}   every telemetry_ms; s: the
+#       /stats figures the page shows, under the same names, and a subset of "board";
+#       rtt: [tab id, round trip in ms] of every tab, measured by the server's pings
+#       (conn.ping about once a second, on_pong), for the tabs that answered one
 #   {"t":"led","on":true}                after anyone toggles the LED
 #   {"t":"say","from":7,"text":"hi"}     a message from one page to all
 #   {"t":"sent","to":3,"skipped":0}      to the sender of a "say"
@@ -40,6 +42,9 @@ class Dashboard(io.IOBase):  # a stream too: json.dump writes into self.buf
         self.board = board
         self.period_ms = period_ms
         self.tabs = []  # open /ws connections, in the order they came
+        self.rtt = {}  # tab id -> its last round trip (ms)
+        self.ticks = 0  # the tabs are pinged every `every` ticks: about once a second
+        self.every = max(1, 1000 // period_ms)
         # The status LED, or a simulated pin where the board has none (the host, no
         # led_pin): board.led() then returns None and the state lives here.
         self.pin = getattr(board, "led", None)
@@ -95,6 +100,10 @@ class Dashboard(io.IOBase):  # a stream too: json.dump writes into self.buf
     def on_close(self, conn, code, reason):
         if conn in self.tabs:
             self.tabs.remove(conn)
+        self.rtt.pop(conn.id, None)
+
+    def on_pong(self, conn, rtt_ms):
+        self.rtt[conn.id] = rtt_ms
 
     def on_message(self, conn, data, text):
         why = self.command(conn, data, text)
@@ -152,18 +161,23 @@ class Dashboard(io.IOBase):  # a stream too: json.dump writes into self.buf
             if board.get(k) is not None:
                 b[k] = board[k]
         try:
-            frame = self.dump({"t": "stats", "led": self.led(), "s": s})
+            frame = self.dump({"t": "stats", "led": self.led(), "s": s,
+                               "rtt": list(self.rtt.items())})
         except ValueError as e:  # too big for the buffer: every tab misses it
             print("dashboard:", e)
             self.srv.count_drop(len(self.tabs))
             return
         skipped = 0
+        ping = not self.ticks % self.every
+        self.ticks += 1
         for conn in self.tabs:
             if conn.data or not conn.open:
                 skipped += 1  # still draining: skip, don't queue
             elif not conn.send(frame, True):
                 conn.data = True  # the refused send armed on_writable
                 skipped += 1
+            elif ping:
+                conn.ping()  # (refused when the ring is full: measured at the next)
         if skipped:
             self.srv.count_drop(skipped)
 

@@ -31,6 +31,7 @@ _EV_MESSAGE = const(1)
 _EV_FRAGMENT = const(2)
 _EV_CLOSE = const(3)
 _EV_BLOCKED = const(5)
+_EV_PONG = const(6)
 _CLOSED = const(2)
 _FREE = const(0)
 _HTTP = const(1)
@@ -117,8 +118,10 @@ async def reader(srv, slot):
 
 
 def closing(slot, ev):
-    # EV_CLOSE (the peer's close) or EV_ERROR (the peer broke the protocol).
-    if ev == _EV_CLOSE:
+    # EV_CLOSE (the peer's close) or EV_ERROR (the peer broke the protocol); or EV_PONG.
+    if ev == _EV_PONG:
+        pong(slot)
+    elif ev == _EV_CLOSE:
         if not slot.cause:
             slot.cause = "normal"
         slot.t_phase = slot.t_phase or ticks_ms()
@@ -235,12 +238,13 @@ def read_head(srv, slot):
 
 def answer_or_open(srv, slot, head):
     """What read_head found (head) decides: None (EOF, or the prebuilt 503 sent), the
-    coroutine that sends an HTTP answer (the slot is then in the ANSWER phase, timed by
-    progress), or the handler of the WebSocket now open."""
+    coroutine that sends an HTTP answer (after reading a request body, if any: then the
+    ANSWER phase, timed by progress), or the handler of the WebSocket now open."""
     if head == 0:
         return None  # EOF: peer_reset
+    end = head
     if not isinstance(head, handshake.HttpError):
-        head = request(srv, slot, head)
+        head = request(srv, slot, end)
     if head is FULL_503:
         slot.cause = "http"
         send_from(slot.sock, FULL_503, 0, len(FULL_503))
@@ -261,12 +265,22 @@ def answer_or_open(srv, slot, head):
     from ringws import http
 
     if isinstance(head, handshake.HttpError):
-        head = http.send(write_out, srv, slot, [http.error_response(head)])
-    else:
-        head, path = http.respond(srv, head)
-        head = http.send(write_out, srv, slot, head, path)
-    slot.phase = _ANSWER
-    return head
+        slot.phase = _ANSWER
+        return http.send(write_out, srv, slot, [http.error_response(head)])
+    route = srv.http_routes.get(head.path)
+    if route is not None and route[1] != ("GET",):
+        from ringws import body  # (loaded with the route: see Server.http)
+
+        return body.answer(write_out, srv, slot, head, end, route[1])
+    return http.answer(write_out, srv, slot, head)
+
+
+def add_http(srv, path, func, methods=("GET",)):
+    """Server.http: func(srv, req) -> (status, content type, body) answers path for these
+    methods (HEAD is answered with GET). A route that takes more loads body.py now."""
+    srv.http_routes[path] = (func, methods)
+    if methods != ("GET",):
+        __import__("ringws.body")
 
 
 def request(srv, slot, end):
@@ -307,13 +321,47 @@ def request(srv, slot, end):
     if early > len(slot.rbuf):
         return handshake.HttpError(400, "too much data sent before the handshake completed")
     move(0, end, early, slot.rbuf, slot.block)
-    slot.upgrade(handler._ringws_stream)
+    slot.upgrade(handler._ringws_stream, hasattr(handler, "on_pong"))
     received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
     slot.ring.write(handshake.response_101(accept, sub))
     slot.conn = srv.Conn(srv, slot, req, sub, slot.remote)
     slot.handler = handler
     return handler
+
+
+# -- ping and pong ----------------------------------------------------------------------
+# conn.ping() puts a tag before the app's payload: b"rw" and the time it was queued
+# (ticks_ms, 30 bits, in 4 bytes). The pong echoes it (RFC 6455 5.5.3), so the round trip
+# needs no state per connection, and a late pong still gives its own ping's figure.
+
+
+def ping(conn, payload=b""):
+    """Conn.ping: queue a ping, or nothing when the ring has no room for it beside the
+    control reserve (False; on_writable is then armed, as after a refused send)."""
+    s = conn._slot
+    if len(payload) > 119:
+        raise ValueError("ping payload > 119 bytes")
+    payload = b"rw" + ticks_ms().to_bytes(4, "big") + payload
+    if s is None or s.writable() < len(payload) or not s.send_ping(payload):
+        if s is not None:
+            s.want_drain = True
+        return False
+    if not s.batching:
+        flush(conn._server, s)
+    return True
+
+
+def pong(slot):
+    # EV_PONG (only for a handler with on_pong): any pong answers the keepalive's ping;
+    # one that carries conn.ping()'s tag gets on_pong. Others (unsolicited) are dropped.
+    slot.ping_at = 0
+    d = slot.ev_data
+    if len(d) >= 6 and d[0] == 114 and d[1] == 119:
+        d = ticks_diff(ticks_ms(), int.from_bytes(d[2:6], "big"))
+        if d >= 0:
+            slot.handler.on_pong(slot.conn, d)
+    consume(slot)
 
 
 # -- writing and backpressure ----------------------------------------------------------

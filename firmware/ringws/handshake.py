@@ -25,6 +25,8 @@ class HttpError(Exception):
 
 
 class Request:
+    body = b""  # an HTTP route's request body (body.py): a memoryview into the slot
+
     def __init__(self, method, target, version, headers):
         self.method = method
         path, _, query = target.partition("?")
@@ -60,7 +62,7 @@ KNOWN = (
     b"authorization",
     b"accept-encoding",
     b"if-none-match",
-)
+)  # (body.py adds the body's fields when an app registers a route that takes one)
 
 
 def parse_request(buf, end):

@@ -7,6 +7,8 @@ import os
 from ringws.compat import wait_writable
 from ringws.handshake import HttpError
 
+_ANSWER = 3  # slot.ANSWER
+
 # Status lines and error bodies live here, not in handshake.py: a device that only does
 # WebSocket never loads them.
 REASONS = {
@@ -54,14 +56,12 @@ def respond(srv, req):
     after them or None). Deciding is a plain call; send() then writes it all. A route's
     body is a str, bytes, or a list of bytes-likes sent one after another."""
     try:
-        if req.method not in ("GET", "HEAD"):
-            raise HttpError(405, "only GET and HEAD are served", (("Allow", "GET, HEAD"),))
         route = srv.http_routes.get(req.path)
         if route is not None or req.path == "/stats":
             if route is None:
                 status, ctype, body = 200, "application/json", json_pieces(srv.stats())
             else:
-                status, ctype, body = route(srv, req)
+                status, ctype, body = route[0](srv, req)
             if isinstance(body, str):
                 body = body.encode()
             if not isinstance(body, list):
@@ -80,6 +80,18 @@ def respond(srv, req):
         raise HttpError(404, "nothing at " + req.path)
     except HttpError as err:
         return [error_response(err)], None
+
+
+def answer(write_out, srv, slot, req):
+    """The coroutine that answers a request at a path that takes only GET (and HEAD):
+    a route's, a file's, /stats. The slot enters the ANSWER phase."""
+    if req.method == "GET" or req.method == "HEAD":
+        pieces, path = respond(srv, req)
+    else:
+        pieces, path = [error_response(HttpError(
+            405, "only GET and HEAD are served", (("Allow", "GET, HEAD"),)))], None
+    slot.phase = _ANSWER
+    return send(write_out, srv, slot, pieces, path)
 
 
 async def send(write_out, srv, slot, pieces, path=None):

@@ -32,6 +32,7 @@ EV_FRAGMENT = const(2)  # ev_data, ev_text, ev_first, ev_last (streamed large me
 EV_CLOSE = const(3)  # close handshake done or answered: close_code, close_reason
 EV_ERROR = const(4)  # peer broke the protocol; a close frame is queued: close_code/_reason
 EV_BLOCKED = const(5)  # a pong or close reply does not fit the ring yet: wait for a drain
+EV_PONG = const(6)  # a pong (only after upgrade(pongs=True)): ev_data, its payload
 
 OPEN = const(0)  # connection states
 CLOSING = const(1)  # we sent a close frame and wait for the peer's
@@ -49,6 +50,7 @@ _P_WHOLE = const(2)  # a whole frame in rbuf, already stepped over (see next_eve
 
 # Builtins as globals: a builtin is looked up after a miss in the module's whole table.
 len = len
+_SCRATCH = bytearray(14)  # header bytes on their way into a ring, within one call
 
 
 def _check_fits(n, size):
@@ -60,9 +62,6 @@ def _check_fits(n, size):
         most = max(65535, most - 6)
     raise ValueError("%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
                      % (n, size, most))
-
-
-_SCRATCH = bytearray(14)  # header bytes on their way into a ring, within one call
 
 
 class Protocol(FrameHeader):
@@ -128,10 +127,11 @@ class Protocol(FrameHeader):
             self.rlen += n
             return n
 
-    def upgrade(self, can_stream):
-        # Handshake accepted: frames follow, none read yet. can_stream: what the handler takes.
+    def upgrade(self, can_stream, pongs=False):
+        # Handshake accepted: frames follow, none read yet. can_stream: what the handler takes;
+        # pongs: every pong is an event (EV_PONG; pong_seen stays None).
         self.rpos = self.rlen = 0
-        self.can_stream = can_stream
+        self.can_stream, self.pong_seen = can_stream, (None if pongs else False)
 
     def move_input(self, buf):
         """Make buf the receive buffer, taking along what is not parsed yet."""
@@ -378,12 +378,13 @@ class Protocol(FrameHeader):
                 # A pong leaves room for a close frame: a failure right after can say why.
                 if not self._queue(_OP_PONG, True, self.rbuf[start : start + n], 2 + _MAX_CONTROL):
                     return EV_BLOCKED
-        elif op == _OP_PONG:
-            self.pong_seen = True
-        else:
+        elif op != _OP_PONG:
             return self._peer_close(start, n)
         self._advance(n)
         self.in_frame = False
+        if op == _OP_PONG and self.pong_seen is None:  # (consume has nothing to step over)
+            return self._deliver(EV_PONG, start, n, False, False, False, False)
+        self.pong_seen = self.pong_seen or op == _OP_PONG
         return -1
 
     def _peer_close(self, start, n):
@@ -553,10 +554,10 @@ class Protocol(FrameHeader):
         return True
 
     def send_ping(self, payload=b""):
-        # pong_seen then says whether a pong came after this ping.
+        # pong_seen then says whether a pong came after this ping (None: pongs are events).
         if self.state != OPEN or not self._queue(_OP_PING, True, payload, 0):
             return False
-        self.pong_seen = False
+        self.pong_seen = None if self.pong_seen is None else False
         return True
 
     def _queue_close(self, code, reason):

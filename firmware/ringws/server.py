@@ -17,7 +17,7 @@ from ringws import compat
 from ringws.compat import const, drop_entry, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable, wake
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
 from ringws.protocol import relay, send
-from ringws.connection import FULL_503, OOM_503, drain, flush, log_exc, reader
+from ringws.connection import FULL_503, OOM_503, add_http, drain, flush, log_exc, ping, reader
 
 # The protocol's and the slot's constants as private const()s: MicroPython inlines a
 # const() only inside its own module. host_tests/test_core_frames.py checks that they agree.
@@ -68,6 +68,7 @@ class Conn:
     dropped = 0
     query = ""
     subprotocol = None
+    ping = ping  # ping(payload=b"") -> True/False; its pong: handler.on_pong(conn, rtt_ms)
 
     def __init__(self, server, slot, req, subprotocol, remote):
         self._server = server
@@ -205,8 +206,7 @@ class Server:
         """check(req, is_websocket) raises handshake.HttpError to refuse a request."""
         self.access_check = check
 
-    def http(self, path, func):
-        self.http_routes[path] = func
+    http = add_http  # http(path, func, methods=("GET",)): see connection.add_http
 
     def static(self, prefix, directory):
         self.static_routes.append((prefix, directory))

@@ -20,7 +20,7 @@
 #   cause       whoever decides the end first (reader, Server._close, flush); _teardown
 #   t_phase, last_rx   the reader (request, close, reads); Server._close
 #   ping_at     housekeeping (ping sent); the reader clears it once pong_seen (cleared by
-#               send_ping) says the pong came
+#               send_ping) says the pong came, or at a pong event (a handler with on_pong)
 #   stuck_at    housekeeping starts the clock; progress (writer, pause, http.send) resets
 # Protocol's fields (protocol.py) are written by the protocol only: the runtime reads them
 # and reports through its methods (received, sent_span, upgrade, move_input, send_ping; the
