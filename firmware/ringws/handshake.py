@@ -60,6 +60,7 @@ KNOWN = (
     b"authorization",
     b"accept-encoding",
     b"if-none-match",
+    b"sec-websocket-extensions",
 )
 
 
@@ -164,7 +165,7 @@ def select_subprotocol(req, supported):
     return None
 
 
-def response_101(accept, subprotocol=None):
+def response_101(accept, subprotocol=None, extensions=None):
     head = (
         "HTTP/1.1 101 Switching Protocols\r\n"
         "Upgrade: websocket\r\n"
@@ -173,4 +174,6 @@ def response_101(accept, subprotocol=None):
     )
     if subprotocol:
         head += "Sec-WebSocket-Protocol: " + subprotocol + "\r\n"
+    if extensions:
+        head += "Sec-WebSocket-Extensions: " + extensions + "\r\n"
     return (head + "\r\n").encode()
