@@ -79,11 +79,9 @@ def start():
         gc.collect()
     if scfg["inflaters"]:
         # permessage-deflate's code now, into a collected heap: at the first offer, with
-        # connections open, it may not find room. Printed with its pool (slot.py).
-        free = gc.mem_free()
+        # connections open, it may not find room.
         __import__("ringws.pmd")
         gc.collect()
-        print("ringws: permessage-deflate code %d B" % (free - gc.mem_free()))
     import board
     from ringws.server import Server
 

@@ -84,7 +84,7 @@ def ext_of(c):
     (";;,,", 15, None),
 ])
 def test_negotiation_follows_rfc7692(offer, bits, answer):
-    compat_inflate.inflate_pool(1, 1024, 512)
+    compat_inflate.pool({"inflaters": 1, "inflate_buf": 1024, "inflate_bits": bits, "max_message": 64, "send_ring": 776})
     got = pmd.negotiate(offer, {"inflate_bits": bits, "inflate_buf": 1024})
     assert pmd.BITS == bits
     if answer is None:

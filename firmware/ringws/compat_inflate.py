@@ -22,11 +22,19 @@ _MARGIN = const(600)
 INFLATE = []
 
 
-def inflate_pool(n, size, out):
+def pool(cfg):
     global INFLATE
     import io
 
-    INFLATE = [(io.BytesIO(size) if MICROPYTHON else None, bytearray(out)) for _ in range(n)]
+    k = cfg["inflaters"]
+    size = cfg["inflate_buf"]
+    if size < 1024 or not 9 <= cfg["inflate_bits"] <= 15:
+        raise ValueError("server settings: inflate_buf must be at least 1024, inflate_bits 9..15")
+    # Output pieces fit the send ring (Protocol.max_piece); a whole message fits too.
+    out = max(cfg["max_message"], min(1024, cfg["send_ring"] - 264))
+    INFLATE = [(io.BytesIO(size) if MICROPYTHON else None, bytearray(out)) for _ in range(k)]
+    print("ringws: permessage-deflate: %d inflaters x %d B (input %d + output %d) = %d B budgeted"
+          % (k, size + out, size, out, k * (size + out)))
 
 if MICROPYTHON:
     import deflate

@@ -307,16 +307,15 @@ def request(srv, slot, end):
     if early > len(slot.rbuf):
         return handshake.HttpError(400, "too much data sent before the handshake completed")
     move(0, end, early, slot.rbuf, slot.block)
-    ext = req.header("sec-websocket-extensions")
-    zin = None
-    if ext and srv.cfg["inflaters"] and getattr(handler, "compression", True):
-        from ringws import pmd as zin  # (loaded at the first offer)
-
-        ext = zin.negotiate(ext, srv.cfg)
-    slot.upgrade(handler._ringws_stream, zin if ext else None)
+    zin = None  # permessage-deflate (pmd.py), where the server has inflaters
+    if srv.cfg["inflaters"]:
+        zin = __import__("ringws.pmd").pmd
+        if not zin.offer(req, handler, srv.cfg):
+            zin = None
+    slot.upgrade(handler._ringws_stream, zin)
     received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
-    slot.ring.write(handshake.response_101(accept, sub, slot.zin and ext))
+    slot.ring.write(handshake.response_101(accept, sub, zin and zin.answer))
     slot.conn = srv.Conn(srv, slot, req, sub, slot.remote)
     slot.handler = handler
     return handler

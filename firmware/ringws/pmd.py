@@ -89,6 +89,17 @@ def _accept(params):
     return ans
 
 
+answer = None  # the Sec-WebSocket-Extensions value offer() accepted, for the 101 response
+
+
+def offer(req, handler, cfg):
+    """Accept permessage-deflate for this upgrade request? The answer is then in answer."""
+    global answer
+    value = req.header("sec-websocket-extensions")
+    answer = value and getattr(handler, "compression", True) and negotiate(value, cfg)
+    return answer
+
+
 def negotiate(value, cfg):
     """Sec-WebSocket-Extensions' answer to the request's header value, or None."""
     if compat_inflate.INFLATE is not _MADE:

@@ -75,12 +75,6 @@ class Slot(Protocol):
         self.pollent = None
 
 
-def inflate_out(cfg):
-    # An inflater's output buffer: pieces fit the send ring (Protocol.max_piece); a whole
-    # message (max_message) fits too.
-    return max(cfg["max_message"], min(1024, cfg["send_ring"] - 264))
-
-
 def allocate_slots(cfg):
     """(slots, shared receive buffer or None), with all buffers in one block (the arena). main.py calls this before
     importing the rest of the firmware, while the heap is still one piece: allocated
@@ -90,14 +84,7 @@ def allocate_slots(cfg):
     n = cfg["max_connections"] + cfg.get("tls_max", 0)  # (TLS slots last: see tls.py)
     lend = cfg["shared_recv"]
     arena = bytearray(slot_bytes(cfg) * n + lend)
-    k = cfg["inflaters"]
-    if k:  # permessage-deflate's pool, made now like the slots (see compat_inflate)
-        from ringws.compat_inflate import inflate_pool
-
-        size = cfg["inflate_buf"]
-        out = inflate_out(cfg)
-        inflate_pool(k, size, out)
-        print("ringws: permessage-deflate: %d inflaters x %d B (input %d + output %d) = %d B budgeted"
-              % (k, size + out, size, out, k * (size + out)))
+    if cfg["inflaters"]:  # permessage-deflate's pool, made now like the slots
+        __import__("ringws.compat_inflate").compat_inflate.pool(cfg)
     # The shared receive buffer sits at the end of the arena (see Server._borrow).
     return [Slot(i, cfg, arena) for i in range(n)], (memoryview(arena)[-lend:] if lend else None)
