@@ -102,13 +102,14 @@ if MICROPYTHON:
             try:
                 k = d.readinto(buf[off:] if off else buf, n)
             except EOFError:
-                k = -1
+                k = -2  # read past the end of what is there
             except OSError:
-                self.dio = None
-                raise ValueError(1007, "invalid compressed data")
+                k = -1  # invalid data (or, read past the end, stale bytes)
             self.r = s.tell()
             if k < 0 or self.r > self.w:
                 self.dio = None
+                if k == -1 and self.r <= self.w:
+                    raise ValueError(1007, "invalid compressed data")
                 if self.ended:
                     raise ValueError(1007, "compressed message ends inside a block")
                 raise ValueError(1009, "compressed data needs more than %d bytes of lookahead" % _MARGIN)
