@@ -77,11 +77,6 @@ def start():
         else:
             __import__(name)
         gc.collect()
-    if scfg["inflaters"]:
-        # permessage-deflate's code now, into a collected heap: at the first offer, with
-        # connections open, it may not find room.
-        __import__("ringws.pmd")
-        gc.collect()
     import board
     from ringws.server import Server
 

@@ -127,11 +127,9 @@ def _split(data, chunks):
 
 def _pmd():
     # permessage-deflate as the server sets it up: a pool of one inflater, window 9.
-    from ringws import compat_inflate, pmd
+    from ringws import pmd
 
-    cfg = {"inflaters": 1, "inflate_buf": 1024, "inflate_bits": 9, "max_message": MBUF,
-           "send_ring": RING}
-    compat_inflate.pool(cfg)
+    cfg = {"inflaters": 1, "inflate_bits": 9, "max_message": MBUF, "send_ring": RING}
     assert pmd.negotiate("permessage-deflate; client_max_window_bits", cfg)
     return pmd
 

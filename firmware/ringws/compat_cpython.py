@@ -129,12 +129,12 @@ def print_exception(e):
 class Inflater:
     """compat_inflate.Inflater under CPython: zlib, fed incrementally."""
 
-    def __init__(self, src, out, size, bits):
+    def __init__(self, size, out, bits):
         import zlib
 
         self.zlib = zlib
         self.size = size - 9  # (the tail's room, as on MicroPython)
-        self.obuf = memoryview(out)
+        self.obuf = memoryview(bytearray(out))
         self.bits = bits
         self.start()
 

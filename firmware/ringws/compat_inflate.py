@@ -17,35 +17,18 @@ from ringws.compat import MICROPYTHON, const
 TAIL = b"\x00\x00\xff\xff\x01\x00\x00\xff\xff"  # RFC 7692 7.2.2, then an empty final block
 _MARGIN = const(600)
 
-# The pool's buffers, made at start-up beside the slots (slot.allocate_slots): per inflater
-# a BytesIO for compressed input (what DeflateIO reads from) and an output buffer.
-INFLATE = []
-
-
-def pool(cfg):
-    global INFLATE
+if MICROPYTHON:
     import io
 
-    k = cfg["inflaters"]
-    size = cfg["inflate_buf"]
-    if size < 1024 or not 9 <= cfg["inflate_bits"] <= 15:
-        raise ValueError("server settings: inflate_buf must be at least 1024, inflate_bits 9..15")
-    # Output pieces fit the send ring (Protocol.max_piece); a whole message fits too.
-    out = max(cfg["max_message"], min(1024, cfg["send_ring"] - 264))
-    INFLATE = [(io.BytesIO(size) if MICROPYTHON else None, bytearray(out)) for _ in range(k)]
-    print("ringws: permessage-deflate: %d inflaters x %d B (input %d + output %d) = %d B budgeted"
-          % (k, size + out, size, out, k * (size + out)))
-
-if MICROPYTHON:
     import deflate
 
     _SCRATCH = bytearray(128)  # compaction, within one call
 
     class Inflater:
-        def __init__(self, src, out, size, bits):
-            self.src = src  # a BytesIO of size bytes (compat.inflate_pool)
+        def __init__(self, size, out, bits):
+            self.src = io.BytesIO(size)  # (preallocated: writes within size never grow it)
             self.size = size - len(TAIL)
-            self.obuf = memoryview(out)
+            self.obuf = memoryview(bytearray(out))
             self.bits = bits
             self.start()
 

@@ -307,15 +307,15 @@ def request(srv, slot, end):
     if early > len(slot.rbuf):
         return handshake.HttpError(400, "too much data sent before the handshake completed")
     move(0, end, early, slot.rbuf, slot.block)
-    zin = None  # permessage-deflate (pmd.py), where the server has inflaters
+    ext = zin = None  # permessage-deflate (pmd.py), where the server has inflaters
     if srv.cfg["inflaters"]:
         zin = __import__("ringws.pmd").pmd
-        if not zin.offer(req, handler, srv.cfg):
-            zin = None
-    slot.upgrade(handler._ringws_stream, zin)
+        ext = zin.offer(req, handler, srv.cfg)
+    slot.upgrade(handler._ringws_stream, zin if ext else None)
     received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
-    slot.ring.write(handshake.response_101(accept, sub, zin and zin.answer))
+    head = handshake.response_101(accept, sub)
+    slot.ring.write(head if ext is None else head[:-2] + ext)
     slot.conn = srv.Conn(srv, slot, req, sub, slot.remote)
     slot.handler = handler
     return handler

@@ -87,7 +87,7 @@ class FrameHeader:
         return size
 
 
-def check_fits(n, size, reserve):
+def fits_or_raise(n, size, reserve):
     # Never fits beside the reserve: an error naming the largest payload that does (4-byte header).
     if header_size(n) + n + reserve <= size:
         return

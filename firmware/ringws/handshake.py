@@ -60,7 +60,6 @@ KNOWN = (
     b"authorization",
     b"accept-encoding",
     b"if-none-match",
-    b"sec-websocket-extensions",
 )
 
 
@@ -165,7 +164,7 @@ def select_subprotocol(req, supported):
     return None
 
 
-def response_101(accept, subprotocol=None, extensions=None):
+def response_101(accept, subprotocol=None):
     head = (
         "HTTP/1.1 101 Switching Protocols\r\n"
         "Upgrade: websocket\r\n"
@@ -174,6 +173,4 @@ def response_101(accept, subprotocol=None, extensions=None):
     )
     if subprotocol:
         head += "Sec-WebSocket-Protocol: " + subprotocol + "\r\n"
-    if extensions:
-        head += "Sec-WebSocket-Extensions: " + extensions + "\r\n"
     return (head + "\r\n").encode()

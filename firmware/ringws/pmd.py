@@ -16,7 +16,7 @@
 # message buffer (the inflater is back in the pool before the handler runs), else pieces
 # for a streaming handler (1009 without one), the last of them empty. Limits and UTF-8
 # checks apply to the inflated bytes.
-from ringws import compat_inflate
+from ringws import handshake
 from ringws.compat import const
 from ringws.compat_inflate import Inflater
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, move, utf8_step
@@ -29,17 +29,33 @@ _OPEN = const(0)
 _OP_TEXT = const(1)
 _P_MBUF = const(1)
 
+_HEADER = b"sec-websocket-extensions"
+_INPUT = const(1024)  # compressed input per inflater: the decoder's lookahead and more
+
 POOL = []  # free inflaters
-BITS = 0  # our client_max_window_bits (the inflaters' window); 0 until set up
-_MADE = None  # the compat_inflate.INFLATE that POOL was made of
+BITS = 0  # our client_max_window_bits (the inflaters' window)
+_MADE = None  # the settings POOL was made for
 
 
-def _setup(cfg):
-    # At the first offer: the inflaters, around the buffers made at start-up.
+def _settings(cfg):
+    return cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]
+
+
+def start(cfg):
+    """The inflater pool, once per server: at start-up (launch.py), else at the first offer."""
     global BITS, _MADE
     BITS = cfg["inflate_bits"]
-    _MADE = compat_inflate.INFLATE
-    POOL[:] = [Inflater(src, out, cfg["inflate_buf"], BITS) for src, out in _MADE]
+    if not 9 <= BITS <= 15:
+        raise ValueError("server setting inflate_bits must be 9..15 (zlib cannot make 8)")
+    _MADE = _settings(cfg)
+    if _HEADER not in handshake.KNOWN:  # the request parser keeps only the fields it is told
+        handshake.KNOWN += (_HEADER,)
+    k = cfg["inflaters"]
+    # Output pieces fit the send ring (Protocol.max_piece); a whole message fits too.
+    out = max(cfg["max_message"], min(1024, cfg["send_ring"] - 264))
+    POOL[:] = [Inflater(_INPUT, out, BITS) for _ in range(k)]
+    print("ringws: permessage-deflate: %d inflaters x %d B (input %d + output %d) = %d B budgeted"
+          % (k, _INPUT + out, _INPUT, out, k * (_INPUT + out)))
 
 
 # -- negotiation -------------------------------------------------------------------------
@@ -89,21 +105,21 @@ def _accept(params):
     return ans
 
 
-answer = None  # the Sec-WebSocket-Extensions value offer() accepted, for the 101 response
-
-
 def offer(req, handler, cfg):
-    """Accept permessage-deflate for this upgrade request? The answer is then in answer."""
-    global answer
+    """The end of the 101 response (from the Sec-WebSocket-Extensions line) that accepts
+    permessage-deflate for this upgrade request, or None (declined)."""
     value = req.header("sec-websocket-extensions")
-    answer = value and getattr(handler, "compression", True) and negotiate(value, cfg)
-    return answer
+    if value and getattr(handler, "compression", True):
+        value = negotiate(value, cfg)
+        if value:
+            return b"Sec-WebSocket-Extensions: " + value.encode() + b"\r\n\r\n"
+    return None
 
 
 def negotiate(value, cfg):
     """Sec-WebSocket-Extensions' answer to the request's header value, or None."""
-    if compat_inflate.INFLATE is not _MADE:
-        _setup(cfg)
+    if _settings(cfg) != _MADE:
+        start(cfg)  # (a server made without slot.allocate_slots, or a test's settings)
     for offer in value.split(","):
         params = offer.split(";")
         if params[0].strip().lower() == "permessage-deflate":
@@ -119,7 +135,7 @@ def negotiate(value, cfg):
 def data(p):
     """Protocol._data for a compressed message: an event, or -1 to parse on."""
     if p.state != _OPEN:
-        release(p)
+        reset(p)
         return p._data()  # (closing: dropped the same way)
     inf = p.inf
     if inf is None:
@@ -130,12 +146,12 @@ def data(p):
     try:
         return _run(p, inf)
     except ValueError as e:
-        release(p)
+        reset(p)
         return p._fail(e.args[0], e.args[1])
 
 
-def release(p):
-    """The inflater back to the pool (the message ended, or the connection did)."""
+def reset(p):
+    """p's inflater back to the pool (its message ended, or its connection did)."""
     if p.inf is not None:
         POOL.append(p.inf)
         p.inf = None
@@ -199,7 +215,7 @@ def _finish(p, inf, text):
         p.streaming = True
         return _deliver(p, inf.obuf, n, _EV_FRAGMENT, False)
     move(0, 0, n, p.mbuf, inf.obuf)
-    release(p)
+    reset(p)
     p.in_frame = False
     return _deliver(p, p.mbuf, n, _EV_FRAGMENT if p.streaming else _EV_MESSAGE, True)
 

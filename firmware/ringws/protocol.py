@@ -6,7 +6,7 @@
 # span (rbuf[tx_off:tx_end]) and calls sent_span(n), then the ring (ring.consume). Also:
 # upgrade(), move_input() (the shared buffer), send_ping(), close(), reset() (slot freed).
 from ringws.compat import MICROPYTHON, const
-from ringws.frames import FrameHeader, check_fits, close_code_valid, header_size, unmask, write_header
+from ringws.frames import FrameHeader, fits_or_raise, close_code_valid, header_size, unmask, write_header
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
 from ringws.kernels import utf8_valid as is_valid
 from ringws.ring import RingBuffer
@@ -76,7 +76,7 @@ class Protocol(FrameHeader):
 
     def reset(self):
         if self.zin is not None:
-            self.zin.release(self)
+            self.zin.reset(self)  # (its inflater back to the pool)
             self.zin = self.zmsg = None
         self.rbuf = self.own_rbuf
         # Relayed span, written before the ring (tx_end 0: none); j_off: a piece to join it.
@@ -460,14 +460,14 @@ class Protocol(FrameHeader):
         if header_size(n) + n + CONTROL_RESERVE <= ring.size - ring.used:
             ring.write_frame(0x81 if text else 0x82, data)
             return True
-        check_fits(n, ring.size, CONTROL_RESERVE)
+        fits_or_raise(n, ring.size, CONTROL_RESERVE)
         return False
 
     def send_fragment(self, data, text, first, last):
         if self.state != OPEN or first == self.out_frag:
             return False
         n = len(data)
-        check_fits(n, self.ring.size, CONTROL_RESERVE)
+        fits_or_raise(n, self.ring.size, CONTROL_RESERVE)
         op = (_OP_TEXT if text else _OP_BINARY) if first else _OP_CONT
         if not self._queue(op, last, data, CONTROL_RESERVE):
             return False

@@ -84,7 +84,7 @@ def allocate_slots(cfg):
     n = cfg["max_connections"] + cfg.get("tls_max", 0)  # (TLS slots last: see tls.py)
     lend = cfg["shared_recv"]
     arena = bytearray(slot_bytes(cfg) * n + lend)
-    if cfg["inflaters"]:  # permessage-deflate's pool, made now like the slots
-        __import__("ringws.compat_inflate").compat_inflate.pool(cfg)
+    if cfg["inflaters"]:  # permessage-deflate's pool (pmd.py), made now like the slots
+        __import__("ringws.pmd").pmd.start(cfg)
     # The shared receive buffer sits at the end of the arena (see Server._borrow).
     return [Slot(i, cfg, arena) for i in range(n)], (memoryview(arena)[-lend:] if lend else None)
