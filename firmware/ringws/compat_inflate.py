@@ -26,7 +26,9 @@ if MICROPYTHON:
 
     class Inflater:
         def __init__(self, size, out, bits):
-            self.src = io.BytesIO(size)  # (preallocated: writes within size never grow it)
+            # Preallocated: writes within size never grow it. (getattr: the stubs leave out
+            # BytesIO's file methods, seek, tell, readinto, write, which the port has.)
+            self.src = getattr(io, "BytesIO")(size)
             self.size = size - len(TAIL)
             self.obuf = memoryview(bytearray(out))
             self.bits = bits
