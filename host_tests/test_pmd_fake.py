@@ -176,7 +176,7 @@ def test_a_message_split_at_every_byte():
 def test_empty_messages_and_empty_frames():
     async def scenario(ctx):
         c = await open_pmd(ctx)
-        for z in (squeeze(b""), b"\x00", squeeze(b"", final=True)):
+        for z in (squeeze(b""), b"\x00", b"", squeeze(b"", final=True)):
             c.send_raw(frames(z, False))
             assert await c.message() == (False, b"")
         z = squeeze(b"abc")

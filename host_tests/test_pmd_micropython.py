@@ -143,5 +143,6 @@ def test_limits_and_broken_streams(tmp_path):
         # 300 empty blocks in a row mid-message: more than the decoder's 600-byte lookahead.
         (1, 278, frames(squeeze(TEXT, flushes=300), True, cuts=(1000, 2000)), "error 1009"),
         (1, 278, frames(squeeze(TEXT, flushes=20), True, cuts=(1000,)), digest(TEXT)),
+        (1, 278, frames(b"", False) + frames(b"", True, cuts=(0,)), digest(b"") + " " + digest(b"")),
     ]
     run_cases(tmp_path, cases)

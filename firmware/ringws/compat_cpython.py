@@ -142,6 +142,7 @@ class Inflater:
         self.d = None
         self.pend = b""
         self.ended = self.done = False
+        self.fed = 0
 
     def room(self):
         return 1 << 30 if self.done else self.size - len(self.pend)
@@ -149,11 +150,13 @@ class Inflater:
     def feed(self, buf, off, n):
         if not self.done:
             self.pend += bytes(buf[off : off + n])
+            self.fed += n
 
     def end(self):
         self.ended = True
         if not self.done:
-            self.pend += b"\x00\x00\xff\xff\x01\x00\x00\xff\xff"  # (compat_inflate.TAIL)
+            # (compat_inflate.TAIL, or EMPTY for an empty payload: 0x00, RFC 7692 7.2.3.6)
+            self.pend += (b"" if self.fed else b"\x00") + b"\x00\x00\xff\xff\x01\x00\x00\xff\xff"
 
     def out(self, buf, off, n):
         if self.done or n <= 0:

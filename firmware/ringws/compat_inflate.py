@@ -15,6 +15,7 @@
 from ringws.compat import MICROPYTHON, const
 
 TAIL = b"\x00\x00\xff\xff\x01\x00\x00\xff\xff"  # RFC 7692 7.2.2, then an empty final block
+EMPTY = b"\x00" + TAIL
 _MARGIN = const(600)
 
 if MICROPYTHON:
@@ -35,7 +36,7 @@ if MICROPYTHON:
             self.start()
 
         def start(self):
-            self.r = self.w = 0
+            self.r = self.w = self.fed = 0
             self.ended = self.done = False
             self.dio = None
 
@@ -62,14 +63,17 @@ if MICROPYTHON:
             s.seek(self.w)
             s.write(buf, off, n)
             self.w += n
+            self.fed += n
 
         def end(self):
             self.ended = True
             if not self.done:
                 s = self.src
                 s.seek(self.w)
-                s.write(TAIL)
-                self.w += len(TAIL)
+                # An empty payload reads as 0x00 (RFC 7692 7.2.3.6), as zlib-based peers do.
+                tail = TAIL if self.fed else EMPTY
+                s.write(tail)
+                self.w += len(tail)
 
         def out(self, buf, off, n):
             if self.done or n <= 0:
