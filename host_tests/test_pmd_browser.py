@@ -1,7 +1,6 @@
 """permessage-deflate with headless Chromium (Debian's, driven by Playwright), which always
-offers it: against the firmware under the unix port at 110 KiB (4 slots: with 5, 1 run in 3
-ran out of heap beside the HTTP request for the page), the page's WebSocket to
-/echo negotiates it and gets back what it sent, text and binary, small to 256 KiB."""
+offers it: against the firmware under the unix port at 110 KiB (5 slots, as `make sim
+DEFLATE=1`), the page's WebSocket to /echo negotiates it and gets back what it sent, text and binary, small to 256 KiB."""
 import os
 
 import pytest
@@ -38,7 +37,7 @@ ECHO = """async (url) => {
 @pytest.fixture(scope="module")
 def fw(tmp_path_factory):
     f = Firmware(tmp_path_factory.mktemp("pmd_browser") / "fw",
-                 server={"inflaters": 1, "max_connections": 4, "ping_interval_ms": 0}).start()
+                 server={"inflaters": 1, "max_connections": 5, "ping_interval_ms": 0}).start()
     yield f
     f.stop()
     out = f.log(tail=None)
