@@ -22,6 +22,7 @@ SIM_SLOTS = $(if $(filter 110k,$(SIM_HEAP)),,--set max_connections=9)
 
 help:
 	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module]   run the firmware under the MicroPython unix port"
+	@echo "make sim DEFLATE=1                 the same with permessage-deflate (1 inflater; 5 slots at 110k)"
 	@echo "make cert BOARD=.. HOST=..         EC key + self-signed certificate: certs/BOARD.pem (wss/https)"
 	@echo "make test                          set up .venv from scratch and run every test"
 	@echo "make bench | bench-quick           speed and memory against peers"
@@ -40,7 +41,7 @@ $(STAMP): requirements.txt
 venv: $(STAMP)
 
 build: $(STAMP)
-	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(SIM_SLOTS) $(if $(APP),--set app=$(APP))
+	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(SIM_SLOTS) $(if $(APP),--set app=$(APP)) $(if $(DEFLATE),--set inflaters=1 $(if $(filter 110k,$(SIM_HEAP)),--set max_connections=5))
 
 # HOST: the board's names and addresses, space- or comma-separated (subjectAltName).
 cert: $(STAMP)

@@ -13,8 +13,8 @@ package(
     "ringws",
     files=[
         "__init__.py", "access.py", "aio.py", "body.py", "compat.py", "compat_aio.py",
-        "config.py", "connection.py", "frames.py", "handshake.py",
-        "http.py", "kernels.py", "protocol.py", "ring.py", "server.py", "slot.py",
+        "compat_inflate.py", "config.py", "connection.py", "frames.py", "handshake.py",
+        "http.py", "kernels.py", "pmd.py", "protocol.py", "ring.py", "server.py", "slot.py",
         "tls.py",
     ],
     base_path="firmware",

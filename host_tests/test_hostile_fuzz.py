@@ -4,6 +4,7 @@ the frame decoder fed random, mutated and chunked client streams, with backpress
 No exception escapes; every refusal is a documented HTTP status or a close code with the
 close frame queued; nothing is delivered after a failure."""
 import os
+import random
 import sys
 
 import pytest
@@ -42,6 +43,28 @@ def test_fuzz_frame_decoder():
     assert fuzz.stats["frames"] - before >= EXAMPLES
     ev = fuzz.stats["events"]
     assert ev.get(fuzz.EV_MESSAGE) and ev.get(fuzz.EV_ERROR)
+
+
+@pytest.mark.slow
+def test_fuzz_permessage_deflate():
+    before = fuzz.stats["deflate"]
+    TESTS["deflate"]()
+    assert fuzz.stats["deflate"] - before >= EXAMPLES
+    ev = fuzz.stats["events"]
+    assert ev.get(fuzz.EV_FRAGMENT) and fuzz.stats["close_codes"].get(1007)
+
+
+def test_compressed_streams_inflate_exactly_or_fail_cleanly():
+    text = "r\u00e9sum\u00e9 \u2713 ".encode() * 300
+    msgs = [(True, text, 9, False, [5, 900]), (False, bytes(70000), 9, True, []),
+            (False, b"", 9, False, [])]
+    events = fuzz.run_deflate(msgs, [1, 7, 300], stream=True, refuse_every=3)
+    assert events[-1][0] == fuzz.EV_MESSAGE or events[-1][3]
+    events = fuzz.run_deflate(msgs, [64], stream=False)  # (64-byte message buffer)
+    assert events[-1][:2] == (fuzz.EV_ERROR, 1009)
+    blob = random.Random(1).randbytes(2048)  # (no repeats inside: the match is 2048 back)
+    events = fuzz.run_deflate([(False, blob + blob, 15, False, [])], stream=True)  # window 15
+    assert events[-1][:2] == (fuzz.EV_ERROR, 1007)
 
 
 @pytest.mark.parametrize("data", [

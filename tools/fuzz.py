@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Fuzz the handshake parser and the frame decoder (`make fuzz`).
+"""Fuzz the handshake parser, the frame decoder and permessage-deflate (`make fuzz`).
 
-    tools/fuzz.py [--examples N] [--seconds S] [--target handshake|frames|all]
+    tools/fuzz.py [--examples N] [--seconds S] [--target handshake|frames|deflate|all]
 
 Hypothesis drives both targets with random bytes, mutations of valid input and random
 chunking, on the host board's slot (boards/host.json: the receive buffer, send ring and
@@ -10,6 +10,11 @@ exception escapes; every refusal is an HTTP status the server documents (handsha
 close code with a close frame queued (frames); after a failure nothing more is delivered. The same targets run with a small budget in `make test`
 (host_tests/test_hostile_fuzz.py). Prints executions, events seen and findings; exits 1 on
 a finding, with the smallest failing input Hypothesis found.
+
+The deflate target: messages compressed by zlib (windows 9..15, a sync flush or a final
+block), cut into frames anywhere, maybe mutated, fed to a Protocol that negotiated
+permessage-deflate (one inflater, window 9). Beside the properties above, an intact
+stream whose window fits must come out exactly as it went in.
 """
 import argparse
 import base64
@@ -66,7 +71,7 @@ class Finding(AssertionError):
     pass
 
 
-stats = {"handshake": 0, "frames": 0, "events": {}, "statuses": {}, "close_codes": {}}
+stats = {"handshake": 0, "frames": 0, "deflate": 0, "events": {}, "statuses": {}, "close_codes": {}}
 
 
 def _count(table, key):
@@ -120,12 +125,75 @@ def _split(data, chunks):
     return out
 
 
-def run_frames(data, chunks=(), stream=False, refuse_every=0):
+def _pmd():
+    # permessage-deflate as the server sets it up: a pool of one inflater, window 9.
+    from ringws import pmd
+
+    cfg = {"inflaters": 1, "inflate_bits": 9, "max_message": MBUF, "send_ring": RING}
+    assert pmd.negotiate("permessage-deflate; client_max_window_bits", cfg)
+    return pmd
+
+
+def run_frames(data, chunks=(), stream=False, refuse_every=0, zin=None):
     """Feed client bytes to a Protocol in chunks, handling events like the runtime does
-    (optionally refusing every n-th event to exercise backpressure). Returns the events."""
+    (optionally refusing every n-th event to exercise backpressure). Returns the events.
+    zin: the pmd module, as if permessage-deflate was negotiated."""
     stats["frames"] += 1
     p = Protocol(bytearray(RECV), bytearray(RING), bytearray(MBUF))
-    p.can_stream = stream
+    p.upgrade(stream, zin)
+    try:
+        return _feed_frames(p, data, chunks, refuse_every)
+    finally:
+        p.reset()  # (the inflater goes back to the pool)
+
+
+def run_deflate(msgs, chunks=(), stream=False, refuse_every=0, garble=()):
+    """Compressed messages ((text, payload, wbits, final, cuts), ...) as frames, maybe
+    garbled at (offset, byte) pairs; an intact stream must come out as it went in."""
+    import zlib
+
+    stats["deflate"] += 1
+    data = b""
+    for text, payload, wbits, final, cuts in msgs:
+        c = zlib.compressobj(6, zlib.DEFLATED, -wbits)
+        z = c.compress(payload) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+        if not final:
+            z = z[:-4]
+        edges = [0] + sorted(set(k % (len(z) + 1) for k in cuts)) + [len(z)]
+        for i in range(len(edges) - 1):
+            op = (1 if text else 2) if i == 0 else 0
+            b0 = (0x80 if i == len(edges) - 2 else 0) | (0x40 if i == 0 else 0) | op
+            part = z[edges[i]:edges[i + 1]]
+            n = len(part)
+            head = bytes((b0, 0x80 | n)) if n < 126 else bytes((b0, 0xFE)) + struct.pack(">H", n)
+            data += head + b"\0\0\0\0" + part  # (a zero mask)
+    clean = bytearray(data)
+    for pos, val in garble:
+        if data:
+            clean[pos % len(clean)] = val
+    garbled = bytes(clean) != data
+    events = run_frames(bytes(clean), chunks, stream, refuse_every, _pmd())
+    if garbled or any(m[2] > 9 for m in msgs):
+        return events
+    got = []
+    part = b""
+    for e in events:
+        if e[0] == EV_ERROR:
+            if e[1] != 1009 or stream:
+                raise Finding("intact compressed stream failed with %r" % (e,))
+            return events
+        part += e[1]
+        if e[0] == EV_MESSAGE or e[3]:
+            got.append((e[2], part))
+            part = b""
+    want = [(m[0], m[1]) for m in msgs]
+    if got != want:
+        raise Finding("inflated %r, sent %r" % ([(t, len(x)) for t, x in got],
+                                               [(t, len(x)) for t, x in want]))
+    return events
+
+
+def _feed_frames(p, data, chunks, refuse_every):
     events = []
     failed = False
     pieces = _split(data, chunks)
@@ -156,7 +224,7 @@ def run_frames(data, chunks=(), stream=False, refuse_every=0):
                     data_len = len(p.ev_data)
                     if ev == EV_MESSAGE and data_len > max(RECV, MBUF):
                         raise Finding("message of %d bytes beyond the limits" % data_len)
-                    events.append((ev, bytes(p.ev_data), p.ev_text))
+                    events.append((ev, bytes(p.ev_data), p.ev_text, p.ev_last))
                     p.consume()
                     progressed = True
                     continue
@@ -172,8 +240,8 @@ def run_frames(data, chunks=(), stream=False, refuse_every=0):
             _drain(p)
             if p.state == CLOSED:
                 return events
-            if off >= len(piece) and not progressed and p.pending:
-                continue  # refused event: offer it again
+            if off >= len(piece) and p.pending:
+                continue  # refused event: offer it again (every refuse_every-th is refused)
             if off >= len(piece):
                 break
     return events
@@ -305,7 +373,25 @@ def strategies():
         st.binary(max_size=1000),
     )
     chunks = st.lists(st.integers(1, 300), max_size=12)
-    return {"frames": frames_input, "heads": heads, "chunks": chunks}
+    payload = st.one_of(st.text(max_size=400).map(lambda s: s.encode()), st.binary(max_size=3000),
+                        st.builds(lambda b, n: b * n, st.binary(min_size=1, max_size=3),
+                                  st.integers(0, 20000)))
+    zmsg = st.builds(lambda t, p, w, f, c: (t and _utf8(p), p, w, f, c), st.booleans(), payload,
+                     st.sampled_from([9] * 6 + list(range(10, 16))), st.booleans(),
+                     st.lists(st.integers(0, 5000), max_size=6))
+    zmsgs = st.lists(zmsg, min_size=1, max_size=4)
+    garble = st.one_of(st.just(()), st.just(()), st.lists(
+        st.tuples(st.integers(0, 8000), st.integers(0, 255)), min_size=1, max_size=3))
+    return {"frames": frames_input, "heads": heads, "chunks": chunks, "zmsgs": zmsgs,
+            "garble": garble}
+
+
+def _utf8(b):
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def make_tests(examples, deadline=None):
@@ -326,16 +412,21 @@ def make_tests(examples, deadline=None):
     def fuzz_frames(data, chunks, stream, refuse):
         run_frames(data, chunks, stream, refuse)
 
-    return {"handshake": fuzz_handshake, "frames": fuzz_frames}
+    @cfg
+    @given(s["zmsgs"], s["chunks"], st.booleans(), st.sampled_from([0, 0, 2, 3]), s["garble"])
+    def fuzz_deflate(msgs, chunks, stream, refuse, garble):
+        run_deflate(msgs, chunks, stream, refuse, garble)
+
+    return {"handshake": fuzz_handshake, "frames": fuzz_frames, "deflate": fuzz_deflate}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=200000, help="per target and round")
     ap.add_argument("--seconds", type=float, default=600, help="stop starting rounds after")
-    ap.add_argument("--target", default="all", choices=("all", "handshake", "frames"))
+    ap.add_argument("--target", default="all", choices=("all", "handshake", "frames", "deflate"))
     args = ap.parse_args(argv)
-    targets = ["handshake", "frames"] if args.target == "all" else [args.target]
+    targets = ["handshake", "frames", "deflate"] if args.target == "all" else [args.target]
     per_round = max(1, min(args.examples, 20000))
     findings = []
     t0 = time.monotonic()

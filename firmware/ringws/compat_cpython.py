@@ -124,3 +124,55 @@ def print_exception(e):
     import traceback
 
     traceback.print_exception(type(e), e, e.__traceback__)
+
+
+class Inflater:
+    """compat_inflate.Inflater under CPython: zlib, fed incrementally."""
+
+    def __init__(self, size, out, bits):
+        import zlib
+
+        self.zlib = zlib
+        self.size = size - 9  # (the tail's room, as on MicroPython)
+        self.obuf = memoryview(bytearray(out))
+        self.bits = bits
+        self.start()
+
+    def start(self):
+        self.d = None
+        self.pend = b""
+        self.ended = self.done = False
+        self.fed = 0
+
+    def room(self):
+        return 1 << 30 if self.done else self.size - len(self.pend)
+
+    def feed(self, buf, off, n):
+        if not self.done:
+            self.pend += bytes(buf[off : off + n])
+            self.fed += n
+
+    def end(self):
+        self.ended = True
+        if not self.done:
+            # (compat_inflate.TAIL, or EMPTY for an empty payload: 0x00, RFC 7692 7.2.3.6)
+            self.pend += (b"" if self.fed else b"\x00") + b"\x00\x00\xff\xff\x01\x00\x00\xff\xff"
+
+    def out(self, buf, off, n):
+        if self.done or n <= 0:
+            return 0
+        if self.d is None:
+            self.d = self.zlib.decompressobj(-self.bits)
+        try:
+            data = self.d.decompress(self.pend, n)
+        except self.zlib.error:
+            raise ValueError(1007, "invalid compressed data")
+        self.pend = self.d.unconsumed_tail
+        k = len(data)
+        buf[off : off + k] = data
+        if self.d.eof:
+            self.done = True
+            self.d = None
+        elif not k and self.ended and not self.pend:
+            raise ValueError(1007, "compressed message ends inside a block")
+        return k

@@ -23,6 +23,12 @@ DEFAULTS = {
     "max_rejecting": 2,
     "gc_collect": True,
     "static_chunk": 512,
+    # permessage-deflate (RFC 7692, ringws/pmd.py): inflaters made at start-up (0: declined,
+    # its code never loads); the client's window is capped at inflate_bits
+    # (client_max_window_bits, 9..15: zlib cannot make 8; 15 also accepts clients that
+    # cannot be capped, 32 KiB per message). Checked where the pool is made (pmd.start).
+    "inflaters": 0,
+    "inflate_bits": 9,
 }
 
 

@@ -321,10 +321,15 @@ def request(srv, slot, end):
     if early > len(slot.rbuf):
         return handshake.HttpError(400, "too much data sent before the handshake completed")
     move(0, end, early, slot.rbuf, slot.block)
-    slot.upgrade(handler._ringws_stream, hasattr(handler, "on_pong"))
+    ext = zin = None  # permessage-deflate (pmd.py), where the server has inflaters
+    if srv.cfg["inflaters"]:
+        zin = __import__("ringws.pmd").pmd
+        ext = zin.offer(req, handler, srv.cfg)
+    slot.upgrade(handler._ringws_stream, hasattr(handler, "on_pong"), zin if ext else None)
     received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
-    slot.ring.write(handshake.response_101(accept, sub))
+    head = handshake.response_101(accept, sub)
+    slot.ring.write(head if ext is None else head[:-2] + ext)
     slot.conn = srv.Conn(srv, slot, req, sub, slot.remote)
     slot.handler = handler
     return handler

@@ -87,6 +87,17 @@ class FrameHeader:
         return size
 
 
+def fits_or_raise(n, size, reserve):
+    # Never fits beside the reserve: an error naming the largest payload that does (4-byte header).
+    if header_size(n) + n + reserve <= size:
+        return
+    most = size - reserve - 4
+    if most > 65535:
+        most = max(65535, most - 6)
+    raise ValueError("%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
+                     % (n, size, most))
+
+
 def header_size(length):
     """Bytes of an unmasked (server) header for a payload of this length."""
     if length < 126:

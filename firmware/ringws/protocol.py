@@ -6,7 +6,7 @@
 # span (rbuf[tx_off:tx_end]) and calls sent_span(n), then the ring (ring.consume). Also:
 # upgrade(), move_input() (the shared buffer), send_ping(), close(), reset() (slot freed).
 from ringws.compat import MICROPYTHON, const
-from ringws.frames import FrameHeader, close_code_valid, header_size, unmask, write_header
+from ringws.frames import FrameHeader, fits_or_raise, close_code_valid, header_size, unmask, write_header
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
 from ringws.kernels import utf8_valid as is_valid
 from ringws.ring import RingBuffer
@@ -53,19 +53,12 @@ len = len
 _SCRATCH = bytearray(14)  # header bytes on their way into a ring, within one call
 
 
-def _check_fits(n, size):
-    # Never fits beside the reserve: an error naming the largest payload that does (4-byte header).
-    if header_size(n) + n + CONTROL_RESERVE <= size:
-        return
-    most = size - CONTROL_RESERVE - 4
-    if most > 65535:
-        most = max(65535, most - 6)
-    raise ValueError("%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
-                     % (n, size, most))
-
-
 class Protocol(FrameHeader):
     # Inherits the current frame's header fields: one object per connection, not several.
+    # permessage-deflate (pmd.py), where negotiated: zin the pmd module, zmsg this message is
+    # compressed, inf its inflater. Class defaults: a field set costs every slot's table.
+    zmsg = inf = zin = None
+
     def __init__(self, rbuf, ring_buf, mbuf):
         recv_size = len(rbuf)
         if recv_size < 2 * (14 + _MAX_CONTROL):
@@ -81,6 +74,9 @@ class Protocol(FrameHeader):
         self.reset()
 
     def reset(self):
+        if self.zin is not None:
+            self.zin.reset(self)  # (its inflater back to the pool)
+            self.zin = self.zmsg = None
         self.rbuf = self.own_rbuf
         # Relayed span, written before the ring (tx_end 0: none); j_off: a piece to join it.
         self.tx_off = self.tx_end = 0
@@ -127,11 +123,13 @@ class Protocol(FrameHeader):
             self.rlen += n
             return n
 
-    def upgrade(self, can_stream, pongs=False):
-        # Handshake accepted: frames follow, none read yet. can_stream: what the handler takes;
-        # pongs: every pong is an event (EV_PONG; pong_seen stays None).
+    def upgrade(self, can_stream, pongs=False, zin=None):
+        # Handshake accepted: frames follow. can_stream: what the handler takes; pongs: each
+        # pong is an event (EV_PONG); zin: pmd, when permessage-deflate was negotiated.
         self.rpos = self.rlen = 0
         self.can_stream, self.pong_seen = can_stream, (None if pongs else False)
+        if zin is not None:
+            self.zin = zin
 
     def move_input(self, buf):
         """Make buf the receive buffer, taking along what is not parsed yet."""
@@ -192,7 +190,7 @@ class Protocol(FrameHeader):
                 if ev >= 0:
                     return ev
                 continue
-            ev = self._data()
+            ev = self.zin.data(self) if self.zmsg else self._data()
             if ev >= 0:
                 return ev
         self.rpos = self.rlen  # closed: what the peer sends now is read and dropped
@@ -204,8 +202,8 @@ class Protocol(FrameHeader):
         if size == 0:
             return EV_NONE
         op = h.opcode
-        if h.rsv:
-            return self._fail(_CLOSE_PROTOCOL, "reserved bits set without an extension")
+        if h.rsv and (h.rsv != 0x40 or self.zin is None or op == _OP_CONT or op >= _OP_CLOSE):
+            return self._fail(_CLOSE_PROTOCOL, "reserved bits set where no extension allows them")
         if op > _OP_BINARY and op < _OP_CLOSE or op > _OP_PONG:
             return self._fail(_CLOSE_PROTOCOL, "reserved opcode %d" % op)
         if not h.masked:
@@ -224,11 +222,13 @@ class Protocol(FrameHeader):
             if self.msg_op:
                 return self._fail(_CLOSE_PROTOCOL, "new message inside a fragmented one")
             self.msg_op = op
+            if self.zin is not None:
+                self.zmsg = h.rsv != 0
             self.mlen = 0
             self.streaming = False
             self.stream_first = True
             self.u8 = UTF8_ACCEPT
-        if op < _OP_CLOSE and not self.can_stream and self.state == OPEN:
+        if op < _OP_CLOSE and not self.can_stream and self.state == OPEN and not self.zmsg:
             total = self.mlen + h.length
             if total > len(self.mbuf) and not (op != _OP_CONT and h.fin and h.length <= len(self.own_rbuf)):
                 return self._fail(_CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
@@ -461,14 +461,14 @@ class Protocol(FrameHeader):
         if header_size(n) + n + CONTROL_RESERVE <= ring.size - ring.used:
             ring.write_frame(0x81 if text else 0x82, data)
             return True
-        _check_fits(n, ring.size)
+        fits_or_raise(n, ring.size, CONTROL_RESERVE)
         return False
 
     def send_fragment(self, data, text, first, last):
         if self.state != OPEN or first == self.out_frag:
             return False
         n = len(data)
-        _check_fits(n, self.ring.size)
+        fits_or_raise(n, self.ring.size, CONTROL_RESERVE)
         op = (_OP_TEXT if text else _OP_BINARY) if first else _OP_CONT
         if not self._queue(op, last, data, CONTROL_RESERVE):
             return False
@@ -524,7 +524,7 @@ class Protocol(FrameHeader):
             return True
         if kind != _P_RBUF:  # a whole frame, or the assembled start of a message: its own frame
             total = len(self.ev_data)
-            fin = kind == _P_WHOLE  # (nothing of a whole frame comes later)
+            fin = kind == _P_WHOLE or self.ev_last  # (nothing of a whole frame comes later)
             if fin and n != total:
                 raise ValueError("a whole frame is relayed whole (%d of %d bytes given)" % (n, total))
         else:

@@ -84,5 +84,11 @@ def allocate_slots(cfg):
     n = cfg["max_connections"] + cfg.get("tls_max", 0)  # (TLS slots last: see tls.py)
     lend = cfg["shared_recv"]
     arena = bytearray(slot_bytes(cfg) * n + lend)
+    slots = [Slot(i, cfg, arena) for i in range(n)]
+    if cfg["inflaters"]:  # permessage-deflate's pool (pmd.py), made now like the slots
+        __import__("ringws.pmd").pmd.start(cfg)
+        for s in slots:
+            # Its fields too: set later, each slot's table would grow then, in a heap in pieces.
+            s.zin = s.inf = s.zmsg = None
     # The shared receive buffer sits at the end of the arena (see Server._borrow).
-    return [Slot(i, cfg, arena) for i in range(n)], (memoryview(arena)[-lend:] if lend else None)
+    return slots, (memoryview(arena)[-lend:] if lend else None)

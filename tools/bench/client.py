@@ -16,8 +16,32 @@ import time
 MASK = b"\x37\xfa\x21\x3d"
 
 
-def masked_frame(size, opcode=2, fin=True):
+def json_like(size):
+    """size bytes of JSON-ish text, as telemetry looks (the compressed cell's payload)."""
+    rec = b'{"id": %d, "sensor": "temperature", "value": %d.%d, "ok": true}, '
+    out = b"".join(rec % (i, 20 + i % 7, i % 10) for i in range(size // 40 + 1))
+    return out[:size]
+
+
+def deflated(payload):
+    """payload as a permessage-deflate client sends it: raw deflate, window 9, the sync
+    flush's 00 00 ff ff taken off."""
+    import zlib
+
+    c = zlib.compressobj(6, zlib.DEFLATED, -9)
+    return (c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def masked_frame(size, opcode=2, fin=True, deflate=False):
+    """One masked frame of size payload bytes; deflate: JSON-like text, compressed (RSV1).
+    Returns (frame, the payload as the echo returns it)."""
     payload = bytes((i * 7 + 3) & 0xFF for i in range(size))
+    plain = payload
+    if deflate:
+        plain = json_like(size)
+        payload = deflated(plain)
+        size = len(payload)
+        opcode = 0x41  # RSV1 + text
     head = bytearray([(0x80 if fin else 0) | opcode])
     if size < 126:
         head.append(0x80 | size)
@@ -28,7 +52,7 @@ def masked_frame(size, opcode=2, fin=True):
         head.append(0x80 | 127)
         head += size.to_bytes(8, "big")
     body = bytes(b ^ MASK[i & 3] for i, b in enumerate(payload))
-    return bytes(head) + MASK + body, payload
+    return bytes(head) + MASK + body, plain
 
 
 class CtlError(Exception):
@@ -73,8 +97,9 @@ class HandshakeError(Exception):
     pass
 
 
-def connect(port, path, timeout=5.0):
-    """A connected blocking socket, upgraded when path is given; returns (sock, leftover)."""
+def connect(port, path, timeout=5.0, deflate=False):
+    """A connected blocking socket, upgraded when path is given; returns (sock, leftover).
+    deflate: offer permessage-deflate, and insist that it is accepted."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if path is None:
@@ -82,7 +107,9 @@ def connect(port, path, timeout=5.0):
     key = base64.b64encode(os.urandom(16))
     s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
               b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
-              b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+              b"\r\nSec-WebSocket-Version: 13\r\n" + (
+                  b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                  if deflate else b"") + b"\r\n")
     data = b""
     while b"\r\n\r\n" not in data:
         try:
@@ -102,6 +129,9 @@ def connect(port, path, timeout=5.0):
         why = head.split(b"\r\n")[0].decode("latin-1")
         body = rest.strip()[:80].decode("latin-1", "replace")
         raise HandshakeError(why + (": " + body if body else ""))
+    if deflate and b"permessage-deflate" not in head:
+        s.close()
+        raise HandshakeError("permessage-deflate declined")
     return s, rest
 
 
@@ -195,10 +225,10 @@ class Conn:
         self.dead = None
 
 
-def open_conns(port, path, n, frame_len):
+def open_conns(port, path, n, frame_len, deflate=False):
     conns = []
     for _ in range(n):
-        s, rest = connect(port, path)
+        s, rest = connect(port, path, deflate=deflate)
         c = Conn(s, ByteCounter(frame_len) if path is None else FrameCounter())
         if rest:
             c.counter.feed(rest)
@@ -219,7 +249,7 @@ def close_conns(conns, path):
 
 
 def run_load(port, path, size, inflight, nconns, duration, warmup=0.1, max_messages=None,
-             latency=True, conns=None):
+             latency=True, conns=None, deflate=False):
     """Keep `inflight` messages in flight on each of `nconns` connections.
 
     Returns a dict: messages, MB (payload one way), seconds, msg_s, mb_s, client_cpu (share
@@ -228,12 +258,12 @@ def run_load(port, path, size, inflight, nconns, duration, warmup=0.1, max_messa
     With conns (from open_conns), uses and keeps those connections: nothing is opened or
     closed inside the measurement.
     """
-    frame, _payload = masked_frame(size)
+    frame, _payload = masked_frame(size, deflate=deflate)
     flen = len(frame)
     batch = memoryview(frame * inflight)
     keep = conns is not None
     if not keep:
-        conns = open_conns(port, path, nconns, flen)
+        conns = open_conns(port, path, nconns, flen, deflate)
     sel = selectors.DefaultSelector()
     lat = []
     now = time.perf_counter

@@ -2,7 +2,7 @@
 import platform
 import sys
 
-ORDER = ["ringws", "ringws-shared", "ringws-async", "microdot", "chumicro", "raw-tcp"]
+ORDER = ["ringws", "ringws-shared", "ringws-async", "ringws-deflate", "microdot", "chumicro", "raw-tcp"]
 OURS = ("ringws", "ringws-shared", "ringws-async")
 
 

@@ -117,7 +117,8 @@ def throughput(fleet, cfg):
                         continue
                     try:
                         r = client.run_load(srv.port, srv.target.path, size, inflight, conns,
-                                            cfg["duration"], warmup=cfg["warmup"])
+                                            cfg["duration"], warmup=cfg["warmup"],
+                                            deflate=getattr(srv.target, "deflate", False))
                     except (OSError, client.HandshakeError) as e:
                         r = {"errors": [str(e)], "msg_s": 0, "mb_s": 0, "client_cpu": 0,
                              "latencies": []}
@@ -261,7 +262,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="the under-90-s version")
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
     ap.add_argument("--out", default=os.path.join(peers.ROOT, "bench-results"))
-    ap.add_argument("--targets", default="ringws,ringws-shared,ringws-async,microdot,chumicro,raw-tcp")
+    ap.add_argument("--targets", default="ringws,ringws-shared,ringws-async,ringws-deflate,microdot,chumicro,raw-tcp")
     ap.add_argument("--heap", help="MicroPython heap for every target (default 110k)")
     ap.add_argument("--big-heap", help="second heap for capacity and allocation (2M)")
     args = ap.parse_args(argv)
@@ -328,6 +329,8 @@ def main(argv=None):
     # Phase 2: allocation per message (big heap, collector paused), capacity at both heaps.
     for t in tlist:
         info = res["targets"].setdefault(t.name, {})
+        if getattr(t, "deflate", False):
+            continue  # (the compressed cell is a throughput cell; the rest is ringws's)
         heaps = [cfg["heap"]] + ([] if cfg.get("skip_big") else [cfg["big_heap"]])
         # Allocation always at the big heap: with the collector paused, a server at the
         # small one can run out of heap before the count is done.

@@ -140,7 +140,28 @@ class RingwsAsync(Ringws):
         self.note += ", app aecho (async echo on /aecho)"
 
 
-ALL = [Ringws, RingwsShared, RingwsAsync, Microdot, Chumicro, Raw]
+class RingwsDeflate(Ringws):
+    """The host build with permessage-deflate on (one inflater, 4 slots: with 5 the bench's
+    server script leaves it out of heap): the client sends JSON-like text compressed
+    (RSV1, window 9), the echo answers uncompressed."""
+    name = "ringws-deflate"
+    deflate = True
+
+    def prepare(self, max_connections=None):
+        self.shared_recv = 0
+        why = Ringws.prepare(self, min(max_connections or 4, 4))
+        if why:
+            return why
+        cfg_path = os.path.join(self.run_dir, "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        cfg["server"]["inflaters"] = 1
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        self.note += " inflaters=1"
+
+
+ALL = [Ringws, RingwsShared, RingwsAsync, RingwsDeflate, Microdot, Chumicro, Raw]
 
 
 class Server(fwrun.MicroPython):
