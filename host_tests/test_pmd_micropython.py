@@ -33,7 +33,7 @@ while True:
     stream, chunk = head[0], int.from_bytes(head[1:5], "little")
     data = f.read(int.from_bytes(head[5:9], "little"))
     p.reset()
-    p.upgrade(stream, pmd)
+    p.upgrade(stream, zin=pmd)
     out = []
     h = hashlib.sha256()
     n = 0

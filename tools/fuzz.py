@@ -140,7 +140,7 @@ def run_frames(data, chunks=(), stream=False, refuse_every=0, zin=None):
     zin: the pmd module, as if permessage-deflate was negotiated."""
     stats["frames"] += 1
     p = Protocol(bytearray(RECV), bytearray(RING), bytearray(MBUF))
-    p.upgrade(stream, zin)
+    p.upgrade(stream, zin=zin)
     try:
         return _feed_frames(p, data, chunks, refuse_every)
     finally:
