@@ -78,7 +78,7 @@ class Chumicro(Target):
 class Ringws(Target):
     name = "ringws"
     script = "ringws_bench_main.py"
-    shared_recv = 0  # 0: the host board file's own (the ESP32's sizing, 3.5 KiB)
+    shared_recv = 0  # 0: the host board file's own (the ESP32's sizing, 2.5 KiB)
 
     def prepare(self, max_connections=None):
         if not os.path.exists(os.path.join(ROOT, "firmware", "main.py")):
