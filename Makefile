@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 HEAP   ?= 110k
 BOARD  ?= esp32
+# certificates (make cert) that make deploy puts on a board: CERTS= deploys without TLS
+CERTS ?= certs
 # wss/https port of make sim (served once `make cert BOARD=host HOST=127.0.0.1` has run)
 TLS_PORT ?= $(shell echo $$(($(PORT) + 1)))
 # With TLS on, the firmware needs about 20 KB more heap (the TLS module, the SSL context, 3
@@ -76,7 +78,7 @@ flash: $(STAMP)
 
 # URL="ws://a/ ws://b/": over WiFi to every board listed (tools/netdeploy.py)
 deploy: $(STAMP)
-	$(PY) tools/deploy.py --board $(BOARD) --port "$(GIVEN_PORT)" --url "$(URL)" $(DEPLOY_ARGS)
+	$(PY) tools/deploy.py --board $(BOARD) --port "$(GIVEN_PORT)" --url "$(URL)" --certs "$(CERTS)" $(DEPLOY_ARGS)
 
 sim-board: $(STAMP)
 	$(PY) tools/virtual_board.py $(VB_ARGS)

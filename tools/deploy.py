@@ -244,6 +244,8 @@ def main(argv=None):
                          "or the app module: --set app=hello")
     ap.add_argument("--source", help="firmware tree to deploy (default: firmware/)")
     ap.add_argument("--out", help="build folder (default: build/deploy-<board>)")
+    ap.add_argument("--certs", help="folder with <board>.pem and <board>-key.pem (make cert): "
+                    "turns on wss/https (make deploy passes certs/)")
     ap.add_argument("--url", default="", help="deploy over WiFi: ws://board/ (several: "
                     "separated by spaces); the token is secrets.json's ota.token")
     ap.add_argument("--canary", type=int, default=0, metavar="N",
@@ -262,9 +264,9 @@ def main(argv=None):
         out = args.out or os.path.join(ROOT, "build", "deploy-" + args.board)
         print("build: %s for %s (mpy-cross -march=%s)" % (os.path.relpath(out, ROOT),
                                                          args.board, board["mpy_arch"]))
-        # certs/<board>.pem (make cert) turns on wss/https: tools/build.py add_tls
+        # <certs>/<board>.pem (make cert) turns on wss/https: tools/build.py add_tls
         build.build(args.board, out, overrides=overrides, secrets=secrets, src=args.source,
-                    certs=os.path.join(ROOT, "certs"))
+                    certs=args.certs)
         local = local_manifest(out)
         try:
             remote = read_board_manifest(args.port)
