@@ -102,3 +102,46 @@ def test_make_deploy_app_puts_an_example_on_the_virtual_board(tmp_path):
         print([ln for ln in log.splitlines() if "heap free" in ln][-1:])
     finally:
         board.stop()
+
+
+@pytest.mark.slow
+def test_an_app_file_goes_with_an_update_over_wifi(tmp_path):
+    """A board running an example, updated over WiFi with the same APP=file: the file
+    goes with the build (the board keeps its config.json, which names the module)."""
+    from test_ota_vboard import VBoard as OtaBoard
+    from websockets.sync.client import connect
+
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"ota": {"token": "t0ken", "confirm_ms": 8000},
+                                   "app": {"period_ms": 50}}))
+    app = tmp_path / "sensor.py"
+    app.write_text(open(os.path.join(ROOT, "examples", "sensor.py")).read())
+    board = OtaBoard(tmp_path / "b", secrets)
+
+    def deploy(where, *args):
+        r = subprocess.run(["make", "-s", "--no-print-directory", "deploy", "BOARD=host",
+                            where, "APP=" + str(app), "DEPLOY_ARGS=" + " ".join(args)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr + board.board_log()
+
+    def sample():
+        with connect(board.ws_url + "sensor", open_timeout=10) as ws:
+            return json.loads(ws.recv(timeout=10))
+
+    try:
+        (tmp_path / "b").mkdir(exist_ok=True)
+        # 8 slots: with 9 (boards/host.json), the updated tree's start-up on the virtual
+        # board runs out of heap whatever the app (test_ota_vboard fails the same way).
+        deploy("PORT=" + board.url, "--set", "port=%d" % board.ws_port, "--set",
+               "max_connections=8", "--secrets", str(secrets), "--out", str(tmp_path / "usb"))
+        before = board.stats()["version"]
+        assert "v" not in sample()
+        app.write_text(app.read_text().replace("'{\"n\": %d,", "'{\"v\": 2, \"n\": %d,"))
+        deploy("URL=" + board.ws_url, "--secrets", str(secrets), "--out",
+               str(tmp_path / "net"))
+        st = board.stats()
+        assert st["version"] != before and st["update"]["result"] == "ok", st
+        assert st["board"]["reason"] is None, st["board"]
+        assert sample()["v"] == 2
+    finally:
+        board.stop()
