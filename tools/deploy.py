@@ -10,7 +10,8 @@ Over WiFi (--url, one URL or several separated by spaces): the board must run a 
 with ota.token set (secrets.json: {"ota": {"token": ...}}); the same token authorises the
 deploy. Each board keeps its own config.json (only the server keys of --set change; an app
 file, --set app=examples/x.py, goes with the build), gets only the files it lacks,
-switches trees and confirms or rolls back (firmware/ota.py, tools/netdeploy.py). A table per board follows; the exit status is 1 if any failed.
+switches trees and confirms or rolls back (firmware/ota.py, tools/netdeploy.py). A table
+per board follows; the exit status is 1 if any failed.
 
 1. tools/build.py compiles firmware/ to .mpy with mpy-cross -march=<board's mpy_arch>
    (viper code becomes native code for that arch) and writes config.json from the board
