@@ -29,7 +29,7 @@ def readme_main():
 
 def readme_commands():
     text = re.sub(r"```python\n.*?```", "", readme_section(), flags=re.S)
-    return [ln.strip() for ln in text.splitlines() if ln.startswith("    ")]
+    return [ln.split("  #")[0].strip() for ln in text.splitlines() if ln.startswith("    ")]
 
 
 def test_the_readme_steps_are_the_ones_tested():
@@ -38,10 +38,13 @@ def test_the_readme_steps_are_the_ones_tested():
     assert cmds[2].endswith("mip install dist/host/package.json")
     assert cmds[3].endswith("cp main.py :main.py + reset")
     assert cmds[4] == ".venv/bin/python -m websockets ws://127.0.0.1:8080/echo"
-    # make sim-board's defaults are what the commands connect to
+    # make sim-board's defaults are what the commands connect to, and the line the
+    # README says to wait for is what it prints once it listens
     with open(os.path.join(ROOT, "tools", "virtual_board.py")) as f:
         vb = f.read()
     assert 'default="build/vboard"' in vb and "default=9870" in vb and '"110k"' in vb
+    assert '"virtual board: socket://127.0.0.1:9870"' in readme_section()
+    assert 'print("virtual board: %s' in vb
 
 
 def test_readme_mip_install_then_main_py_echoes_at_110k(dist, tmp_path):  # noqa: F811
