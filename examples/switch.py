@@ -19,7 +19,9 @@ const ws = new WebSocket("ws://" + location.host + "/switch" + location.search);
 let on = false;
 ws.onmessage = (e) => {
   on = JSON.parse(e.data).on;
-  b.textContent = on ? "turn off" : "turn on"; b.disabled = false; s.textContent = on ? "ON" : "off";
+  b.textContent = on ? "turn off" : "turn on";
+  b.disabled = false;
+  s.textContent = on ? "ON" : "off";
 };
 ws.onclose = (e) => { b.disabled = true; s.textContent = "closed: " + e.code + " " + e.reason; };
 b.onclick = () => ws.send(JSON.stringify({on: !on}));
