@@ -130,10 +130,8 @@ def test_an_app_file_goes_with_an_update_over_wifi(tmp_path):
 
     try:
         (tmp_path / "b").mkdir(exist_ok=True)
-        # 8 slots: with 9 (boards/host.json), the updated tree's start-up on the virtual
-        # board runs out of heap whatever the app (test_ota_vboard fails the same way).
-        deploy("PORT=" + board.url, "--set", "port=%d" % board.ws_port, "--set",
-               "max_connections=8", "--secrets", str(secrets), "--out", str(tmp_path / "usb"))
+        deploy("PORT=" + board.url, "--set", "port=%d" % board.ws_port, "--secrets",
+               str(secrets), "--out", str(tmp_path / "usb"))
         before = board.stats()["version"]
         assert "v" not in sample()
         app.write_text(app.read_text().replace("'{\"n\": %d,", "'{\"v\": 2, \"n\": %d,"))
