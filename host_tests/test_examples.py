@@ -211,8 +211,6 @@ def running(fw):
     return json.loads(body)
 
 
-@pytest.mark.xfail(strict=False, reason="needs request bodies for HTTP routes "
-                   "(srv.http(path, func, methods=...), req.body: issue 23 item 5, webx)")
 def test_settings_saved_by_a_post_are_in_effect_after_a_restart(tmp_path):
     fw = start(tmp_path, "settings.py")
     try:

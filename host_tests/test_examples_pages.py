@@ -62,8 +62,6 @@ def test_switch_page_switches_with_the_token_and_watches_without(tmp_path, tabs)
         fw.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="needs request bodies for HTTP routes "
-                   "(srv.http(path, func, methods=...), req.body: issue 23 item 5, webx)")
 def test_settings_page_saves_and_a_restart_applies(tmp_path, tabs):
     fw = start(tmp_path, "settings.py")
     try:
