@@ -23,13 +23,13 @@ SIM_SLOTS = $(if $(filter 110k,$(SIM_HEAP)),,--set max_connections=9)
 .PHONY: help venv build cert dist sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape clean
 
 help:
-	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module]   run the firmware under the MicroPython unix port"
+	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module|file.py]   run the firmware under the MicroPython unix port"
 	@echo "make sim DEFLATE=1                 the same with permessage-deflate (1 inflater; 5 slots at 110k)"
 	@echo "make cert BOARD=.. HOST=..         EC key + self-signed certificate: certs/BOARD.pem (wss/https)"
 	@echo "make test                          set up .venv from scratch and run every test"
 	@echo "make bench | bench-quick           speed and memory against peers"
 	@echo "make flash BOARD=.. PORT=.. FIRMWARE=..   write MicroPython to a board"
-	@echo "make deploy BOARD=.. PORT=..       compile and upload firmware/ to a board"
+	@echo "make deploy BOARD=.. PORT=.. [APP=..]   compile and upload firmware/ to a board"
 	@echo "make deploy BOARD=.. URL=ws://b/   the same over WiFi (URL=\"ws://a/ ws://b/\": several)"
 	@echo "make dist                          mip packages of .mpy per arch in dist/<arch>/"
 	@echo "make shape                         function/module length, nesting, import circles"
@@ -42,6 +42,7 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
+# APP=name: a module in firmware/; APP=path/to/mine.py: that file goes into the build.
 build: $(STAMP)
 	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(SIM_SLOTS) $(if $(APP),--set app=$(APP)) $(if $(DEFLATE),--set inflaters=1 $(if $(filter 110k,$(SIM_HEAP)),--set max_connections=5))
 
@@ -78,7 +79,7 @@ flash: $(STAMP)
 
 # URL="ws://a/ ws://b/": over WiFi to every board listed (tools/netdeploy.py)
 deploy: $(STAMP)
-	$(PY) tools/deploy.py --board $(BOARD) --port "$(GIVEN_PORT)" --url "$(URL)" --certs "$(CERTS)" $(DEPLOY_ARGS)
+	$(PY) tools/deploy.py --board $(BOARD) --port "$(GIVEN_PORT)" --url "$(URL)" --certs "$(CERTS)" $(if $(APP),--set app=$(APP)) $(DEPLOY_ARGS)
 
 sim-board: $(STAMP)
 	$(PY) tools/virtual_board.py $(VB_ARGS)

@@ -2,6 +2,7 @@
 """Build a runnable firmware tree: .mpy for the library and app, sources for boot/main.
 
     tools/build.py --board host --out build/sim [--port 8080] [--source]
+    tools/build.py --board host --set app=examples/sensor.py   # an app kept outside firmware/
 
 The MicroPython heap of an ESP32 (about 110 KiB) is too small to compile the library from
 source, so the board and the simulator both get bytecode from mpy-cross (viper functions
@@ -85,6 +86,7 @@ def build(board_name, out, arch=None, overrides=None, source=False, secrets=None
     gzip_www(os.path.join(out, "www"))
     config = make_config(board, overrides or {}, secrets)
     add_tls(board_name, board, config, out, certs)
+    add_app_file(config, out, arch, source, lines)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=1, sort_keys=True)
     return config
@@ -119,6 +121,29 @@ def add_tls(board_name, board, config, out, certs):
     return server["tls_port"]
 
 
+def add_app_file(config, out, arch, source=False, lines=True):
+    """An app named by its file (config.json's app module ends in .py, e.g.
+    --set app=examples/sensor.py): the file goes into the build as a top-level module,
+    compiled like the rest, and config.json names that module."""
+    app = config.get("app")
+    path = app.get("module") if isinstance(app, dict) else None
+    if not isinstance(path, str) or not path.endswith(".py"):
+        return
+    if not os.path.isfile(path) and os.path.isfile(os.path.join(ROOT, path)):
+        path = os.path.join(ROOT, path)  # relative to the repo when not to the current dir
+    if not os.path.isfile(path):
+        raise SystemExit("error: app %s: no such file" % app["module"])
+    name = os.path.basename(path)[:-3]
+    if any(os.path.exists(os.path.join(out, name + ext)) for ext in ("", ".py", ".mpy")):
+        raise SystemExit("error: app %s: the firmware has a module called %s already; "
+                         "rename the file" % (app["module"], name))
+    if source:
+        shutil.copyfile(path, os.path.join(out, name + ".py"))
+    else:
+        compile_file(path, os.path.join(out, name + ".mpy"), arch, name + ".py", lines)
+    app["module"] = name
+
+
 def gzip_www(www):
     """Write X.gz beside each page file; the static server sends it to gzip-capable clients.
 
@@ -139,7 +164,8 @@ def gzip_www(www):
 
 # --set keys that are not server settings. config.json's "app" is an object: "module" names
 # the application module (default: the app package), the other keys are the app's settings;
-# --set app=hello sets the module and keeps the settings.
+# --set app=hello sets the module and keeps the settings; --set app=path/to/mine.py also
+# copies that file into the build (add_app_file).
 TOP_LEVEL = ("app",)
 
 

@@ -8,9 +8,10 @@
 
 Over WiFi (--url, one URL or several separated by spaces): the board must run a build
 with ota.token set (secrets.json: {"ota": {"token": ...}}); the same token authorises the
-deploy. Each board keeps its own config.json (only the server keys of --set change), gets
-only the files it lacks, switches trees and confirms or rolls back (firmware/ota.py,
-tools/netdeploy.py). A table per board follows; the exit status is 1 if any failed.
+deploy. Each board keeps its own config.json (only the server keys of --set change; an app
+file, --set app=examples/x.py, goes with the build), gets only the files it lacks,
+switches trees and confirms or rolls back (firmware/ota.py, tools/netdeploy.py). A table
+per board follows; the exit status is 1 if any failed.
 
 1. tools/build.py compiles firmware/ to .mpy with mpy-cross -march=<board's mpy_arch>
    (viper code becomes native code for that arch) and writes config.json from the board
@@ -218,15 +219,20 @@ def network(args):
         raise DeployError("no ota.token in %s: a deploy over WiFi needs the token the boards "
                           "were built with" % (args.secrets or "secrets.json"))
     overrides = parse_sets(args.set)
+    # An app file (APP=examples/x.py) goes into the build, as over USB; the board's
+    # config.json, which names the app module, stays as it is.
+    app = overrides.pop("app", None)
     top = [k for k in overrides if k in build.TOP_LEVEL]
-    if top:
+    if top or (app is not None and not str(app).endswith(".py")):
         raise DeployError("over WiFi --set changes server settings only (not %s): the board "
-                          "keeps the rest of its config.json" % ", ".join(top))
+                          "keeps the rest of its config.json (APP=file.py: that file goes "
+                          "with the build)" % ", ".join(top or ["app"]))
     board = boards.load(args.board)
     out = args.out or os.path.join(ROOT, "build", "deploy-" + args.board)
     print("build: %s for %s (mpy-cross -march=%s)" % (os.path.relpath(out, ROOT),
                                                      args.board, board["mpy_arch"]))
-    build.build(args.board, out, secrets=secrets, src=args.source)
+    build.build(args.board, out, overrides={"app": app} if app else None, secrets=secrets,
+                src=args.source)
     urls = args.url.split()
     return netdeploy.run(urls, token, out, board["mpy_arch"], overrides,
                          dry_run=args.dry_run, canary=max(0, args.canary))

@@ -7,13 +7,14 @@
     fw.stop()                       # SIGINT, then SIGKILL after `grace` seconds
 
 Firmware(out_dir=None, heap=HEAP, board="host", server=None, config=None, squeeze=False,
-         leave_free=None, entry=None, build=True)
+         leave_free=None, entry=None, build=True, app=None)
     Builds firmware/ with tools/build.py into out_dir (a fresh temporary folder if None)
     for `board`, with `server` overriding server settings and `config` merged into the
     other sections of config.json (e.g. {"app": {"telemetry_ms": 200}, "access": {...}}).
     The port is a free one, written into config.json at every start(). entry: a MicroPython
     program copied into the build and run instead of main.py (it hooks launch.after_install
     and runs main.py); squeeze/leave_free run tools/squeeze_main.py (heap ballast).
+    app: the app module, or a .py file built in as one (tools/build.py --set app=...).
     .port, .url(path), .ws_url(path="/echo"), .get(path, headers), .ws(path) (a websockets
     sync client), .stats(), .idle(busy), .resources(), .squeeze(n), .alive(), .fds(),
     .log(since_start), .stop(), .kill().
@@ -233,7 +234,8 @@ class Firmware(MicroPython):
     """The firmware built from firmware/ and run as the board runs it (main.py)."""
 
     def __init__(self, out_dir=None, heap=HEAP, board="host", server=None, config=None,
-                 squeeze=False, leave_free=None, entry=None, build=True, certs=None):
+                 squeeze=False, leave_free=None, entry=None, build=True, certs=None,
+                 app=None):
         if out_dir is None:
             out_dir = os.path.join(tempfile.mkdtemp(prefix="ringws-fw-"), "fw")
         if squeeze or leave_free is not None:
@@ -253,19 +255,21 @@ class Firmware(MicroPython):
         self.certs = certs
         self.tls_port = free_port() if certs else None
         if build:
-            self.build(board, server, config)
+            self.build(board, server, config, app)
         access = (config or {}).get("access") or {}
         # /stats needs the token when one is configured
         self.stats_path = "/stats" + ("?token=" + access["token"] if access.get("token")
                                       else "")
 
-    def build(self, board="host", server=None, config=None):
+    def build(self, board="host", server=None, config=None, app=None):
         sys.path.insert(0, TOOLS)
         import build
 
         overrides = dict(server or {}, port=self.port)
         if self.certs:
             overrides["tls_port"] = self.tls_port
+        if app is not None:
+            overrides["app"] = app
         self.config = cfg = build.build(board, self.dir, overrides=overrides,
                                         certs=self.certs and str(self.certs))
         _merge(cfg, config or {})
