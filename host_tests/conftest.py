@@ -129,7 +129,7 @@ def make_proto(recv=512, ring=2048, mbuf=1024, can_stream=False):
     from ringws.protocol import Protocol
 
     p = Protocol(bytearray(recv), bytearray(ring), bytearray(mbuf))
-    p.can_stream = can_stream
+    p.upgrade(can_stream)
     return p
 
 

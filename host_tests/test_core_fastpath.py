@@ -29,9 +29,9 @@ def reference_scan(buf, pos, end):
     when such a frame's header is there but not all of its payload; else -1."""
     h = FrameHeader()
     size = h.parse(buf, pos, end)
-    if not size or not h.fin or h.rsv or h.opcode not in (OP_TEXT, OP_BINARY):
+    if not size or not h.fin or buf[pos] & 0x70 or h.opcode not in (OP_TEXT, OP_BINARY):
         return -1, None
-    if not h.masked or h.length < 0 or h.length > 65535 or size > 8:
+    if not buf[pos + 1] & 0x80 or h.length < 0 or h.length > 65535 or size > 8:
         return -1, None
     if end - pos < size + h.length:
         return -(size + h.length), None

@@ -17,6 +17,7 @@ from conftest import (
     server_frames,
 )
 from ringws import protocol as P
+from ringws import slot as S
 from ringws.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,7 +40,7 @@ def sent_close_code(proto):
 def assert_failed(proto, data, code, chunk=None):
     events = drive(proto, data, chunk)
     assert error_code(events) == code
-    assert proto.state == P.CLOSED and proto.failed
+    assert proto.state == P.CLOSED and proto.flags & S.FAILED
     assert sent_close_code(proto) == code
     return events
 
@@ -253,7 +254,7 @@ def test_valid_close_code_is_echoed(code):
     p = make_proto()
     events = drive(p, client_frame(OP_CLOSE, close_payload(code, "bye ✓")))
     assert events == [("close", code, "bye ✓")]
-    assert p.state == P.CLOSED and not p.failed
+    assert p.state == P.CLOSED and not p.flags & S.FAILED
     assert server_frames(p) == [(True, OP_CLOSE, code.to_bytes(2, "big"))]
 
 
@@ -304,7 +305,7 @@ def test_we_close_first_then_data_is_dropped_and_peer_close_finishes():
     )
     events = drive(p, data, 5)
     assert events == [("close", 1000, "ok")]
-    assert p.state == P.CLOSED and not p.failed
+    assert p.state == P.CLOSED and not p.flags & S.FAILED
     assert server_frames(p) == []  # no pong while closing, no second close frame
 
 
@@ -331,10 +332,10 @@ def test_unsolicited_pong_is_ignored_but_noted():
     p = make_proto()
     assert drive(p, client_frame(OP_PONG, b"whatever")) == []
     assert server_frames(p) == []
-    assert p.pong_seen
+    assert p.flags & S.PONG_SEEN
     # A keepalive ping queued starts the wait for its own pong.
-    assert p.send_ping(b"k") and not p.pong_seen
-    assert drive(p, client_frame(OP_PONG, b"k")) == [] and p.pong_seen
+    assert p.send_ping(b"k") and not p.flags & S.PONG_SEEN
+    assert drive(p, client_frame(OP_PONG, b"k")) == [] and p.flags & S.PONG_SEEN
 
 
 def test_pong_that_does_not_fit_blocks_until_drained():
@@ -384,7 +385,7 @@ def test_single_frame_up_to_recv_buf_is_whole_even_if_mbuf_is_smaller():
 @pytest.mark.parametrize("chunk", [None, 1, 97, 1000])
 def test_streaming_pieces_never_exceed_max_piece(chunk):
     p = make_proto(recv=2048, ring=700, mbuf=256, can_stream=True)
-    assert p.max_piece == 700 - 254 - 10
+    max_piece = 700 - 254 - 10  # the ring beside the control reserve and a 10-byte header
     msg = "ü".encode() * 3000  # multi-byte text: pieces may split characters
     data = (
         client_frame(OP_TEXT, msg[:100], fin=False)
@@ -395,7 +396,7 @@ def test_streaming_pieces_never_exceed_max_piece(chunk):
     out = bytearray()
     events = drive(p, data, chunk, sink=out)
     assert all(e[0] == "frag" for e in events)
-    assert all(len(e[2]) <= p.max_piece for e in events)
+    assert all(len(e[2]) <= max_piece for e in events)
     assert b"".join(e[2] for e in events) == msg
     assert [e[3] for e in events] == [True] + [False] * (len(events) - 1)
     assert [e[4] for e in events] == [False] * (len(events) - 1) + [True]
@@ -415,7 +416,7 @@ def test_streaming_a_single_huge_frame():
     events = drive(p, client_frame(OP_BINARY, payload), 4096)
     assert b"".join(e[2] for e in events) == payload
     assert events[0][3] and events[-1][4]
-    assert max(len(e[2]) for e in events) <= p.max_piece
+    assert max(len(e[2]) for e in events) <= 1024 - 254 - 10  # the largest piece the ring takes
 
 
 # -- backpressure: events stay pending ------------------------------------------------------
@@ -594,5 +595,5 @@ def test_reset_makes_the_protocol_reusable():
     p = make_proto()
     assert_failed(p, client_frame(OP_TEXT, b"\xff"), 1007)
     p.reset()
-    assert p.state == P.OPEN and not p.failed and p.ring.used == 0
+    assert p.state == P.OPEN and not p.flags & S.FAILED and p.ring.used == 0
     assert drive(p, client_frame(OP_TEXT, b"fresh")) == [("msg", True, b"fresh")]

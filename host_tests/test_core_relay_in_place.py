@@ -13,6 +13,7 @@ import pytest
 
 from conftest import client_frame, encode_frame, make_proto, parse_server_frames, ring_out
 from ringws import protocol as P
+from ringws import slot as S
 from ringws.frames import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 from test_core_server_fake import CFG, Recorder, close_handshake, run
 from fakesock import storm
@@ -99,7 +100,7 @@ def test_limits_follow_the_own_buffer_not_the_lent_one():
 
 
 def whole(proto):
-    proto.can_stream = P.STREAM_WHOLE  # what Server.route sets for a handler with whole_frames
+    proto.flags |= S.PIECES | S.WHOLE  # upgrade(STREAM_WHOLE): what Server.route sets for a handler with whole_frames
     return proto
 
 
@@ -112,7 +113,7 @@ def test_a_whole_frame_comes_as_one_piece_for_a_whole_frames_handler():
     # Without the opt-in the same frame comes in pieces that fit the ring.
     q = lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True))
     q.feed(client_frame(OP_BINARY, a))
-    assert q.next_event() == P.EV_FRAGMENT and len(q.ev_data) == q.max_piece
+    assert q.next_event() == P.EV_FRAGMENT and len(q.ev_data) == 776 - 254 - 10
 
 
 def test_whole_frames_join_one_span_each_unmasked_straight_into_place():

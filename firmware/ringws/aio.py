@@ -35,6 +35,7 @@ _ENDED = const(8)  # on_close was called
 _GOT = const(16)  # a piece was handed over: the task's receive() returns it
 _ITER = const(32)  # the task waits in `async for`: the end is StopAsyncIteration
 _CLOSE_INTERNAL = const(1011)  # (frames.CLOSE_INTERNAL)
+_BATCHING = const(0x400)  # (a bit of the slot's flags: slot.BATCHING)
 
 
 class AsyncConn(Waiter):
@@ -98,7 +99,7 @@ class AsyncConn(Waiter):
             # A whole message through conn.send: its frame fits the C stack (no heap).
             if c.send(data, text) if first and last else c.send_fragment(data, text, first, last):
                 return True
-            if c._slot.batching:  # the reader is parked for us in mid-batch: we write
+            if c._slot.flags & _BATCHING:  # the reader is parked for us in mid-batch: we write
                 flush(c._server, c._slot)
             self._st = self._st & ~_WANTS | _ROOM
             await park()  # on_writable (or on_close) wakes us
@@ -166,7 +167,7 @@ class serve_async:
         elif st & _WANTS == _RECV:
             a._st = st & _ITER | _LENT | _GOT  # (and no longer waiting)
             wake(a._task)
-        conn._slot.batching = False
+        conn._slot.flags &= ~_BATCHING
         return False  # lent, still in use, or the task is busy: backpressure
 
     on_message = on_fragment  # (conn, data, text): a whole message

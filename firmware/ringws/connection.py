@@ -33,6 +33,13 @@ _EV_CLOSE = const(3)
 _EV_BLOCKED = const(5)
 _EV_PONG = const(6)
 _CLOSED = const(2)
+_OPEN = const(0)
+_FAILED = const(4)  # flags' bits (protocol.py, slot.py)
+_PONG_SEEN = const(16)
+_WANT_DRAIN = const(0x100)
+_PAUSED = const(0x200)
+_BATCHING = const(0x400)
+_BROKEN = const(0x800)
 _FREE = const(0)
 _HTTP = const(1)
 _WS = const(2)
@@ -81,9 +88,9 @@ async def reader(srv, slot):
                 if ev == _EV_NONE:
                     ev = end_of_batch(srv, slot, kept)
                     if ev == _WAIT:
-                        slot.batching = False
+                        slot.flags &= ~_BATCHING
                         await wait_readable(sock, slot)
-                        slot.batching = True
+                        slot.flags |= _BATCHING
                     elif ev == _PAUSE:
                         await pause(srv, slot)
                     elif ev == _DONE:
@@ -122,9 +129,10 @@ def closing(slot, ev):
     if ev == _EV_PONG:
         pong(slot)
     elif ev == _EV_CLOSE:
+        if not slot.cause or not slot.t_phase:  # the peer's close (ours: Server._close set both)
+            slot.t_phase = ticks_ms()
         if not slot.cause:
             slot.cause = "normal"
-        slot.t_phase = slot.t_phase or ticks_ms()
     else:
         slot.cause = "protocol"
         slot.t_phase = ticks_ms()
@@ -133,21 +141,21 @@ def closing(slot, ev):
 def end_of_batch(srv, slot, kept):
     """Nothing more to parse: write everything the handlers queued in one go, fire the
     drain callback, then read more. Returns what the loop does next (_GO_ON, ...)."""
-    if slot.pong_seen and slot.ping_at:  # our keepalive ping was answered
-        slot.ping_at = 0
+    if slot.flags & _PONG_SEEN and slot.t_phase and slot.state == _OPEN:
+        slot.t_phase = 0  # our keepalive ping was answered
     if slot.ring.used or slot.tx_end:
         # (write_out, not flush: an error goes up to the reader, which ends the
         # connection with the same cause.)
-        if slot.writer is None and write_out(srv, slot) and not slot.paused:
+        if slot.writer is None and write_out(srv, slot) and not slot.flags & _PAUSED:
             slot.writer = asyncio.create_task(writer(srv, slot, slot.gen))
-        if slot.want_drain:
+        if slot.flags & _WANT_DRAIN:
             drain(srv, slot)
-    if slot.broken:
+    if slot.flags & _BROKEN:
         return _DONE
     if slot.tx_end:
         # A relayed span the socket has not taken yet: reading now could overwrite it.
         return _PAUSE
-    if slot.state == _CLOSED and not slot.failed and not slot.ring.used:
+    if slot.state == _CLOSED and not slot.flags & _FAILED and not slot.ring.used:
         return _DONE  # close handshake done and our last frame is out
     return read_more(srv, slot, kept)
 
@@ -255,7 +263,7 @@ def answer_or_open(srv, slot, head):
         slot.phase = _WS
         slot.last_rx = ticks_ms()
         slot.t_phase = 0  # open: no close handshake to time yet (see Slot.t_phase)
-        slot.batching = True  # the 101 response leaves with the first flush
+        slot.flags |= _BATCHING  # the 101 response leaves with the first flush
         fn = getattr(head, "on_open", None)
         if fn is not None:
             fn(slot.conn)
@@ -330,7 +338,7 @@ def request(srv, slot, end):
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
     head = handshake.response_101(accept, sub)
     slot.ring.write(head if ext is None else head[:-2] + ext)
-    slot.conn = srv.Conn(srv, slot, req, sub, slot.remote)
+    slot.conn = srv.Conn(srv, slot, req, sub, slot.conn)  # (slot.conn: the peer's address)
     slot.handler = handler
     return handler
 
@@ -350,9 +358,9 @@ def ping(conn, payload=b""):
     payload = b"rw" + ticks_ms().to_bytes(4, "big") + payload
     if s is None or s.writable() < len(payload) or not s.send_ping(payload):
         if s is not None:
-            s.want_drain = True
+            s.flags |= _WANT_DRAIN
         return False
-    if not s.batching:
+    if not s.flags & _BATCHING:
         flush(conn._server, s)
     return True
 
@@ -360,7 +368,8 @@ def ping(conn, payload=b""):
 def pong(slot):
     # EV_PONG (only for a handler with on_pong): any pong answers the keepalive's ping;
     # one that carries conn.ping()'s tag gets on_pong. Others (unsolicited) are dropped.
-    slot.ping_at = 0
+    if slot.state == _OPEN:
+        slot.t_phase = 0  # (while closing it times the close)
     d = slot.ev_data
     if len(d) >= 6 and d[0] == 114 and d[1] == 119:
         d = ticks_diff(ticks_ms(), int.from_bytes(d[2:6], "big"))
@@ -409,25 +418,25 @@ def flush(srv, slot, task=True):
         if not write_out(srv, slot):
             return False
     except OSError as e:
-        slot.broken = True
+        slot.flags |= _BROKEN
         if compat.errno_of(e) not in RESET_ERRNOS:
             print("ringws: send error", e)
         return False
     except MemoryError:
-        slot.broken = True
+        slot.flags |= _BROKEN
         slot.cause = "memory"
         print("ringws: out of memory while sending")
         return False
-    if task and not slot.paused:
+    if task and not slot.flags & _PAUSED:
         slot.writer = asyncio.create_task(writer(srv, slot, slot.gen))
     return True
 
 
 def drain(srv, slot):
-    """on_writable, if it was asked for (callers test slot.want_drain first: this frame
+    """on_writable, if it was asked for (callers test WANT_DRAIN first: this frame
     is too large for the C stack) and the ring is at least half empty."""
     if slot.ring.free() >= slot.ring.size // 2 and slot.conn is not None:
-        slot.want_drain = False
+        slot.flags &= ~_WANT_DRAIN
         fn = getattr(slot.handler, "on_writable", None)
         if fn is not None:
             try:
@@ -446,16 +455,16 @@ async def writer(srv, slot, gen):
                 return
             slot.stuck_at = 0  # progress (see server.check_stuck)
             pushed_back = flush(srv, slot, False)
-            if slot.broken:
+            if slot.flags & _BROKEN:
                 srv._teardown(slot, slot.cause or "peer_reset", gen)
                 return
-            if slot.want_drain:
+            if slot.flags & _WANT_DRAIN:
                 drain(srv, slot)  # may queue more: the loop goes on while data is left
             if slot.gen != gen:
                 return
             if pushed_back or slot.ring.used or slot.tx_end:
                 continue
-            if slot.state == _CLOSED and not slot.failed:
+            if slot.state == _CLOSED and not slot.flags & _FAILED:
                 # Close handshake complete and our last frame is out: the server closes
                 # the TCP connection first (RFC 6455 7.1.1).
                 srv._teardown(slot, slot.cause or "normal", gen)
@@ -469,7 +478,7 @@ async def pause(srv, slot):
     """Stop reading until the ring drains: TCP flow control then reaches the peer. While
     paused the reader is the socket's writer (a writer task, if any, is retired): one
     task per connection even under backpressure."""
-    slot.want_drain = True
+    slot.flags |= _WANT_DRAIN
     if slot.writer is not None:
         slot.writer.cancel()
         slot.writer = None
@@ -478,21 +487,21 @@ async def pause(srv, slot):
         # wake us (ringws.aio) parks us with its own wait until then.
         await getattr(slot.handler, "pause", sleep_ms)(5)
         return
-    slot.paused = True
+    slot.flags |= _PAUSED
     try:
         while True:
             flush(srv, slot, False)
-            if slot.broken:
+            if slot.flags & _BROKEN:
                 raise OSError(errno.ECONNRESET)
             if not slot.ring.used and not slot.tx_end:
-                drain(srv, slot)  # (want_drain is set)
+                drain(srv, slot)  # (WANT_DRAIN is set)
                 return
-            slot.batching = False
+            slot.flags &= ~_BATCHING
             await wait_writable(slot.sock, slot)
-            slot.batching = True
+            slot.flags |= _BATCHING
             slot.stuck_at = 0  # progress (see server.check_stuck)
     finally:
-        slot.paused = False
+        slot.flags &= ~_PAUSED
 
 
 def log_exc(where, e):

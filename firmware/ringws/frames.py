@@ -33,13 +33,12 @@ def close_code_valid(code):
 
 
 class FrameHeader:
-    """One decoded header; preallocated per connection and refilled by parse()."""
+    """One decoded header; preallocated per connection and refilled by parse(). The RSV
+    and MASK bits are not kept (each field costs every slot): read them in the header bytes."""
 
     def __init__(self):
         self.fin = False
-        self.rsv = 0
         self.opcode = 0
-        self.masked = False
         self.length = 0
         self.mask = bytearray(4)
 
@@ -73,11 +72,9 @@ class FrameHeader:
                 for i in range(pos + 2, pos + 10):
                     n = (n << 8) | buf[i]
         self.fin = bool(b0 & 0x80)
-        self.rsv = b0 & 0x70
         self.opcode = b0 & 0x0F
-        self.masked = bool(b1 & 0x80)
         self.length = n
-        if self.masked:
+        if b1 & 0x80:
             m = pos + size - 4
             mk = self.mask
             mk[0] = buf[m]

@@ -28,6 +28,9 @@ _EV_BLOCKED = const(5)
 _OPEN = const(0)
 _OP_TEXT = const(1)
 _P_MBUF = const(1)
+_IN_FRAME = const(1)  # bits of the protocol's flags (protocol.py)
+_STREAMING = const(2)
+_PIECES = const(64)
 
 _HEADER = b"sec-websocket-extensions"
 _INPUT = const(1024)  # compressed input per inflater: the decoder's lookahead and more
@@ -51,7 +54,7 @@ def start(cfg):
     if _HEADER not in handshake.KNOWN:  # the request parser keeps only the fields it is told
         handshake.KNOWN += (_HEADER,)
     k = cfg["inflaters"]
-    # Output pieces fit the send ring (Protocol.max_piece); a whole message fits too.
+    # Output pieces fit the send ring (as Protocol._stream's); a whole message fits too.
     out = max(cfg["max_message"], min(1024, cfg["send_ring"] - 264))
     POOL[:] = [Inflater(_INPUT, out, BITS) for _ in range(k)]
     print("ringws: permessage-deflate: %d inflaters x %d B (input %d + output %d) = %d B budgeted"
@@ -161,15 +164,15 @@ def _run(p, inf):
     obuf = inf.obuf
     text = p.msg_op == _OP_TEXT
     while True:
-        fed = _feed(p, inf) if p.in_frame and not inf.ended else 0
+        fed = _feed(p, inf) if p.flags & _IN_FRAME and not inf.ended else 0
         at = p.mlen
         room = len(obuf) - at
         if not room:
             if inf.done and inf.ended:
                 return _finish(p, inf, text)
-            if not p.can_stream:
+            if not p.flags & _PIECES:
                 raise ValueError(1009, "message larger than %d bytes" % len(p.mbuf))
-            p.streaming = True
+            p.flags |= _STREAMING
             return _deliver(p, obuf, at, _EV_FRAGMENT, False)
         k = inf.out(obuf, at, room)
         if k:
@@ -185,7 +188,7 @@ def _run(p, inf):
             continue
         if p.f_left:
             return _EV_NONE  # the rest of this frame is not here yet
-        p.in_frame = False
+        p.flags &= ~_IN_FRAME
         return -1  # the next frame (a continuation) brings more
 
 
@@ -208,24 +211,24 @@ def _finish(p, inf, text):
     if text and p.u8 != UTF8_ACCEPT:
         raise ValueError(1007, "text message ends inside a character")
     n = p.mlen
-    if n and (p.streaming or n > len(p.mbuf)):
+    if n and (p.flags & _STREAMING or n > len(p.mbuf)):
         # Out as a piece first, while the inflater still holds it; an empty last one follows.
-        if not p.can_stream:
+        if not p.flags & _PIECES:
             raise ValueError(1009, "message larger than %d bytes" % len(p.mbuf))
-        p.streaming = True
+        p.flags |= _STREAMING
         return _deliver(p, inf.obuf, n, _EV_FRAGMENT, False)
     move(0, 0, n, p.mbuf, inf.obuf)
     reset(p)
-    p.in_frame = False
-    return _deliver(p, p.mbuf, n, _EV_FRAGMENT if p.streaming else _EV_MESSAGE, True)
+    p.flags &= ~_IN_FRAME
+    return _deliver(p, p.mbuf, n, _EV_FRAGMENT if p.flags & _STREAMING else _EV_MESSAGE, True)
 
 
 def _deliver(p, buf, n, ev, last):
-    # Like Protocol._deliver, from buf (consume() then empties the message buffer's count).
+    # Like Protocol._deliver, from buf (consume() then empties the message buffer's count;
+    # ev_first is the protocol's).
     p.ev_off = 0
     p.ev_data = buf[0:n]
     p.ev_text = p.msg_op == _OP_TEXT
-    p.ev_first = p.stream_first or ev == _EV_MESSAGE
     p.ev_last = last
     p.p_kind = _P_MBUF
     p.pending = ev

@@ -11,8 +11,7 @@ from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_mo
 from ringws.kernels import utf8_valid as is_valid
 from ringws.ring import RingBuffer
 
-# frames.py's constants as private const()s (inlined only in their own module; checked
-# against frames.py by host_tests/test_core_frames.py).
+# frames.py's constants as private const()s (inlined only here; test_core_frames.py checks).
 _CLOSE_INVALID_DATA = const(1007)
 _CLOSE_NO_STATUS = const(1005)
 _CLOSE_NORMAL = const(1000)
@@ -40,6 +39,15 @@ CLOSED = const(2)  # close handshake finished (or connection failed): only flush
 
 CONTROL_RESERVE = const(254)  # kept free for a pong and a close (2 * (2 + 125)): never starved
 
+# flags: booleans as bits of one int (a field costs each slot a table entry); named in slot.py
+_IN_FRAME = const(1)  # a frame's header was taken, its payload not all consumed
+_STREAMING = const(2)  # the message in progress goes to the handler in pieces
+_FAILED = const(4)  # we failed the connection (RFC 6455 7.1.7): the peer's close is not awaited
+_OUT_FRAG = const(8)  # a fragmented send (send_fragment) is on
+_PONG_SEEN = const(16)  # a pong came after our last ping (unless pongs are events)
+_PONG_EVENTS = const(32)  # each pong is an event (EV_PONG)
+_PIECES = const(64)  # can_stream, in flags: the handler takes pieces,
+_WHOLE = const(128)  # and whole frames it relays in place
 NO_STREAM = const(0)  # can_stream, what the handler takes: whole messages only,
 STREAM_PIECES = const(1)  # large ones in pieces,
 STREAM_WHOLE = const(2)  # or whole frames it relays in place
@@ -55,10 +63,6 @@ _SCRATCH = bytearray(14)  # header bytes on their way into a ring, within one ca
 
 class Protocol(FrameHeader):
     # Inherits the current frame's header fields: one object per connection, not several.
-    # permessage-deflate (pmd.py), where negotiated: zin the pmd module, zmsg this message is
-    # compressed, inf its inflater. Class defaults: a field set costs every slot's table.
-    zmsg = inf = zin = None
-
     def __init__(self, rbuf, ring_buf, mbuf):
         recv_size = len(rbuf)
         if recv_size < 2 * (14 + _MAX_CONTROL):
@@ -68,9 +72,9 @@ class Protocol(FrameHeader):
         self.own_rbuf = self.rbuf = memoryview(rbuf)
         self.ring = RingBuffer(ring_buf)
         self.mbuf = memoryview(mbuf)
-        self.can_stream = NO_STREAM
-        # Largest streamed piece, to fit the ring beside the reserve (no property: it slows stores).
-        self.max_piece = len(ring_buf) - CONTROL_RESERVE - 10
+        # permessage-deflate (pmd.py), where negotiated: zin the pmd module, zmsg this message
+        # is compressed, inf its inflater. Set here even without it: the table never grows.
+        self.zin = self.inf = self.zmsg = None
         self.reset()
 
     def reset(self):
@@ -83,19 +87,17 @@ class Protocol(FrameHeader):
         self.j_off = -1
         self.rpos = self.rlen = 0
         self.state = OPEN
-        self.failed = self.in_frame = self.streaming = self.out_frag = self.pong_seen = False
+        self.flags = 0  # (the runtime's bits too: a slot starts a connection with none)
         self.close_code = _CLOSE_NO_STATUS  # what the peer sent, for on_close
         self.close_reason = ""
         # f_left: payload bytes of the current frame not consumed yet; f_seen: of those,
         # already unmasked (and validated) from rpos; msg_op: the message's opcode, or 0.
-        self.f_left = self.f_seen = self.f_phase = self.msg_op = self.mlen = 0
-        self.stream_first = True
-        self.out_left = 0  # payload owed to a relayed frame; out_frag: a fragmented send is on
-        self.pending = EV_NONE
-        self.p_kind = _P_RBUF
-        self.ev_data = None
-        self.ev_off = 0
-        self.ev_text = self.ev_first = self.ev_last = False
+        self.f_left = self.f_seen = self.msg_op = self.mlen = 0
+        self.out_left = 0  # payload owed to a relayed frame
+        self.pending, self.p_kind = EV_NONE, _P_RBUF
+        self.ev_data, self.ev_off = None, 0
+        self.ev_text = self.ev_last = False
+        self.ev_first = True  # the next piece handed over is its message's first
         self.ring.clear()
         self.u8 = UTF8_ACCEPT  # incremental UTF-8 state of the text message in progress
 
@@ -127,7 +129,7 @@ class Protocol(FrameHeader):
         # Handshake accepted: frames follow. can_stream: what the handler takes; pongs: each
         # pong is an event (EV_PONG); zin: pmd, when permessage-deflate was negotiated.
         self.rpos = self.rlen = 0
-        self.can_stream, self.pong_seen = can_stream, (None if pongs else False)
+        self.flags |= (0, _PIECES, _PIECES | _WHOLE)[can_stream] | (_PONG_EVENTS if pongs else 0)
         if zin is not None:
             self.zin = zin
 
@@ -142,13 +144,13 @@ class Protocol(FrameHeader):
     def next_event(self):
         if self.pending:
             return self.pending
-        if not self.in_frame and not self.msg_op and self.state == OPEN:
+        if not self.flags & _IN_FRAME and not self.msg_op and self.state == OPEN:
             # Fast path: a whole FIN data frame, found by one native call (r), stepped over at
             # once (_P_WHOLE). Inline, within 11 words: a larger frame is heap-allocated.
             r = frame_scan(self.rbuf, self.rpos, self.rlen, self.mask)
             if r >= 0:
                 n = r & 0xFFFF
-                if n <= len(self.own_rbuf) or self.can_stream == STREAM_WHOLE:
+                if n <= len(self.own_rbuf) or self.flags & _WHOLE:
                     start = self.rpos + ((r >> 16) & 15)
                     # Unmasked in place, or where it joins the span after its header.
                     at = start
@@ -168,7 +170,7 @@ class Protocol(FrameHeader):
                     self.p_kind = _P_WHOLE
                     self.pending = EV_MESSAGE if n <= len(self.own_rbuf) else EV_FRAGMENT
                     return self.pending
-            elif (r < -1 and self.can_stream == STREAM_WHOLE and self.rlen == len(self.rbuf)
+            elif (r < -1 and self.flags & _WHOLE and self.rlen == len(self.rbuf)
                   and -r <= len(self.rbuf)):
                 # A full read cut a frame that fits rbuf: the next one completes it.
                 return EV_NONE
@@ -178,7 +180,7 @@ class Protocol(FrameHeader):
 
     def _parse(self):
         while self.state != CLOSED:  # next_event's general case: any frame, any state.
-            if not self.in_frame:
+            if not self.flags & _IN_FRAME:
                 ev = self._start_frame()
                 if ev >= 0:
                     return ev
@@ -202,11 +204,12 @@ class Protocol(FrameHeader):
         if size == 0:
             return EV_NONE
         op = h.opcode
-        if h.rsv and (h.rsv != 0x40 or self.zin is None or op == _OP_CONT or op >= _OP_CLOSE):
+        rsv = self.rbuf[self.rpos] & 0x70  # (RSV and MASK bits: read in the header, not kept)
+        if rsv and (rsv != 0x40 or self.zin is None or op == _OP_CONT or op >= _OP_CLOSE):
             return self._fail(_CLOSE_PROTOCOL, "reserved bits set where no extension allows them")
         if op > _OP_BINARY and op < _OP_CLOSE or op > _OP_PONG:
             return self._fail(_CLOSE_PROTOCOL, "reserved opcode %d" % op)
-        if not h.masked:
+        if not self.rbuf[self.rpos + 1] & 0x80:
             return self._fail(_CLOSE_PROTOCOL, "client frames must be masked")
         if h.length < 0:
             return self._fail(_CLOSE_PROTOCOL, "64-bit length with the top bit set")
@@ -223,19 +226,19 @@ class Protocol(FrameHeader):
                 return self._fail(_CLOSE_PROTOCOL, "new message inside a fragmented one")
             self.msg_op = op
             if self.zin is not None:
-                self.zmsg = h.rsv != 0
+                self.zmsg = rsv != 0
             self.mlen = 0
-            self.streaming = False
-            self.stream_first = True
+            self.flags &= ~_STREAMING
+            self.ev_first = True
             self.u8 = UTF8_ACCEPT
-        if op < _OP_CLOSE and not self.can_stream and self.state == OPEN and not self.zmsg:
+        if op < _OP_CLOSE and not self.flags & _PIECES and self.state == OPEN and not self.zmsg:
             total = self.mlen + h.length
             if total > len(self.mbuf) and not (op != _OP_CONT and h.fin and h.length <= len(self.own_rbuf)):
                 return self._fail(_CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
         self.rpos += size
-        self.in_frame = True
+        self.flags |= _IN_FRAME
         self.f_left = h.length
-        self.f_seen = self.f_phase = 0
+        self.f_seen = 0
         return -1
 
     def limit(self):
@@ -248,7 +251,7 @@ class Protocol(FrameHeader):
         start = self.rpos + self.f_seen
         end = self.rpos + have
         if end > start:
-            self.f_phase = unmask(self.rbuf, start, end, self.mask, self.f_phase)
+            unmask(self.rbuf, start, end, self.mask, (self.length - self.f_left + self.f_seen) & 3)  # phase
             self.f_seen = have
             if text:
                 self.u8 = utf8_step(self.rbuf, start, end, self.u8)
@@ -265,7 +268,7 @@ class Protocol(FrameHeader):
             self.f_left -= n
             if self.f_left:
                 return EV_NONE
-            self.in_frame = False
+            self.flags &= ~_IN_FRAME
             if self.fin:
                 self.msg_op = 0
             return -1
@@ -273,39 +276,39 @@ class Protocol(FrameHeader):
             return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
         n = self.f_left
         # 1. A whole message in one frame that fits rbuf: hand it over in place.
-        if (self.fin and self.opcode != _OP_CONT and not self.streaming and self.mlen == 0
+        if (self.fin and self.opcode != _OP_CONT and not self.flags & _STREAMING and self.mlen == 0
                 and self.length <= len(self.own_rbuf)):
             if self.rlen - self.rpos < n:
                 return EV_NONE
             if text and self.u8 != UTF8_ACCEPT:
                 return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
-            return self._deliver(EV_MESSAGE, self.rpos, n, False, text, True, True)
+            return self._deliver(EV_MESSAGE, self.rpos, n, False, text, True)
         have = self.f_seen
         # 2. Assemble a fragmented (or rbuf-sized) message in mbuf while it fits.
-        if not self.streaming and self.mlen + n <= len(self.mbuf):
+        if not self.flags & _STREAMING and self.mlen + n <= len(self.mbuf):
             move(self.mlen, self.rpos, have, self.mbuf, self.rbuf)
             self.mlen += have
             self._advance(have)
             if self.f_left:
                 return EV_NONE
-            self.in_frame = False
+            self.flags &= ~_IN_FRAME
             if not self.fin:
                 return -1
             if text and self.u8 != UTF8_ACCEPT:
                 return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
-            return self._deliver(EV_MESSAGE, 0, self.mlen, True, text, True, True)
-        if not self.can_stream:
+            return self._deliver(EV_MESSAGE, 0, self.mlen, True, text, True)
+        if not self.flags & _PIECES:
             return self._fail(_CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
         return self._stream(text, n, have)
 
     def _stream(self, text, n, have):
         # 3. Stream: first what was assembled, then the payload piece by piece as it comes.
-        if not self.streaming:
-            self.streaming = True
+        if not self.flags & _STREAMING:
+            self.flags |= _STREAMING
             if self.mlen:
-                return self._deliver(EV_FRAGMENT, 0, self.mlen, True, text, True, False)
-        cap = self.max_piece
-        if self.can_stream == STREAM_WHOLE and (
+                return self._deliver(EV_FRAGMENT, 0, self.mlen, True, text, False)
+        cap = self.ring.size - (CONTROL_RESERVE + 10)  # the largest piece beside the reserve
+        if self.flags & _WHOLE and (
                 self.f_left != self.length or self.rpos >= header_size(self.length)):
             # In place: all that came, unless no room for the header (then via the ring).
             cap = have
@@ -313,18 +316,17 @@ class Protocol(FrameHeader):
         last = self.fin and take == n
         if take == 0 and not last:
             if n == 0:
-                self.in_frame = False  # empty non-final fragment: nothing to hand over
+                self.flags &= ~_IN_FRAME  # empty non-final fragment: nothing to hand over
                 return -1
             return EV_NONE
         if last and text and self.u8 != UTF8_ACCEPT:
             return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
-        return self._deliver(EV_FRAGMENT, self.rpos, take, False, text, self.stream_first, last)
+        return self._deliver(EV_FRAGMENT, self.rpos, take, False, text, last)
 
-    def _deliver(self, ev, start, n, from_mbuf, text, first, last):
-        self.ev_off = start
+    def _deliver(self, ev, start, n, from_mbuf, text, last):
+        self.ev_off = start  # (ev_first is kept by _start_frame and consume)
         self.ev_data = (self.mbuf if from_mbuf else self.rbuf)[start : start + n]
         self.ev_text = text
-        self.ev_first = first
         self.ev_last = last
         self.p_kind = _P_MBUF if from_mbuf else _P_RBUF
         self.pending = ev
@@ -349,13 +351,13 @@ class Protocol(FrameHeader):
             else:
                 self._advance(len(self.ev_data))
                 if self.f_left == 0:
-                    self.in_frame = False
+                    self.flags &= ~_IN_FRAME
             if ev == EV_FRAGMENT:
-                self.stream_first = False
+                self.ev_first = False
             if self.ev_last:
                 self.msg_op = 0
-                self.streaming = False
-                self.stream_first = True
+                self.flags &= ~_STREAMING
+                self.ev_first = True
         j = self.j_off
         if j >= 0:
             # Relayed in place: append to the span (over the mask's gap): one write a batch.
@@ -381,10 +383,11 @@ class Protocol(FrameHeader):
         elif op != _OP_PONG:
             return self._peer_close(start, n)
         self._advance(n)
-        self.in_frame = False
-        if op == _OP_PONG and self.pong_seen is None:  # (consume has nothing to step over)
-            return self._deliver(EV_PONG, start, n, False, False, False, False)
-        self.pong_seen = self.pong_seen or op == _OP_PONG
+        self.flags &= ~_IN_FRAME
+        if op == _OP_PONG:
+            if self.flags & _PONG_EVENTS:  # (consume has nothing to step over)
+                return self._deliver(EV_PONG, start, n, False, False, False)
+            self.flags |= _PONG_SEEN
         return -1
 
     def _peer_close(self, start, n):
@@ -406,10 +409,9 @@ class Protocol(FrameHeader):
             if not self._queue(_OP_CLOSE, True, buf[start : start + (2 if n >= 2 else 0)], 0):
                 return EV_BLOCKED
         self._advance(n)
-        self.in_frame = False
+        self.flags &= ~_IN_FRAME
         self.state = CLOSED
-        self.close_code = code
-        self.close_reason = reason
+        self.close_code, self.close_reason = code, reason
         return EV_CLOSE
 
     def _fail(self, code, reason):
@@ -417,9 +419,8 @@ class Protocol(FrameHeader):
         if self.state == OPEN:
             self._queue_close(code, reason)
         self.state = CLOSED
-        self.failed = True
-        self.close_code = code
-        self.close_reason = reason
+        self.flags |= _FAILED
+        self.close_code, self.close_reason = code, reason
         self.pending = EV_NONE
         return EV_ERROR
 
@@ -453,7 +454,7 @@ class Protocol(FrameHeader):
 
     def send(self, data, text=False):
         """Queue one whole message as one frame, or nothing. True if queued."""
-        if self.state != OPEN or self.out_frag or self.out_left:
+        if self.state != OPEN or self.flags & _OUT_FRAG or self.out_left:
             return False
         n = len(data)
         ring = self.ring
@@ -465,14 +466,14 @@ class Protocol(FrameHeader):
         return False
 
     def send_fragment(self, data, text, first, last):
-        if self.state != OPEN or first == self.out_frag:
+        if self.state != OPEN or (not first) == (not self.flags & _OUT_FRAG):
             return False
         n = len(data)
         fits_or_raise(n, self.ring.size, CONTROL_RESERVE)
         op = (_OP_TEXT if text else _OP_BINARY) if first else _OP_CONT
         if not self._queue(op, last, data, CONTROL_RESERVE):
             return False
-        self.out_frag = not last
+        self.flags = (self.flags & ~_OUT_FRAG) if last else (self.flags | _OUT_FRAG)
         return True
 
     def relay(self, data):
@@ -554,10 +555,10 @@ class Protocol(FrameHeader):
         return True
 
     def send_ping(self, payload=b""):
-        # pong_seen then says whether a pong came after this ping (None: pongs are events).
+        # _PONG_SEEN then says whether a pong came after this ping.
         if self.state != OPEN or not self._queue(_OP_PING, True, payload, 0):
             return False
-        self.pong_seen = None if self.pong_seen is None else False
+        self.flags &= ~_PONG_SEEN
         return True
 
     def _queue_close(self, code, reason):
@@ -584,8 +585,7 @@ class Protocol(FrameHeader):
             return False
         self._queue_close(code, reason)
         self.state = CLOSING
-        self.close_code = code
-        self.close_reason = reason
+        self.close_code, self.close_reason = code, reason
         return True
 
 

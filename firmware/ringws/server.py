@@ -26,6 +26,9 @@ _CLOSED = const(2)
 _NO_STREAM = const(0)
 _STREAM_PIECES = const(1)
 _STREAM_WHOLE = const(2)
+_WANT_DRAIN = const(0x100)  # flags' bits (slot.py)
+_BATCHING = const(0x400)
+_BROKEN = const(0x800)
 _FREE = const(0)
 _HTTP = const(1)
 _WS = const(2)
@@ -96,10 +99,10 @@ class Conn:
         if send(s, data, text):
             srv = self._server
             srv.messages_out += 1
-            if not s.batching:  # (the reader flushes a batch once)
+            if not s.flags & _BATCHING:  # (the reader flushes a batch once)
                 flush(srv, s)
             return True
-        s.want_drain = True
+        s.flags |= _WANT_DRAIN
         return False
 
     def send_fragment(self, data, text, first, last):
@@ -109,10 +112,10 @@ class Conn:
         if s.send_fragment(data, text, first, last):
             if last:
                 self._server.messages_out += 1
-            if not s.batching:
+            if not s.flags & _BATCHING:
                 flush(self._server, s)
             return True
-        s.want_drain = True
+        s.flags |= _WANT_DRAIN
         return False
 
     def relay(self, data):
@@ -125,16 +128,16 @@ class Conn:
             srv = self._server
             if s.ev_last and not s.out_left:
                 srv.messages_out += 1
-            if not s.batching:
+            if not s.flags & _BATCHING:
                 flush(srv, s)
             return True
-        s.want_drain = True
+        s.flags |= _WANT_DRAIN
         return False
 
     def want_writable(self):
         s = self._slot
         if s is not None:
-            s.want_drain = True  # the housekeeping tick fires on_writable if there is room
+            s.flags |= _WANT_DRAIN  # the housekeeping tick fires on_writable if there is room
 
     def writable(self):
         s = self._slot
@@ -225,12 +228,12 @@ class Server:
         sent = 0
         for s in self.slots:
             c = s.conn
-            if c is None or s.state != _OPEN or (path is not None and c.path != path):
+            if s.phase != _WS or s.state != _OPEN or (path is not None and c.path != path):
                 continue
             if s.send(data, text):
                 sent += 1
                 self.messages_out += 1
-                if not s.batching:
+                if not s.flags & _BATCHING:
                     flush(self, s)
             else:  # (a ring that stays full is closed by check_stuck)
                 self.dropped += 1
@@ -317,7 +320,7 @@ class Server:
             self.tls.stop()
         for s in self.slots:
             if s.phase == _WS:
-                s.batching = False  # out now, even from a reader Ctrl-C stopped mid-batch
+                s.flags &= ~_BATCHING  # out now, even from a reader Ctrl-C stopped mid-batch
                 self._close(s, CLOSE_GOING_AWAY, "server shutdown", "shutdown")
             elif s.phase != _FREE:
                 self._teardown(s, "shutdown", s.gen)
@@ -418,16 +421,11 @@ class Server:
         slot.phase = _HTTP
         slot.sock = sock
         slot.cause = None
-        slot.want_drain = False
-        slot.paused = False
         slot.t_phase = ticks_ms()
         slot.last_rx = slot.t_phase
-        slot.ping_at = 0
         slot.stuck_at = 0
-        slot.batching = False
-        slot.broken = False
-        slot.reset()
-        slot.remote = remote
+        slot.reset()  # (flags too)
+        slot.conn = remote  # until the upgrade makes the Conn
         # The slot's reader task serves one connection after another (see connection.py):
         # a task per connection would be a large allocation at every accept, and a finished
         # task can stay reachable through MicroPython's task queue. A slot gets its task at
@@ -446,7 +444,7 @@ class Server:
         if slot.close(code, reason):
             slot.cause = cause
             slot.t_phase = ticks_ms()
-            if not slot.batching:
+            if not slot.flags & _BATCHING:
                 flush(self, slot)
         elif slot.state == _CLOSED and not slot.cause:
             slot.cause = cause
@@ -466,11 +464,10 @@ class Server:
             slot.reader = None  # cancelled: the next connection gets a new one
         # (else the reader itself is ending its connection: it parks for the next one)
         slot.writer = None
-        slot.remote = None
         drop_entry(slot)
         _close_quietly(slot.sock)
         slot.sock = None
-        conn = slot.conn
+        conn = slot.conn if phase == _WS else None  # (else the peer's address, or None)
         handler = slot.handler
         slot.conn = None
         slot.handler = None
@@ -551,10 +548,10 @@ def tick_once(srv, now):
 
 
 def _check_ws(srv, s, now, cfg):
-    if s.broken:
+    if s.flags & _BROKEN:
         srv._teardown(s, s.cause or "peer_reset", s.gen)
         return
-    if s.want_drain and s.writer is None and not s.batching:
+    if s.flags & _WANT_DRAIN and s.writer is None and not s.flags & _BATCHING:
         flush(srv, s)  # want_writable() with room already: fire on_writable now
         drain(srv, s)
     if s.state != _OPEN:
@@ -569,13 +566,13 @@ def _check_ws(srv, s, now, cfg):
     if idle and quiet > idle:
         srv._close(s, CLOSE_GOING_AWAY, "idle timeout", "idle_timeout")
         return
-    if s.ping_at:
-        if ticks_diff(now, s.ping_at) > cfg["pong_timeout_ms"]:
+    if s.t_phase:  # (open: the keepalive ping's time)
+        if ticks_diff(now, s.t_phase) > cfg["pong_timeout_ms"]:
             srv._close(s, CLOSE_INTERNAL, "keepalive ping timeout", "ping_timeout")
     elif cfg["ping_interval_ms"] and quiet > cfg["ping_interval_ms"]:
         if s.send_ping(b"ringws"):
-            s.ping_at = now or 1
-            if not s.batching:
+            s.t_phase = now or 1
+            if not s.flags & _BATCHING:
                 flush(srv, s)
 
 

@@ -2,29 +2,38 @@
 # connection borrows one and gives it back at teardown. Nothing per connection is sized
 # at run time.
 #
-# Who writes a connection's flags (tasks: the slot's reader, its writer, housekeeping, the
+# Who writes a connection's fields (tasks: the slot's reader, its writer, housekeeping, the
 # accept loop; "app": a handler or timer calling Conn, from whichever task runs it):
 #   phase       accept (_start: HTTP), reader (answer_or_open: WS or ANSWER), _teardown
 #               (FREE, from any task); gen: _start and _teardown
-#   state, failed, close_code/_reason   the protocol only (the reader's parsing, or
-#               close() through Server._close from any task); the runtime reads them
-#   paused      the reader only (connection.pause)
-#   batching    the reader only: True while it dispatches a batch, so sends wait for its
-#               one write at the end of the batch
-#   broken      flush() (any task writing outside the reader's batch); read by the
-#               reader, the writer task and housekeeping, which end the connection
-#   want_drain  set by a refused send or want_writable() (app) and pause(); cleared by
-#               drain() when on_writable fires
+#   state, close_code/_reason, flags' protocol bits (FAILED, ...: protocol.py)   the
+#               protocol only (the reader's parsing, or close() through Server._close from
+#               any task); the runtime reads them
+#   flags       one int of bits (protocol.py's and these below; reset() clears them all)
+#     PAUSED      the reader only (connection.pause)
+#     BATCHING    the reader only: set while it dispatches a batch, so sends wait for its
+#                 one write at the end of the batch
+#     BROKEN      flush() (any task writing outside the reader's batch); read by the
+#                 reader, the writer task and housekeeping, which end the connection
+#     WANT_DRAIN  set by a refused send or want_writable() (app) and pause(); cleared by
+#                 drain() when on_writable fires
+#   conn        accept (_start: the peer's address, until the upgrade), the reader (request:
+#               the Conn for the WebSocket), _teardown; read as a Conn only in phase WS
 #   writer      the writer task (started by flush or end_of_batch, clears itself); pause()
 #               and _teardown cancel it
 #   cause       whoever decides the end first (reader, Server._close, flush); _teardown
-#   t_phase, last_rx   the reader (request, close, reads); Server._close
-#   ping_at     housekeeping (ping sent); the reader clears it once pong_seen (cleared by
-#               send_ping) says the pong came, or at a pong event (a handler with on_pong)
+#   t_phase     what the phase's timeout measures: HTTP, the request's start (accept, request);
+#               WS open, the outstanding keepalive ping's (housekeeping sends it; the reader
+#               clears it at the pong: PONG_SEEN or a pong event), 0 if none; WS closing, the
+#               close's start (Server._close, or the reader at the peer's close or an error)
+#   last_rx     the reader (reads)
 #   stuck_at    housekeeping starts the clock; progress (writer, pause, http.send) resets
 # Protocol's fields (protocol.py) are written by the protocol only: the runtime reads them
 # and reports through its methods (received, sent_span, upgrade, move_input, send_ping; the
 # seam is in protocol.py's header); the ring's head moves by ring.consume() as bytes go out.
+# Every field is set in __init__: one set later would grow each slot's attribute table
+# (host_tests/test_core_slot_fields.py checks it).
+from ringws.compat import const
 from ringws.protocol import Protocol
 
 # Slot phases
@@ -32,6 +41,21 @@ FREE = 0
 HTTP = 1  # reading or answering an HTTP request (maybe a handshake)
 WS = 2  # WebSocket open or closing
 ANSWER = 3  # sending the answer to an HTTP request
+
+# The bits of flags: the protocol's (protocol.py keeps them as private const()s, so does the
+# runtime with these; host_tests/test_core_frames.py checks that they agree), then the runtime's.
+IN_FRAME = const(1)
+STREAMING = const(2)
+FAILED = const(4)
+OUT_FRAG = const(8)
+PONG_SEEN = const(16)
+PONG_EVENTS = const(32)
+PIECES = const(64)  # can_stream (protocol.STREAM_PIECES or STREAM_WHOLE)
+WHOLE = const(128)  # can_stream STREAM_WHOLE
+WANT_DRAIN = const(0x100)
+PAUSED = const(0x200)
+BATCHING = const(0x400)  # the reader is dispatching: sends wait for its one flush
+BROKEN = const(0x800)  # a send failed: the connection is gone
 
 
 class Slot(Protocol):
@@ -55,21 +79,13 @@ class Slot(Protocol):
         self.gen = 0
         self.phase = FREE
         self.sock = None
-        self.conn = None
+        self.conn = None  # (the peer's address until the upgrade)
         self.handler = None
         self.reader = None  # the slot's reader task, kept from connection to connection
-        self.remote = None  # the peer's address, from accept to the handshake
         self.writer = None
         self.cause = None
-        self.want_drain = False
-        self.paused = False
-        self.batching = False  # the reader is dispatching: sends wait for its one flush
-        self.broken = False  # a send failed: the connection is gone
-        # Start of what the phase's timeout measures: the request (HTTP) or the close
-        # handshake (WS, 0 while open).
-        self.t_phase = 0
+        self.t_phase = 0  # (see the table above)
         self.last_rx = 0
-        self.ping_at = 0  # when the outstanding keepalive ping was sent, 0 if none
         self.stuck_at = 0
         # The socket's entry in asyncio's poller, kept for every later wait (compat._park).
         self.pollent = None
@@ -87,8 +103,5 @@ def allocate_slots(cfg):
     slots = [Slot(i, cfg, arena) for i in range(n)]
     if cfg["inflaters"]:  # permessage-deflate's pool (pmd.py), made now like the slots
         __import__("ringws.pmd").pmd.start(cfg)
-        for s in slots:
-            # Its fields too: set later, each slot's table would grow then, in a heap in pieces.
-            s.zin = s.inf = s.zmsg = None
     # The shared receive buffer sits at the end of the arena (see Server._borrow).
     return slots, (memoryview(arena)[-lend:] if lend else None)
