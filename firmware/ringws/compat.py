@@ -208,3 +208,21 @@ def errno_of(exc):
     if e is None and exc.args:
         e = exc.args[0]
     return e
+
+
+def use_once(name):
+    """ringws.<name> for one use: imported now and not kept in sys.modules (nor as an
+    attribute of the package), so its code leaves the heap once the caller lets go of
+    it. For what only some requests need; a MemoryError while it loads goes to the
+    caller (a request the runtime then answers with its prebuilt 503)."""
+    pkg = sys.modules["ringws"]
+    full = "ringws." + name
+    try:
+        __import__(full)
+        return getattr(pkg, name)
+    finally:
+        sys.modules.pop(full, None)
+        try:
+            delattr(pkg, name)
+        except AttributeError:
+            pass

@@ -3,13 +3,11 @@
 # send ring in chunks, so a page of any size costs no more memory than the ring.
 #
 # What only some requests need lives in modules loaded for that request and dropped
-# with it (_use): static.py (files) and jsonout.py (/stats). Their code is in the heap
-# only while they answer. A MemoryError while one loads ends that request alone, with
+# with it (compat.use_once): static.py (files) and jsonout.py (/stats). Their code is in
+# the heap only while they answer. A MemoryError while one loads ends that request alone, with
 # the prebuilt 503 naming it (connection.failure): the slot is still in the HTTP phase,
 # and no other connection's state is touched.
-import sys
-
-from ringws.compat import wait_writable
+from ringws.compat import use_once, wait_writable
 from ringws.handshake import HttpError
 
 _ANSWER = 3  # slot.ANSWER
@@ -33,22 +31,6 @@ def reason(status):
     return REASONS[i + 5 : REASONS.find("\n", i + 5)]
 
 
-def _use(name):
-    """ringws.<name> for this request only: imported now and not kept in sys.modules (nor
-    as an attribute of the package), so its code leaves the heap with the request."""
-    pkg = sys.modules["ringws"]
-    full = "ringws." + name
-    try:
-        __import__(full)
-        return getattr(pkg, name)
-    finally:
-        sys.modules.pop(full, None)
-        try:
-            delattr(pkg, name)
-        except AttributeError:
-            pass
-
-
 def respond(srv, req):
     """What to answer req with: (a list of bytes-likes to send, then None, the path of a
     file or a jsonout.Window to send after them). Deciding is a plain call; send() then
@@ -60,7 +42,7 @@ def respond(srv, req):
         if route is None and path == "/stats":
             # Written into the ring piece by piece as it drains (jsonout.py): never the
             # whole text in one block, which a heap cut up by traffic may not have.
-            body = _use("jsonout").Window(srv.stats())
+            body = use_once("jsonout").Window(srv.stats())
             status, ctype, n = 200, "application/json", body.total
         elif route is not None:
             status, ctype, body = route[0](srv, req)
@@ -74,7 +56,7 @@ def respond(srv, req):
         else:
             for prefix, directory in srv.static_routes:
                 if path.startswith(prefix):
-                    return _use("static").answer(req, directory, path[len(prefix):])
+                    return use_once("static").answer(req, directory, path[len(prefix):])
             raise HttpError(404, "nothing at " + path)
         head = response_head(status, ctype, n, _NO_STORE)
         if req.method == "HEAD":

@@ -1,7 +1,7 @@
 # /stats (or any dict) as JSON written straight into a slot's send ring, as much as fits
 # each time the ring drains: the text is never in the heap as a whole, nor as a list of
 # pieces: a heap cut up by traffic may have no free block that large when every slot but
-# one holds a WebSocket. Loaded for the request and dropped with it (http._use).
+# one holds a WebSocket. Loaded for the request and dropped with it (compat.use_once).
 import io
 import json
 

@@ -1,6 +1,6 @@
 # Static files for srv.static(prefix, directory): gzip when the client accepts it,
 # revalidated with ETag. Loaded for the request that needs it and dropped with it
-# (http._use): the file itself is then sent by http.send, in chunks through the ring.
+# (compat.use_once): the file itself is then sent by http.send, in chunks through the ring.
 import os
 
 from ringws.http import HttpError, response_head
