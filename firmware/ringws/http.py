@@ -33,16 +33,16 @@ def reason(status):
 
 def respond(srv, req):
     """What to answer req with: (a list of bytes-likes to send, then None, the path of a
-    file or a jsonout.Window to send after them). Deciding is a plain call; send() then
+    file or a jsonout.Reader to send after them). Deciding is a plain call; send() then
     writes it all. A route's body is a str, bytes, or a list of bytes-likes sent one
     after another."""
     try:
         path = req.path
         route = srv.http_routes.get(path)
         if route is None and path == "/stats":
-            # Written into the ring piece by piece as it drains (jsonout.py): never the
-            # whole text in one block, which a heap cut up by traffic may not have.
-            body = use_once("jsonout").Window(srv.stats())
+            # Read like a file, a chunk at a time (jsonout.py): never the whole text in
+            # one block, which a heap cut up by traffic may not have.
+            body = use_once("jsonout").Reader(srv.stats())
             status, ctype, n = 200, "application/json", body.total
         elif route is not None:
             status, ctype, body = route[0](srv, req)
@@ -83,10 +83,11 @@ def answer(write_out, srv, slot, req):
 
 async def send(write_out, srv, slot, pieces, path=None):
     """Write pieces (a list of bytes-likes), then the file at path (if any; or what a
-    jsonout.Window writes), through the slot's send ring. One coroutine for the whole response: one generator frame on the
-    heap while it is in flight, not a chain of them. The file is read in chunks through
-    the receive buffer (free in the HTTP phase): a page costs no more memory than the
-    ring. write_out: connection.write_out (passed in: connection imports this module)."""
+    jsonout.Reader reads), through the slot's send ring. One coroutine for the whole
+    response: one generator frame on the heap while it is in flight, not a chain of
+    them. The file is read in chunks through the receive buffer (free in the HTTP
+    phase): a page costs no more memory than the ring. write_out: connection.write_out
+    (passed in: connection imports this module)."""
     ring = slot.ring
     i = off = 0
     f = buf = None
@@ -106,12 +107,9 @@ async def send(write_out, srv, slot, pieces, path=None):
                     off = 0
             elif path is None:
                 return  # all of it is out
-            elif not isinstance(path, str):
-                if path.fill(ring):  # a jsonout.Window: what fits now, True once all is out
-                    return
             else:
                 if f is None:  # opened here, so that it is closed whatever happens
-                    f = open(path, "rb")
+                    f = open(path, "rb") if isinstance(path, str) else path
                     buf = slot.rbuf[: min(len(slot.rbuf), srv.cfg["static_chunk"])]
                     pieces = [None]  # one chunk at a time, in this list
                 pieces[0] = buf[: f.readinto(buf)]
