@@ -240,8 +240,8 @@ FULL_HEAP = os.environ.get("RINGWS_FULL_HEAP", "110k")
 
 def test_stats_answers_with_every_websocket_slot_busy(tmp_path):
     """9 slots (what lwIP's 10 sockets allow beside the listener), 8 of them echoing
-    WebSockets: /stats, the request the ninth slot is kept for, is answered 200 with the
-    whole JSON, again and again, while the echoes go on."""
+    WebSockets: /stats and the page, the requests the ninth slot is kept for, are
+    answered 200 in full, again and again, while the echoes go on."""
     fw = Firmware(tmp_path / "fw", heap=FULL_HEAP,
                   server={"max_connections": 9, "ping_interval_ms": 0}).start()
     try:
@@ -259,24 +259,29 @@ def test_stats_answers_with_every_websocket_slot_busy(tmp_path):
 
             tasks = [asyncio.create_task(echo(i, c)) for i, c in enumerate(conns)]
             answers = []
+            pages = []
             try:
                 for _ in range(6):
                     answers.append(await asyncio.to_thread(fw.get, "/stats"))
+                    pages.append(await asyncio.to_thread(fw.get, "/", {"Accept-Encoding": "gzip"}))
                     await asyncio.sleep(0.05)
             finally:
                 stop.set()
                 await asyncio.gather(*tasks)
                 for c in conns:
                     await c.close()
-            return answers, rounds
+            return answers, pages, rounds
 
-        answers, rounds = asyncio.run(go())
+        answers, pages, rounds = asyncio.run(go())
         for status, headers, body in answers:
             assert status == 200, (status, body[:200], fw.log())
             assert int(headers["content-length"]) == len(body)
             st = json.loads(body)
             assert st["connections"] == 8 and st["slots_total"] == 9
             assert st["slots_free"] == 0
+        for status, headers, body in pages:
+            assert status == 200, (status, body[:200], fw.log())
+            assert int(headers["content-length"]) == len(body) > 1000
         assert min(rounds) > 0  # every echo went on meanwhile
         assert fw.idle()["connections"] == 0
     finally:
