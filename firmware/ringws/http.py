@@ -34,30 +34,32 @@ def reason(status):
 def respond(srv, req):
     """What to answer req with: (a list of bytes-likes to send, then None, the path of a
     file or a jsonout.Reader to send after them). Deciding is a plain call; send() then
-    writes it all. A route's body is a str, bytes, or a list of bytes-likes sent one
-    after another."""
+    writes it all. A route's body is a str, bytes, a list of bytes-likes sent one after
+    another, or a jsonout.Reader (JSON read a chunk at a time, as /stats is)."""
     try:
         path = req.path
         route = srv.http_routes.get(path)
-        if route is None and path == "/stats":
-            # Read like a file, a chunk at a time (jsonout.py): never the whole text in
-            # one block, which a heap cut up by traffic may not have.
-            body = use_once("jsonout").Reader(srv.stats())
-            status, ctype, n = 200, "application/json", body.total
-        elif route is not None:
+        if route is not None:
             status, ctype, body = route[0](srv, req)
-            if isinstance(body, str):
-                body = body.encode()
-            if not isinstance(body, list):
-                body = [body]
-            n = 0
-            for piece in body:
-                n += len(piece)
+        elif path == "/stats":
+            # Not one block of text, which a heap cut up by traffic may not have.
+            body = use_once("jsonout").Reader(srv.stats())
+            status, ctype = 200, "application/json"
         else:
             for prefix, directory in srv.static_routes:
                 if path.startswith(prefix):
                     return use_once("static").answer(req, directory, path[len(prefix):])
             raise HttpError(404, "nothing at " + path)
+        if isinstance(body, str):
+            body = body.encode()
+        if hasattr(body, "readinto"):
+            n = body.total
+        else:
+            if not isinstance(body, list):
+                body = [body]
+            n = 0
+            for piece in body:
+                n += len(piece)
         head = response_head(status, ctype, n, _NO_STORE)
         if req.method == "HEAD":
             return [head], None
