@@ -33,16 +33,6 @@ _led_low = False
 _led_state = None
 
 
-def _reset_cause():
-    if machine is None or not hasattr(machine, "reset_cause"):
-        return None
-    cause = machine.reset_cause()
-    for name in ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET"):
-        if getattr(machine, name, None) == cause:
-            return name
-    return str(cause)
-
-
 def bring_up(cfg):
     """Bring the network up; return {"bind", "mode", "ip", "reason", ...}."""
     global _link, _wdt_ms, _led_pin, _led_low
@@ -50,7 +40,6 @@ def bring_up(cfg):
     server = cfg.get("server")
     if not isinstance(server, dict):
         server = {}
-    _status["reset_cause"] = _reset_cause()
     if network is None:
         bind = server.get("host") or "127.0.0.1"
         _status.update(mode="host", wifi="none", ip=bind, reason=cfg.get("config_error"))
@@ -58,6 +47,7 @@ def bring_up(cfg):
 
     import netup  # start-up only: launch.forget drops it
 
+    _status["reset_cause"] = netup.reset_cause()
     _wdt_ms, _led_pin, _led_low = netup.hardware(cfg)
     led(False)
     _status["mode"] = None

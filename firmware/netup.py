@@ -14,6 +14,17 @@ def _dict(value):
     return value if isinstance(value, dict) else {}
 
 
+def reset_cause():
+    """Why the board last reset, by machine's name for it (read once, at start-up)."""
+    if not hasattr(machine, "reset_cause"):
+        return None
+    cause = machine.reset_cause()
+    for name in ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET"):
+        if getattr(machine, name, None) == cause:
+            return name
+    return str(cause)
+
+
 def hardware(cfg):
     """(watchdog_ms, LED pin or None, LED active low) from the config; bad values: off."""
     ms = cfg.get("watchdog_ms")

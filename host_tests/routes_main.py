@@ -4,6 +4,7 @@
 #            "<conn.subprotocol>:<message>"
 #   /hello   srv.http route answering a str built from the query
 #   /pieces  srv.http route answering a list of bytes-likes, status 201
+#   /json    srv.http route answering a dict as JSON read in chunks (jsonout.Reader)
 # It also prints what the slot arena really holds (the buffers the slots and the shared
 # receive buffer point into), to compare with launch.py's budget line.
 
@@ -23,10 +24,17 @@ def _pieces(srv, req):
     return 201, "application/octet-stream", [b"one,", bytearray(b"two,"), memoryview(b"three")]
 
 
+def _json(srv, req):
+    from ringws.jsonout import Reader
+
+    return 200, "application/json", Reader({"query": req.query, "n": list(range(200))})
+
+
 def _routes_hook(srv, cfg):
     srv.route("/proto", ProtoHandler())
     srv.http("/hello", _hello)
     srv.http("/pieces", _pieces)
+    srv.http("/json", _json)
     shared = srv.shared
     print("ringws-test: arena %d slots, blocks %d B, shared %d B" % (
         len(srv.slots), sum(len(s.block) for s in srv.slots),

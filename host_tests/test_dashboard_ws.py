@@ -271,3 +271,17 @@ def test_slow_tab_is_skipped_and_counted_others_unaffected(fw):
         sender.close()
         listener.close()
     assert until(lambda: fw.stats()["connections"] == conns0, 5)
+
+
+def test_the_dashboard_leaves_the_heap_with_the_last_tab(fw):
+    with fw.ws("/ws") as a:  # loaded once before: its names are interned already
+        recv_json(a, "hello")
+    before = until(lambda: fw.idle()["connections"] == 0 and fw.idle(), 5)["mem_free"]
+    with fw.ws("/ws") as a, fw.ws("/ws") as b:
+        recv_json(a, "hello"), recv_json(b, "hello")
+        open_ = fw.stats()["mem_free"]
+    with fw.ws("/ws") as c:  # loaded again for a new page
+        assert recv_json(c, "stats")["s"]["connections"] >= 1
+    after = until(lambda: fw.idle()["connections"] == 0 and fw.idle(), 5)["mem_free"]
+    assert open_ < before - 2048, (before, open_)  # the code took heap while pages were open
+    assert after > before - 512, (before, after)  # and gave it back when they closed

@@ -1,6 +1,7 @@
 """Many clients, slow clients and churn against the firmware under the unix port with a
 110 KiB heap: the heap stays flat, slots and descriptors come back, nobody starves."""
 import asyncio
+import json
 import os
 import socket
 import struct
@@ -230,3 +231,59 @@ def test_upgrade_headers_are_case_insensitive_token_lists(fw):
     assert head.startswith(b"HTTP/1.1 101")
     assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
     s.close()
+
+
+# The heap for the full-board /stats test: an ESP32's 110 KiB by default;
+# RINGWS_FULL_HEAP=120k (say) runs it where a build needs more.
+FULL_HEAP = os.environ.get("RINGWS_FULL_HEAP", "110k")
+
+
+def test_stats_answers_with_every_websocket_slot_busy(tmp_path):
+    """9 slots (what lwIP's 10 sockets allow beside the listener), 8 of them echoing
+    WebSockets: /stats and the page, the requests the ninth slot is kept for, are
+    answered 200 in full, again and again, while the echoes go on."""
+    fw = Firmware(tmp_path / "fw", heap=FULL_HEAP,
+                  server={"max_connections": 9, "ping_interval_ms": 0}).start()
+    try:
+        async def go():
+            conns = [await websockets.connect(fw.ws_url()) for _ in range(8)]
+            stop = asyncio.Event()
+            rounds = [0] * len(conns)
+
+            async def echo(i, ws):
+                while not stop.is_set():
+                    msg = os.urandom(8 + (rounds[i] * 37 + i) % 200)
+                    await ws.send(msg)
+                    assert await asyncio.wait_for(ws.recv(), 10) == msg
+                    rounds[i] += 1
+
+            tasks = [asyncio.create_task(echo(i, c)) for i, c in enumerate(conns)]
+            answers = []
+            pages = []
+            try:
+                for _ in range(6):
+                    answers.append(await asyncio.to_thread(fw.get, "/stats"))
+                    pages.append(await asyncio.to_thread(fw.get, "/", {"Accept-Encoding": "gzip"}))
+                    await asyncio.sleep(0.05)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+                for c in conns:
+                    await c.close()
+            return answers, pages, rounds
+
+        answers, pages, rounds = asyncio.run(go())
+        for status, headers, body in answers:
+            assert status == 200, (status, body[:200], fw.log())
+            assert int(headers["content-length"]) == len(body)
+            st = json.loads(body)
+            assert st["connections"] == 8 and st["slots_total"] == 9
+            assert st["slots_free"] == 0
+        for status, headers, body in pages:
+            assert status == 200, (status, body[:200], fw.log())
+            assert int(headers["content-length"]) == len(body) > 1000
+        assert min(rounds) > 0  # every echo went on meanwhile
+        assert fw.idle()["connections"] == 0
+    finally:
+        fw.stop()
+    assert "Traceback" not in fw.log(tail=None)

@@ -3,6 +3,7 @@ port (110 KiB heap): a WebSocket route with subprotocols (negotiated with the re
 `websockets` client), custom `srv.http` routes, plain-HTTP 405 and HEAD, and the start-up
 budget line. The routes come from host_tests/routes_main.py, run instead of main.py."""
 import gzip
+import json
 import os
 import re
 
@@ -67,6 +68,10 @@ def test_custom_http_routes(fw):
     status, headers, body = fw.get("/pieces")
     assert (status, body) == (201, b"one,two,three")
     assert int(headers["Content-Length"]) == 13
+    # A jsonout.Reader body: JSON larger than the receive buffer, read in chunks.
+    status, headers, body = fw.get("/json?q")
+    assert (status, json.loads(body)) == (200, {"query": "q", "n": list(range(200))})
+    assert int(headers["Content-Length"]) == len(body) > 700
     # Routes match the path exactly.
     assert fw.get("/hello/more")[0] == 404
 
@@ -79,7 +84,7 @@ def test_methods_other_than_get_and_head_get_405(fw, method, path):
     assert headers["Allow"] == "GET, HEAD"
 
 
-@pytest.mark.parametrize("path", ["/", "/hello?x", "/pieces", "/stats"])
+@pytest.mark.parametrize("path", ["/", "/hello?x", "/pieces", "/json", "/stats"])
 def test_head_has_the_get_headers_and_no_body(fw, path):
     # Read to EOF: a body after a HEAD answer would show up here.
     s = raw_connect(fw.port)

@@ -1,5 +1,6 @@
 # The default application: /echo for anyone, the dashboard page and its /ws channel.
 import gc
+import sys
 
 from app import echo
 
@@ -11,17 +12,19 @@ def install(srv, cfg, board):
 
 
 class LazyDashboard:
-    """Stands in for the dashboard's /ws handler until the first page connects.
+    """The dashboard's /ws handler, standing in for the real one (app/dashboard.py).
 
-    The dashboard's code costs about 5 KB of heap on the unix port; a device that only
-    echoes (or has not been visited yet) never pays it. The first connection imports the
-    dashboard, which registers itself for /ws; that connection keeps talking through
-    this stand-in.
+    The dashboard's code costs about 4 KB of heap on the unix port: it is loaded when a
+    page connects and dropped when the last one has closed, so a device that only echoes,
+    or whose page is not open, does not pay for it. Every callback goes through here. The
+    simulated LED's state (the host has no pin) is kept across, as a real pin keeps its.
     """
 
     def __init__(self, srv, cfg, board):
         self.args = (srv, cfg, board)
         self.real = None
+        self.lit = False
+        self.ticking = False
 
     def on_open(self, conn):
         if self.real is None:
@@ -33,9 +36,17 @@ class LazyDashboard:
             from app import dashboard
 
             gc.collect()
-
-            self.real = dashboard.install(*self.args)
+            real = dashboard.make(*self.args)
+            real.lit = self.lit
+            if not self.ticking:  # one timer for good: its period never changes
+                self.ticking = True
+                self.args[0].add_timer(real.period_ms, self.tick)
+            self.real = real
         self.real.on_open(conn)
+
+    def tick(self, now_ms):
+        if self.real is not None:
+            self.real.tick(now_ms)
 
     # The first connection fails (1011) if the dashboard could not load; until it has,
     # the other callbacks have nothing to forward to.
@@ -48,8 +59,14 @@ class LazyDashboard:
             self.real.on_writable(conn)
 
     def on_close(self, conn, code, reason):
-        if self.real is not None:
-            self.real.on_close(conn, code, reason)
+        real = self.real
+        if real is not None:
+            real.on_close(conn, code, reason)
+            if not real.tabs:  # the last page is gone: so is the dashboard's code
+                self.lit = real.lit
+                self.real = None
+                sys.modules.pop("app.dashboard", None)
+                globals().pop("dashboard", None)  # (the package's attribute for it)
 
     def on_pong(self, conn, rtt_ms):
         if self.real is not None:

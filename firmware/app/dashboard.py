@@ -182,10 +182,16 @@ class Dashboard(io.IOBase):  # a stream too: json.dump writes into self.buf
             self.srv.count_drop(skipped)
 
 
+def make(srv, cfg, board):
+    """The Dashboard for cfg, registered nowhere (app/__init__.py routes /ws through a
+    stand-in that loads and drops it)."""
+    ms = max(MIN_MS, int((cfg.get("app") or {}).get("telemetry_ms", DEFAULT_MS)))
+    return Dashboard(srv, board, ms)
+
+
 def install(srv, cfg, board):
     """Register /ws and the telemetry timer; the page (static "/") is app/__init__'s."""
-    ms = max(MIN_MS, int((cfg.get("app") or {}).get("telemetry_ms", DEFAULT_MS)))
-    dash = Dashboard(srv, board, ms)
+    dash = make(srv, cfg, board)
     srv.route(PATH, dash)
-    srv.add_timer(ms, dash.tick)
+    srv.add_timer(dash.period_ms, dash.tick)
     return dash

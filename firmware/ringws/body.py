@@ -10,9 +10,7 @@ from ringws import compat, handshake, http
 
 # The parser keeps these fields from now on (registered before any request is parsed).
 handshake.KNOWN += (b"content-length", b"transfer-encoding", b"expect")
-http.REASONS[411] = "Length Required"
-http.REASONS[413] = "Content Too Large"
-http.REASONS[417] = "Expectation Failed"
+http.REASONS += "411 Length Required\n413 Content Too Large\n417 Expectation Failed\n"
 
 
 def length(req, methods, room):

@@ -21,17 +21,18 @@ if MICROPYTHON:
     ticks_ms = time.ticks_ms
     ticks_diff = time.ticks_diff
 
-    def mem_free():
-        return gc.mem_free()
-
-    def mem_alloc():
-        return gc.mem_alloc()
+    # Bound to the builtins, not wrapped: each function costs heap once imported.
+    mem_free = gc.mem_free
+    mem_alloc = gc.mem_alloc
+    collect = gc.collect
 
     # The task parks itself on the poller entry of the socket, as MicroPython's asyncio
     # streams do (`yield core._io_queue.queue_read(s)`), and awaits _PARKED, which
     # yields once: no coroutine object per wait, the way asyncio.sleep_ms reuses one
     # generator. Only one task may wait to read and one to write.
     class _Parked:
+        # Also a parked task's data (see park()): Task.cancel() calls data.remove(task)
+        # and then queues the task, so a parked task can be cancelled like any waiting one.
         armed = False
         # Raised again and again, as asyncio.sleep_ms's generator does: a new
         # StopIteration per wait would be an exception and a traceback on the heap.
@@ -48,7 +49,10 @@ if MICROPYTHON:
             stop.__traceback__ = None
             raise stop
 
-    _PARKED = _Parked()
+        def remove(self, task):
+            pass
+
+    _PARKED = _IDLE = _Parked()
 
     # asyncio's poller entry for a socket: [reader, writer, stream] up to 1.28, [reader,
     # pri, writer, stream] after. When the last waiter of a socket wakes, asyncio drops
@@ -150,14 +154,6 @@ if MICROPYTHON:
         _PARKED.armed = True
         return _PARKED
 
-    class _Idle:
-        # A parked task's data. Task.cancel() calls data.remove(task) and then queues
-        # the task, so a parked task can be cancelled like any waiting one.
-        def remove(self, task):
-            pass
-
-    _IDLE = _Idle()
-
     def park():
         """Park the calling task until wake(task), or its cancellation."""
         _core.cur_task.data = _IDLE  # on no queue: the loop leaves it alone
@@ -184,23 +180,17 @@ if MICROPYTHON:
         send_from = socket.socket.write
 
     def new_event():
-        return asyncio.Event()
+        return asyncio.Event()  # (asyncio loads its event module at the first use)
 
     sleep_ms = asyncio.sleep_ms
-
-    def wait_for_ms(aw, ms):
-        return asyncio.wait_for_ms(aw, ms)
-
-    def print_exception(e):
-        sys.print_exception(e)
+    print_exception = sys.print_exception
 
 else:
     # CPython: kept in its own module so that its code never takes MicroPython heap.
     from ringws.compat_cpython import *  # noqa: F401,F403
 
-
-def collect():
-    gc.collect()
+    def collect():
+        gc.collect()
 
 
 def set_nodelay(sock):
@@ -218,3 +208,21 @@ def errno_of(exc):
     if e is None and exc.args:
         e = exc.args[0]
     return e
+
+
+def use_once(name):
+    """ringws.<name> for one use: imported now and not kept in sys.modules (nor as an
+    attribute of the package), so its code leaves the heap once the caller lets go of
+    it. For what only some requests need; a MemoryError while it loads goes to the
+    caller (a request the runtime then answers with its prebuilt 503)."""
+    pkg = sys.modules["ringws"]
+    full = "ringws." + name
+    try:
+        __import__(full)
+        return getattr(pkg, name)
+    finally:
+        sys.modules.pop(full, None)
+        try:
+            delattr(pkg, name)
+        except AttributeError:
+            pass

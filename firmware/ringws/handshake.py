@@ -3,7 +3,7 @@
 import binascii
 import hashlib
 
-from ringws.compat import MICROPYTHON
+from ringws.compat import MICROPYTHON, use_once
 from ringws.kernels import find
 
 # MicroPython decodes only UTF-8 (and raises on invalid input); CPython reads the head as
@@ -120,33 +120,21 @@ def is_upgrade(req):
 
 
 def validate_upgrade(req):
-    """Check a WebSocket opening handshake; returns the Sec-WebSocket-Accept value."""
-    if req.method != "GET":
-        raise HttpError(405, "WebSocket handshake must use GET", (("Allow", "GET"),))
-    if req.version != "HTTP/1.1":
-        raise HttpError(400, "WebSocket handshake needs HTTP/1.1")
-    if not req.header("host"):
-        raise HttpError(400, "missing Host header")
-    if not is_upgrade(req):
-        raise HttpError(400, "this is a WebSocket endpoint: Upgrade: websocket required")
-    if not has_token(req.header("connection"), "upgrade"):
-        raise HttpError(400, "Connection header must contain Upgrade")
-    version = req.header("sec-websocket-version")
-    if version is None or version.strip() != "13":
-        raise HttpError(
-            426, "unsupported WebSocket version", (("Sec-WebSocket-Version", "13"),)
-        )
+    """Check a WebSocket opening handshake; returns the Sec-WebSocket-Accept value, or
+    raises the HttpError that names what is wrong. Those messages cost heap and are for
+    refusals only: they live in refusal.py, loaded to answer one and dropped after it."""
     key = req.header("sec-websocket-key")
-    if not key or "," in key:
-        raise HttpError(400, "missing or repeated Sec-WebSocket-Key")
-    key = key.strip()
-    try:
-        raw = binascii.a2b_base64(key)
-    except ValueError:  # (binascii.Error subclasses it; MicroPython has no Error)
-        raise HttpError(400, "Sec-WebSocket-Key is not base64")
-    if len(raw) != 16 or len(key) != 24:
-        raise HttpError(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
-    return accept_key(key)
+    version = req.header("sec-websocket-version")
+    if (req.method == "GET" and req.version == "HTTP/1.1" and req.header("host")
+            and is_upgrade(req) and has_token(req.header("connection"), "upgrade")
+            and version is not None and version.strip() == "13" and key and "," not in key):
+        key = key.strip()
+        try:
+            if len(key) == 24 and len(binascii.a2b_base64(key)) == 16:
+                return accept_key(key)
+        except ValueError:  # (binascii.Error subclasses it; MicroPython has no Error)
+            pass
+    raise use_once("refusal").upgrade(req)
 
 
 def accept_key(key):

@@ -1,83 +1,72 @@
 # The bit of HTTP a device needs: /stats, static files (gzip when accepted, revalidated
 # with ETag), application routes and error responses. Responses go through the slot's
 # send ring in chunks, so a page of any size costs no more memory than the ring.
-import json
-import os
-
-from ringws.compat import wait_writable
+#
+# What only some requests need lives in modules loaded for that request and dropped
+# with it (compat.use_once): static.py (files) and jsonout.py (/stats). Their code is in
+# the heap only while they answer. A MemoryError while one loads ends that request alone, with
+# the prebuilt 503 naming it (connection.failure): the slot is still in the HTTP phase,
+# and no other connection's state is touched.
+from ringws.compat import use_once, wait_writable
 from ringws.handshake import HttpError
 
 _ANSWER = 3  # slot.ANSWER
+_NO_STORE = (("Cache-Control", "no-store"),)
 
-# Status lines and error bodies live here, not in handshake.py: a device that only does
-# WebSocket never loads them.
-REASONS = {
-    101: "Switching Protocols",
-    200: "OK",
-    304: "Not Modified",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-TYPES = {
-    "html": "text/html; charset=utf-8",
-    "js": "text/javascript; charset=utf-8",
-    "css": "text/css; charset=utf-8",
-    "json": "application/json",
-    "svg": "image/svg+xml",
-    "png": "image/png",
-    "ico": "image/x-icon",
-    "txt": "text/plain; charset=utf-8",
-}
+# Status lines: one string, not a dict (a table plus a string object per entry). Here,
+# not in handshake.py: a device that only does WebSocket never loads them. body.py adds
+# its own.
+REASONS = ("\n101 Switching Protocols\n200 OK\n304 Not Modified\n400 Bad Request"
+           "\n401 Unauthorized\n403 Forbidden\n404 Not Found\n405 Method Not Allowed"
+           "\n408 Request Timeout\n426 Upgrade Required"
+           "\n431 Request Header Fields Too Large\n500 Internal Server Error"
+           "\n503 Service Unavailable\n")
 
 
-def json_pieces(obj):
-    """The dict obj as JSON, in pieces of one member each (bytes). Not one string: a
-    heap cut up by traffic may have no free block as large as /stats (about 700 bytes),
-    let alone the copies that building and sending one would take."""
-    out = []
-    for k in obj:
-        member = "%s%s:%s" % ("," if out else "{", json.dumps(k), json.dumps(obj[k]))
-        out.append(member.encode())
-    out.append(b"}" if out else b"{}")
-    return out
+def reason(status):
+    """The reason phrase of a status code ("Error" for one not listed)."""
+    i = REASONS.find("\n%d " % status)
+    if i < 0:
+        return "Error"
+    return REASONS[i + 5 : REASONS.find("\n", i + 5)]
 
 
 def respond(srv, req):
-    """What to answer req with: (a list of bytes-likes to send, the path of a file to send
-    after them or None). Deciding is a plain call; send() then writes it all. A route's
-    body is a str, bytes, or a list of bytes-likes sent one after another."""
+    """What to answer req with: (a list of bytes-likes to send, then None, the path of a
+    file or a jsonout.Reader to send after them). Deciding is a plain call; send() then
+    writes it all. A route's body is a str, bytes, a list of bytes-likes sent one after
+    another, or a jsonout.Reader (JSON read a chunk at a time, as /stats is)."""
     try:
-        route = srv.http_routes.get(req.path)
-        if route is not None or req.path == "/stats":
-            if route is None:
-                status, ctype, body = 200, "application/json", json_pieces(srv.stats())
-            else:
-                status, ctype, body = route[0](srv, req)
-            if isinstance(body, str):
-                body = body.encode()
+        path = req.path
+        route = srv.http_routes.get(path)
+        if route is not None:
+            status, ctype, body = route[0](srv, req)
+        elif path == "/stats":
+            # Not one block of text, which a heap cut up by traffic may not have.
+            body = use_once("jsonout").Reader(srv.stats())
+            status, ctype = 200, "application/json"
+        else:
+            for prefix, directory in srv.static_routes:
+                if path.startswith(prefix):
+                    return use_once("static").answer(req, directory, path[len(prefix):])
+            raise HttpError(404, "nothing at " + path)
+        if isinstance(body, str):
+            body = body.encode()
+        if hasattr(body, "readinto"):
+            n = body.total
+        else:
             if not isinstance(body, list):
                 body = [body]
             n = 0
             for piece in body:
                 n += len(piece)
-            head = response_head(status, ctype, n, (("Cache-Control", "no-store"),))
-            if req.method == "HEAD":
-                return [head], None
-            body.insert(0, head)  # the head, then the body: no copy of the two joined
-            return body, None
-        for prefix, directory in srv.static_routes:
-            if req.path.startswith(prefix):
-                return _static(req, directory, req.path[len(prefix):])
-        raise HttpError(404, "nothing at " + req.path)
+        head = response_head(status, ctype, n, _NO_STORE)
+        if req.method == "HEAD":
+            return [head], None
+        if not isinstance(body, list):
+            return [head], body
+        body.insert(0, head)  # the head, then the body: no copy of the two joined
+        return body, None
     except HttpError as err:
         return [error_response(err)], None
 
@@ -95,11 +84,12 @@ def answer(write_out, srv, slot, req):
 
 
 async def send(write_out, srv, slot, pieces, path=None):
-    """Write pieces (a list of bytes-likes), then the file at path (if any), through the
-    slot's send ring. One coroutine for the whole response: one generator frame on the
-    heap while it is in flight, not a chain of them. The file is read in chunks through
-    the receive buffer (free in the HTTP phase): a page costs no more memory than the
-    ring. write_out: connection.write_out (passed in: connection imports this module)."""
+    """Write pieces (a list of bytes-likes), then the file at path (if any; or what a
+    jsonout.Reader reads), through the slot's send ring. One coroutine for the whole
+    response: one generator frame on the heap while it is in flight, not a chain of
+    them. The file is read in chunks through the receive buffer (free in the HTTP
+    phase): a page costs no more memory than the ring. write_out: connection.write_out
+    (passed in: connection imports this module)."""
     ring = slot.ring
     i = off = 0
     f = buf = None
@@ -121,7 +111,7 @@ async def send(write_out, srv, slot, pieces, path=None):
                 return  # all of it is out
             else:
                 if f is None:  # opened here, so that it is closed whatever happens
-                    f = open(path, "rb")
+                    f = open(path, "rb") if isinstance(path, str) else path
                     buf = slot.rbuf[: min(len(slot.rbuf), srv.cfg["static_chunk"])]
                     pieces = [None]  # one chunk at a time, in this list
                 pieces[0] = buf[: f.readinto(buf)]
@@ -133,44 +123,8 @@ async def send(write_out, srv, slot, pieces, path=None):
             f.close()
 
 
-def _stat(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if st[0] & 0x4000:  # a directory
-        return None
-    return st
-
-
-def _static(req, directory, rel):
-    if rel == "" or rel.endswith("/"):
-        rel += "index.html"
-    if ".." in rel or "\\" in rel or rel.startswith("/"):
-        raise HttpError(400, "bad path")
-    path = directory + "/" + rel
-    headers = [("Cache-Control", "no-cache"), ("Vary", "Accept-Encoding")]
-    st = None
-    if "gzip" in (req.header("accept-encoding") or ""):
-        st = _stat(path + ".gz")
-        if st is not None:
-            path += ".gz"
-            headers.append(("Content-Encoding", "gzip"))
-    if st is None:
-        st = _stat(path)
-    if st is None:
-        raise HttpError(404, "nothing at " + req.path)
-    size = st[6]
-    etag = '"%x-%x"' % (size, st[8])
-    headers.append(("ETag", etag))
-    if req.header("if-none-match") == etag:
-        return [response_head(304, None, None, headers)], None
-    ctype = TYPES.get(rel.rpartition(".")[2], "application/octet-stream")
-    return [response_head(200, ctype, size, headers)], (None if req.method == "HEAD" else path)
-
-
 def response_head(status, content_type=None, length=None, headers=()):
-    head = "HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Error"))
+    head = "HTTP/1.1 %d %s\r\n" % (status, reason(status))
     if content_type:
         head += "Content-Type: " + content_type + "\r\n"
     if length is not None:
@@ -182,5 +136,5 @@ def response_head(status, content_type=None, length=None, headers=()):
 
 
 def error_response(err):
-    body = ("%d %s: %s\n" % (err.status, REASONS.get(err.status, "Error"), err.message)).encode()
+    body = ("%d %s: %s\n" % (err.status, reason(err.status), err.message)).encode()
     return response_head(err.status, "text/plain", len(body), err.headers) + body

@@ -7,62 +7,42 @@
 from ringws.compat import MICROPYTHON
 
 # UTF-8 DFA (after Bjoern Hoehrmann): byte -> class, (state << 4 | class) -> state.
+# Classes: 0 ASCII; continuation bytes 1 (80-8F), 9 (90-9F), 7 (A0-BF); 8 never valid (C0,
+# C1, F5-FF); leads 2 (C2-DF), 10 (E0), 3 (E1-EC, EE, EF), 4 (ED), 11 (F0), 6 (F1-F3), 5 (F4).
 # States: 0 accept, 1 reject, 2 one continuation left, 3 two left, 4 after E0 (A0-BF),
 # 5 after ED (80-9F), 6 after F0 (90-BF), 7 after F1-F3, 8 after F4 (80-8F).
+# Written out, not computed at import: code that builds them would take heap to load.
 UTF8_ACCEPT = 0
 UTF8_REJECT = 1
-
-
-def _utf8_tables():
-    cls = bytearray(256)
-    for b in range(256):
-        if b < 0x80:
-            c = 0
-        elif b < 0x90:
-            c = 1
-        elif b < 0xA0:
-            c = 9
-        elif b < 0xC0:
-            c = 7
-        elif b < 0xC2:
-            c = 8
-        elif b < 0xE0:
-            c = 2
-        elif b == 0xE0:
-            c = 10
-        elif b == 0xED:
-            c = 4
-        elif b < 0xF0:
-            c = 3
-        elif b == 0xF0:
-            c = 11
-        elif b < 0xF4:
-            c = 6
-        elif b == 0xF4:
-            c = 5
-        else:
-            c = 8
-        cls[b] = c
-    trans = bytearray(b"\x01" * (9 * 16))
-    # From accept: ASCII stays, lead bytes pick the state that knows what must follow.
-    for c, s in ((0, 0), (2, 2), (3, 3), (10, 4), (4, 5), (11, 6), (6, 7), (5, 8)):
-        trans[c] = s
-    for state, allowed, nxt in (
-        (2, (1, 7, 9), 0),
-        (3, (1, 7, 9), 2),
-        (4, (7,), 2),
-        (5, (1, 9), 2),
-        (6, (9, 7), 3),
-        (7, (1, 7, 9), 3),
-        (8, (1,), 3),
-    ):
-        for c in allowed:
-            trans[state << 4 | c] = nxt
-    return bytes(cls), bytes(trans)
-
-
-UTF8_CLASS, UTF8_TRANS = _utf8_tables()
-del _utf8_tables  # run once: its code need not stay in the heap
+UTF8_CLASS = (  # a row of 16 bytes each
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 00-0F
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 10-1F
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 20-2F
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 30-3F
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 40-4F
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 50-5F
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 60-6F
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 70-7F
+    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 80-8F
+    b"\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09\x09"  # 90-9F
+    b"\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07"  # A0-AF
+    b"\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07"  # B0-BF
+    b"\x08\x08\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02"  # C0-CF
+    b"\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02\x02"  # D0-DF
+    b"\x0a\x03\x03\x03\x03\x03\x03\x03\x03\x03\x03\x03\x03\x04\x03\x03"  # E0-EF
+    b"\x0b\x06\x06\x06\x05\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08"  # F0-FF
+)
+UTF8_TRANS = (  # a row of 16 per state, by class 0..11 (12..15 unused)
+    b"\x00\x01\x02\x03\x05\x08\x07\x01\x01\x01\x04\x06\x01\x01\x01\x01"  # 0: by the lead
+    b"\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 1: stays
+    b"\x01\x00\x01\x01\x01\x01\x01\x00\x01\x00\x01\x01\x01\x01\x01\x01"  # 2: 80-BF
+    b"\x01\x02\x01\x01\x01\x01\x01\x02\x01\x02\x01\x01\x01\x01\x01\x01"  # 3: 80-BF
+    b"\x01\x01\x01\x01\x01\x01\x01\x02\x01\x01\x01\x01\x01\x01\x01\x01"  # 4: A0-BF
+    b"\x01\x02\x01\x01\x01\x01\x01\x01\x01\x02\x01\x01\x01\x01\x01\x01"  # 5: 80-9F
+    b"\x01\x01\x01\x01\x01\x01\x01\x03\x01\x03\x01\x01\x01\x01\x01\x01"  # 6: 90-BF
+    b"\x01\x03\x01\x01\x01\x01\x01\x03\x01\x03\x01\x01\x01\x01\x01\x01"  # 7: 80-BF
+    b"\x01\x03\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01"  # 8: 80-8F
+)
 
 if MICROPYTHON:
     import micropython

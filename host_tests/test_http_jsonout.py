@@ -1,0 +1,54 @@
+"""jsonout.Reader (the /stats body): JSON read a chunk at a time, under CPython; and
+compat.use_once, which loads it for one request."""
+import json
+import sys
+
+import pytest
+
+from ringws import compat
+from ringws.jsonout import Reader
+
+pytestmark = pytest.mark.timeout(30)
+
+STATS = {"mem_free": 12345, "name": "caf\u00e9 \"quoted\"", "none": None, "ok": True,
+         "closed": {"normal": 3, "http": 7}, "board": {"ip": "127.0.0.1", "rssi": -61},
+         "list": [1, 2, 3]}
+
+
+def read_all(reader, size):
+    buf = bytearray(size)
+    out = b""
+    while True:
+        n = reader.readinto(buf)
+        if not n:
+            return out
+        assert n <= size
+        out += bytes(buf[:n])
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 16, 64, 278, 4096])
+def test_chunks_of_any_size_make_the_whole_text(size):
+    r = Reader(dict(STATS))
+    out = read_all(r, size)
+    assert len(out) == r.total
+    assert json.loads(out) == STATS
+    assert r.readinto(bytearray(8)) == 0  # stays at the end
+
+
+def test_a_live_nested_dict_is_copied_so_every_pass_agrees():
+    closed = {"normal": 1}
+    r = Reader({"closed": closed, "n": 1})
+    first = bytearray(5)
+    r.readinto(first)
+    closed["normal"] = 123456  # a connection closed meanwhile
+    closed["memory"] = 1
+    out = bytes(first) + read_all(r, 5)
+    assert len(out) == r.total and json.loads(out) == {"closed": {"normal": 1}, "n": 1}
+
+
+def test_use_once_does_not_keep_the_module():
+    sys.modules.pop("ringws.jsonout", None)
+    mod = compat.use_once("jsonout")
+    assert mod.Reader({"a": 1}).total == len(b'{"a":1}')
+    assert "ringws.jsonout" not in sys.modules
+    assert not hasattr(sys.modules["ringws"], "jsonout")
