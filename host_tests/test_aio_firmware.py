@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "tools", "bench", "servers", "aecho.py")
 # The heap to run at (RINGWS_AIO_HEAP overrides it). Not 110k yet: the firmware with this
-# app and 9 slots starts with about 10.8 KB free there, and 8 async connections under this
+# app and 9 slots starts with 9,600 B free there, and 8 async connections under this
 # load take about 6 KB of it plus room for /stats: at 110k-114k upgrades and /stats meet 503
 # for memory, at 116k the heap stays flat but some connections are closed for memory; 118k
 # passes with about 8 KB free, 120k with about 9.9 KB.
