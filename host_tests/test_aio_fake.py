@@ -18,19 +18,28 @@ pytestmark = pytest.mark.timeout(20)
 
 class Route(AsyncRoute):
     """serve_async(fn) with the bookkeeping run() checks: on_open/on_close per connection,
-    and each handler task's end (returned, cancelled, or raised)."""
+    and each handler's end (returned, cancelled, or raised)."""
 
     def __init__(self, fn):
-        AsyncRoute.__init__(self, fn)
+        async def handler(conn):
+            try:
+                r = await fn(conn)
+            except asyncio.CancelledError:
+                self.ends.append((conn.id, "cancelled"))
+                raise
+            except BaseException:
+                self.ends.append((conn.id, "raised"))
+                raise
+            self.ends.append((conn.id, "returned"))
+            return r
+
+        AsyncRoute.__init__(self, handler)
         self.opened = []
         self.closes = []
         self.ends = []  # (conn id, "returned" / "cancelled" / "raised")
 
     def on_open(self, conn):
         self.opened.append(conn)
-        AsyncRoute.on_open(self, conn)
-        task = conn.data._task
-        task.add_done_callback(lambda t, i=conn.id: self.ends.append((i, _how(t))))
 
     def on_close(self, conn, code, reason):
         self.closes.append((conn.id, code, reason))
@@ -39,13 +48,7 @@ class Route(AsyncRoute):
     def check_once(self):
         ids = sorted(c.id for c in self.opened)
         assert sorted(c[0] for c in self.closes) == ids, "on_close once per connection"
-        assert sorted(e[0] for e in self.ends) == ids, "every handler task ended"
-
-
-def _how(task):
-    if task.cancelled():
-        return "cancelled"
-    return "raised" if task.exception() is not None else "returned"
+        assert sorted(e[0] for e in self.ends) == ids, "every handler ended"
 
 
 async def echo(conn):
@@ -117,6 +120,39 @@ def test_message_larger_than_the_slot_arrives_in_pieces():
     assert all(p[0] <= 512 for p in pieces)  # each fits the ring (max_piece)
     second = [p for p in pieces if p[1]]
     assert sum(p[0] for p in second) == len(text) and second[0][2] and second[-1][3]
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_relay_echoes_in_the_framing_each_piece_came_in(whole):
+    # await conn.relay(msg): the piece goes back as conn.relay sends it (the frames of the
+    # request, in place when the ring is empty); a whole message as send(). With
+    # whole_frames a frame that arrived whole comes as one piece.
+    async def handler(conn):
+        async for msg in conn:
+            if not await conn.relay(msg):
+                return
+
+    route = Route(handler)
+    route.whole_frames = whole
+    payload = bytes((i * 7) & 0xFF for i in range(20000))
+    text = "€".encode() * 3000
+
+    async def scenario(ctx):
+        c = await ctx.client(recv_chunk=700).handshake("/a")
+        for i in range(20):  # small whole messages, 1 KiB frames and one far larger
+            c.send(OP_BINARY, b"s%d" % i)
+            c.send(OP_TEXT, b"t" * 1000)
+        c.send(OP_BINARY, payload)
+        for i in range(20):
+            assert await c.message(5) == (False, b"s%d" % i)
+            assert await c.message(5) == (True, b"t" * 1000)
+        assert await c.message(5) == (False, payload)
+        c.send(OP_TEXT, text[:4001], fin=False)
+        c.send(OP_CONT, text[4001:])
+        assert await c.message(5) == (True, text)
+        await close_handshake(c)
+
+    run(scenario, handlers={"/a": route}, expect={"normal": 1})
 
 
 def test_slow_handler_pauses_reading_and_nothing_queues():

@@ -7,193 +7,305 @@
 #     from ringws.aio import serve_async
 #     srv.route("/x", serve_async(handler))
 #
-# Each connection gets one task and one AsyncConn. A piece (a whole message, or a piece of
-# one too large for the slot) is lent to the task, not copied: the adapter's on_message /
-# on_fragment hands the runtime's memoryview over and returns False, so the runtime keeps
-# the piece in its buffer and stops reading (the reader parks in pause(), through this
-# handler's pause()). The task's next receive() gives the piece back (the reader, woken,
-# offers it again and this time it is consumed) and takes the next one. A task that does
-# not ask for the next message therefore stops reading from its peer: TCP slows the peer,
-# nothing queues. Sends wait on on_writable for room in the ring, never beyond it.
-#
-# The one teardown path calls on_close once: a task waiting in receive(), send() or
-# close() is woken (None, False), any other is cancelled. When the task ends first, the
-# connection is closed (1000; an exception: 1011, counted as app_error).
+# No task per connection: the slot's reader runs the handler's coroutine itself, the way
+# asyncio's loop steps a task (coroutine.send), and the handle (AsyncConn, the runtime's
+# Conn with two fields more) is the one object every await on it reuses.
+# - A piece (a whole message, or a piece of one too large for the slot) is lent, not
+#   copied: on_message/on_fragment steps the coroutine waiting in receive(), which gets the
+#   runtime's memoryview; when the handler asks for the next one, the piece is consumed.
+#   What it sends meanwhile joins the reader's batch: one socket write per read.
+# - A send that does not fit keeps the piece (False): the reader drains the ring as for a
+#   callback (connection.pause), offers the piece again, and the send is retried.
+# - An await on anything else (asyncio.sleep, an Event...) suspends the reader with the
+#   handler (serve_async.pause, the reader's hook): it reads nothing meanwhile, so a
+#   handler that does not receive still slows its peer, not the heap.
+# The one teardown path calls on_close once: the rest of the handler then runs as a task of
+# its own, where receive() gives None, send() False and close() returns, and a wait on
+# anything else is cancelled. When the handler ends first, the connection is closed (1000;
+# an exception: 1011, counted as app_error).
 import asyncio
 
-from ringws.compat import const, park, wake
-from ringws.compat_aio import AGAIN, Waiter, when_done
+from ringws.compat import const, wake
+from ringws.compat_aio import suspend, when_done
 from ringws.connection import flush, log_exc
+from ringws.server import Conn
 
-# AsyncConn._st: what the task waits for (low two bits), and flags.
-_RECV = const(1)  # the next piece
-_ROOM = const(2)  # room in the ring
-_END = const(3)  # the end of the connection
-_WANTS = const(3)
-_LENT = const(4)  # the runtime keeps a piece for the task
-_ENDED = const(8)  # on_close was called
-_GOT = const(16)  # a piece was handed over: the task's receive() returns it
-_ITER = const(32)  # the task waits in `async for`: the end is StopAsyncIteration
+# AsyncConn._st: what the handler waits for (the low three bits), and flags.
+_START = const(0)  # not started
+_RECV = const(1)  # receive(): the next piece
+_ROOM = const(2)  # send(): room in the ring for _out
+_END = const(3)  # close(): the end of the connection
+_AWAY = const(4)  # anything else: the reader waits with it
+_FOREIGN = const(5)  # the same, awaited while a piece was offered: the reader is to wait
+_DONE = const(6)  # returned or raised
+_KIND = const(7)
+_LENT = const(8)  # the runtime keeps a piece for the handler
+_GOT = const(16)  # the piece is handed over: the handler's receive() returns it
+_ITER = const(32)  # waiting in `async for`: the end is StopAsyncIteration
+_RUN = const(64)  # being stepped: an await on the handle is the handler's
+_ENDED = const(128)  # on_close was called
+_TEXT = const(256)  # _out's frame: text, first, last
+_FIRST = const(512)
+_LAST = const(1024)
+_RELAY = const(2048)  # _out goes out as conn.relay sends it
+_CODE = const(12)  # on_close's code, from this bit up (close_code)
+_EV_FRAGMENT = const(2)  # (protocol.EV_FRAGMENT)
 _CLOSE_INTERNAL = const(1011)  # (frames.CLOSE_INTERNAL)
 _BATCHING = const(0x400)  # (a bit of the slot's flags: slot.BATCHING)
 
+# What an await on the handle gives back, raised as an iterator's StopIteration: made once.
+_TRUE = StopIteration(True)
+_FALSE = StopIteration(False)
+_NONE = StopIteration()
+_SUSPEND = object()  # what a handler waiting on its handle yields to the reader
 
-class AsyncConn(Waiter):
-    """The task's handle on one connection. `msg = await conn.receive()` (or `async for msg
-    in conn`): a memoryview, valid until the next receive() or the end of the handler;
-    conn.text, conn.first, conn.last describe it (first and last both True for a whole
-    message; a message larger than the slot comes in pieces). None once closed. The
-    callback handle's id, path, query, remote, subprotocol, open and writable() read
-    through."""
 
-    data = None  # the application's
-    close_code = None  # set at the end: the code on_close got
-    conn = _task = None
-    _st = 0
+def _give(stop):
+    stop.__traceback__ = None  # (raised again and again: see compat._Parked)
+    raise stop
+
+
+class AsyncConn(Conn):
+    """The handler's handle on one connection (the callback handle, plus awaits).
+    `msg = await conn.receive()` (or `async for msg in conn`): a memoryview, valid until
+    the next receive() or the end of the handler; conn.text, conn.first, conn.last describe
+    it (first and last both True for a whole message; a message larger than the slot comes
+    in pieces). None once closed."""
+
+    _st = _START
+    _co = _out = None
 
     def __getattr__(self, name):
         # text/first/last: the runtime's own fields of the lent piece (valid as long as the
-        # piece is), so that a connection stores nothing per message.
-        c = self.conn
-        if name == "text" or name == "first" or name == "last":
-            s = c._slot
-            return s is not None and (s.ev_text if name == "text" else
-                                      s.ev_first if name == "first" else s.ev_last)
-        return getattr(c, name)
+        # piece is): nothing stored per message. close_code: on_close's code (None before),
+        # kept in _st: a field more at the end could find no heap for a larger table.
+        s = self._slot
+        if name == "text":
+            return s is not None and s.ev_text
+        if name == "first":
+            return s is not None and s.ev_first
+        if name == "last":
+            return s is not None and s.ev_last
+        if name == "close_code":
+            return self._st >> _CODE or None
+        raise AttributeError(name)
+
+    def throw(self, e, *args):
+        # An exception thrown into a task that awaits the handle (the reader, cancelled)
+        # goes on. (MicroPython's `await` asks for throw: __getattr__ must not answer.)
+        raise e
 
     def receive(self):
-        self._st &= ~_ITER
-        return self  # awaited: _poll()
-
-    def __aiter__(self):
-        return self
+        self._st = self._st & ~(_KIND | _ITER) | _RECV
+        return self  # awaited: __next__
 
     def __anext__(self):
-        self._st |= _ITER
+        self._st = self._st & ~_KIND | _RECV | _ITER
         return self
 
-    def _poll(self):
-        # At the start of receive() and each time the task is woken while in it.
+    def send_fragment(self, data, text=False, first=True, last=True):
+        """send(data, text=False): queue one frame; await it. True once it is in the ring,
+        False if the connection is closing. Waits for room; never buffers beyond the ring.
+        A payload the ring can never hold raises ValueError (as conn.send). A str is sent
+        as text. send_fragment(data, text, first, last): one fragment of a message (see
+        conn.send_fragment), awaited the same way."""
+        if isinstance(data, str):
+            data = data.encode()
+            text = True
+        self._out = data
+        self._st = (self._st & ~(_KIND | _TEXT | _FIRST | _LAST | _RELAY) | _ROOM |
+                    (_TEXT if text else 0) | (_FIRST if first else 0) | (_LAST if last else 0))
+        return self  # awaited: __next__ sends (no room: waits for it)
+
+    send = send_fragment
+
+    def relay(self, data):
+        """The piece receive() gave last, sent back in the framing it came in (as
+        conn.relay: from where it lies, without a copy, when the ring is empty); awaited as
+        send(). A whole message goes as send(data, conn.text)."""
+        s = self._slot
+        if s is not None and s.pending != _EV_FRAGMENT:
+            return self.send_fragment(data, s.ev_text)
+        self._out = data
+        self._st = self._st & ~(_KIND | _TEXT | _FIRST | _LAST) | _ROOM | _RELAY
+        return self
+
+    def close(self, code=1000, reason=""):
+        """Start the close handshake; awaited, returns when the connection has ended."""
+        Conn.close(self, code, reason)
+        self._st = self._st & ~_KIND | _END
+        return self
+
+    def __iter__(self):
+        return self
+
+    __await__ = __aiter__ = __iter__
+
+    def __next__(self):
+        # The handler's await of receive(), send() or close() (their result, raised as
+        # StopIteration, or _SUSPEND: it waits), or the reader's (see _drive).
         st = self._st
-        if st & _GOT:  # on_fragment handed a piece over
-            self._st = st & ~_GOT
-            return self.conn._slot.ev_data
-        self._release()  # the reader offers the lent piece again: consumed (or dropped)
-        if self.conn.open:
-            self._st = st & ~_WANTS | _RECV
-            return AGAIN
-        if st & _ITER:
-            raise StopAsyncIteration
-        return None
+        if not st & (_RUN | _ENDED):
+            return _drive(self, st)
+        k = st & _KIND
+        if k == _ROOM:
+            d = self._out
+            if st & _RELAY:
+                ok = Conn.relay(self, d)
+            elif st & _FIRST and st & _LAST:  # (its frame fits the C stack: no heap)
+                ok = Conn.send(self, d, st & _TEXT)
+            else:
+                ok = Conn.send_fragment(self, d, st & _TEXT, st & _FIRST, st & _LAST)
+            if ok or not self.open:
+                self._out = None
+                self._st = st & ~(_KIND | _RELAY)
+                _give(_TRUE if ok else _FALSE)
+            return _SUSPEND
+        if k == _RECV:
+            if st & _GOT:
+                self._st = st & ~_GOT
+                raise StopIteration(self._slot.ev_data)
+            if not st & _ENDED and self.open:
+                return _SUSPEND
+            if st & _ITER:
+                raise StopAsyncIteration
+            _give(_NONE)
+        if k != _END:
+            # The reader, woken after on_close handed the handler to a task of its own:
+            # it ends as if cancelled. (Or `await conn` itself, which waits for nothing.)
+            raise asyncio.CancelledError if st & _ENDED else TypeError("await conn.receive()")
+        if st & _ENDED:
+            _give(_NONE)
+        return _SUSPEND  # close(): until the end
 
-    def send(self, data, text=False):
-        """Queue one frame; await it. True once it is in the ring, False if the connection
-        is closing. Waits for room; never buffers beyond the ring. A payload the ring can
-        never hold raises ValueError (as conn.send). A str is sent as text."""
-        return self.send_fragment(data, text, True, True)
-
-    async def send_fragment(self, data, text, first, last):
-        """One fragment of a message (see conn.send_fragment); awaited as send()."""
-        c = self.conn
-        while c.open:
-            # A whole message through conn.send: its frame fits the C stack (no heap).
-            if c.send(data, text) if first and last else c.send_fragment(data, text, first, last):
-                return True
-            if c._slot.flags & _BATCHING:  # the reader is parked for us in mid-batch: we write
-                flush(c._server, c._slot)
-            self._st = self._st & ~_WANTS | _ROOM
-            await park()  # on_writable (or on_close) wakes us
-            self._st &= ~_WANTS
-        return False
-
-    async def close(self, code=1000, reason=""):
-        """Start the close handshake and wait for the end of the connection."""
-        self.conn.close(code, reason)
-        while not self._st & _ENDED:
-            self._release()  # the reader goes on: it reads the peer's close
-            self._st = self._st & ~_WANTS | _END
-            await park()
+    def _step(self):
+        # Run the handler until it waits: what it yields (_SUSPEND: it waits on us).
+        self._st |= _RUN
+        try:
+            return self._co.send(None)
+        except (Exception, asyncio.CancelledError) as e:  # (StopIteration: it returned)
+            self(None, e)
+            return _SUSPEND
+        finally:
+            self._st &= ~_RUN
 
     def __call__(self, task, e):
-        # The task's end: an exception closes with 1011 (counted); a return with 1000.
-        c = self.conn
-        self._task = None
+        # The handler's end: an exception closes with 1011 (counted); a return with 1000.
+        self._st = self._st & ~_KIND | _DONE
+        self._co = self._out = None
         if not isinstance(e, (StopIteration, asyncio.CancelledError)):
             log_exc("async handler", e)
-            if c._slot is not None:
+            if self._slot is not None:
                 e = isinstance(e, MemoryError)
-                c._server._close(c._slot, _CLOSE_INTERNAL, "out of memory" if e else
-                                 "internal error", "memory" if e else "app_error")
-        if c.open:
-            c.close()
-        self._release()  # the reader drops a lent piece and reads on (the peer's close)
+                self._server._close(self._slot, _CLOSE_INTERNAL, "out of memory" if e else
+                                    "internal error", "memory" if e else "app_error")
+        if self.open:
+            Conn.close(self)
 
-    def _release(self):
-        # Wake the reader if it is parked for us (a no-op otherwise): it offers the lent
-        # piece again, and the route's on_fragment says whether it is consumed.
-        s = self.conn._slot
-        if s is not None and s.reader is not None:
-            wake(s.reader)
+
+def _drive(a, st):
+    # The reader awaits the handle (serve_async.pause): it runs the handler until it waits
+    # on the handle again, and waits with it meanwhile.
+    k = st & _KIND
+    s = a._slot
+    if k == _FOREIGN:  # awaited during on_message: the reader now waits for it
+        a._st = st & ~_KIND | _AWAY
+        r = a._out
+        a._out = None
+        s.flags &= ~_BATCHING
+        flush(a._server, s)  # (the batch so far)
+        return r
+    if k != _START and k != _AWAY and k != _ROOM:
+        return _give(_NONE)  # waits for a piece (or the end): the reader reads on
+    if k == _START:
+        a._co = s.handler.fn(a)
+    again = True
+    while True:
+        s.flags |= _BATCHING  # (its sends join one write)
+        r = a._step()
+        if r is _SUSPEND and a._st & _KIND != _ROOM:
+            return _give(_NONE)
+        s.flags &= ~_BATCHING
+        if flush(a._server, s) or r is not _SUSPEND or s.ring.used or not again:
+            break
+        again = False  # the socket took the whole ring: the send may fit now
+    if r is _SUSPEND:  # send(): on_writable wakes the reader
+        return suspend()
+    a._st = a._st & ~_KIND | _AWAY
+    return r  # the handler's wait is the reader's
+
+
+def _offer(a):
+    # The runtime offers a piece (again, while it is lent). True: consumed (or dropped);
+    # False: kept in the receive buffer, reading paused.
+    while True:
+        st = a._st
+        k = st & _KIND
+        if k == _RECV:
+            if st & _LENT:
+                a._st = st & ~_LENT
+                return True  # the handler asks for the next: done with this one
+            if not a.open:
+                return True  # closing: dropped
+            a._st = st | _LENT | _GOT
+        elif k != _ROOM:
+            if k == _END or k == _DONE:
+                a._st = st & ~_LENT
+                return True  # nobody will read it: dropped
+            return False  # started, or away: the reader waits with the handler (pause)
+        r = a._step()
+        if r is not _SUSPEND:  # an await on something else: the reader is to wait for it
+            a._out = r
+            a._st = a._st & ~_KIND | _FOREIGN
+            return False
+        if a._st & _KIND == _ROOM:
+            return False  # the reader drains the ring (connection.pause), then offers again
 
 
 class serve_async:
-    """The route handler for `async def fn(conn)`: srv.route(path, serve_async(fn)). Runs
-    fn as one task per connection and lends it the pieces the runtime offers."""
+    """The route handler for `async def fn(conn)`: srv.route(path, serve_async(fn)). The
+    reader of each connection runs fn's coroutine and lends it the pieces it reads."""
+
+    Conn = AsyncConn  # the handle the runtime makes for each connection
 
     def __init__(self, fn, subprotocols=()):
         self.fn = fn
         if subprotocols:
             self.subprotocols = subprotocols
 
-    def on_open(self, conn):
-        a = conn.data = AsyncConn()
-        a.conn = conn
-        a._task = asyncio.create_task(self.fn(a))
-        when_done(a._task, a)  # a(task, exc) at its end
-
     def on_fragment(self, conn, data, text, first=True, last=True):
-        # The runtime offers a piece (again, while it is lent). True: consumed (or
-        # dropped); False: kept in the receive buffer, reading paused (and sends from now
-        # on go out at once: the reader, parked, has no batch to write at its end).
-        a = conn.data
-        st = a._st
-        if a._task is None or not conn.open:
-            a._st = st & ~_LENT
-            return True  # nobody will read it: dropped (the task ended, or closing)
-        if st & _LENT:
-            if st & _WANTS == _RECV:
-                a._st = st & ~_LENT
-                return True  # done with: consumed; the next piece comes next
-        elif st & _WANTS == _RECV:
-            a._st = st & _ITER | _LENT | _GOT  # (and no longer waiting)
-            wake(a._task)
-        conn._slot.flags &= ~_BATCHING
-        return False  # lent, still in use, or the task is busy: backpressure
+        return _offer(conn)
 
     on_message = on_fragment  # (conn, data, text): a whole message
 
     def on_writable(self, conn):
-        a = conn.data
-        if a._st & _WANTS == _ROOM:  # (left set until the task runs: see on_close)
-            wake(a._task)
+        if conn._st & _KIND == _ROOM:  # the reader waits with the handler (_drive)
+            wake(conn._slot.reader)  # (a reader that is not parked is left alone)
+
+    def pause(self, conn):
+        # The reader's hook (connection.pause): at the start and when a piece was refused.
+        # The handle, for the reader to run the handler and wait with it, or None: the
+        # runtime's own wait (drain the ring, then offer the piece again).
+        k = conn._st & _KIND
+        return conn if k == _START or k == _FOREIGN else None
 
     def on_close(self, conn, code, reason):
-        a = conn.data
-        a.close_code = code
-        st = a._st
-        a._st = st & _ITER | _ENDED
-        t = a._task
-        if t is None:
+        st = conn._st
+        conn._st = st & ~(_LENT | _GOT) | _ENDED | code << _CODE
+        co = conn._co
+        if co is None or st & _RUN:
+            return  # ended, or running: it sees the end at its next await
+        # The rest runs as a task: its awaits on conn end at once.
+        try:
+            t = asyncio.create_task(co)
+        except MemoryError:
+            conn._co = None
+            co.close()
             return
-        if st & (_WANTS | _GOT):  # (_GOT: woken with a piece, not run yet)
-            wake(t)  # receive() returns None, send() False, close() returns
-        elif t is not asyncio.current_task():
+        when_done(t, conn)
+        k = st & _KIND
+        if k == _AWAY or k == _FOREIGN:
             t.cancel()  # waiting on something else: it ends with its connection
-
-    def pause(self, ms):
-        # The reader's wait after we refused a piece (see connection.pause): parked until
-        # the task asks for the next piece (AsyncConn._release) or teardown cancels it.
-        return park()
 
 
 AsyncRoute = serve_async

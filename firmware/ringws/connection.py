@@ -72,10 +72,8 @@ async def reader(srv, slot):
         cause = "peer_reset"
         try:
             sock = slot.sock
-            handler = read_head(srv, slot)
-            while handler is None:
+            while (handler := read_head(srv, slot)) is None:
                 await wait_readable(sock, slot)
-                handler = read_head(srv, slot)
             handler = answer_or_open(srv, slot, handler)  # (one local: a word of frame)
             if slot.phase != _WS:
                 if handler is not None:
@@ -83,6 +81,7 @@ async def reader(srv, slot):
                     await handler
                 continue
             kept = False  # the shared buffer was kept at the last dry read
+            if hasattr(handler, "pause"): await pause(srv, slot)  # ringws.aio: its handler starts
             while True:
                 ev = next_event(slot)
                 if ev == _EV_NONE:
@@ -338,7 +337,8 @@ def request(srv, slot, end):
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
     head = handshake.response_101(accept, sub)
     slot.ring.write(head if ext is None else head[:-2] + ext)
-    slot.conn = srv.Conn(srv, slot, req, sub, slot.conn)  # (slot.conn: the peer's address)
+    # (slot.conn: the peer's address until now; a handler's Conn: ringws.aio's handle)
+    slot.conn = getattr(handler, "Conn", srv.Conn)(srv, slot, req, sub, slot.conn)
     slot.handler = handler
     return handler
 
@@ -482,10 +482,14 @@ async def pause(srv, slot):
     if slot.writer is not None:
         slot.writer.cancel()
         slot.writer = None
+    w = getattr(slot.handler, "pause", None)
+    if w is not None:  # ringws.aio: its handler's wait, run by this task, or None
+        w = w(slot.conn)
+        if w is not None:
+            await w
+            return
     if not slot.ring.used and not slot.tx_end:
-        # Nothing to drain: the handler refused for its own reasons. One that has a task
-        # wake us (ringws.aio) parks us with its own wait until then.
-        await getattr(slot.handler, "pause", sleep_ms)(5)
+        await sleep_ms(5)  # nothing to drain: the handler refused for its own reasons
         return
     slot.flags |= _PAUSED
     try:
