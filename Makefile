@@ -20,7 +20,7 @@ SIM_HEAP = $(if $(and $(wildcard certs/host.pem),$(filter file,$(origin HEAP))),
 # 8 WebSockets.
 SIM_SLOTS = $(if $(filter 110k,$(SIM_HEAP)),,--set max_connections=9)
 
-.PHONY: help venv build cert dist sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape clean
+.PHONY: help venv build cert dist sim test test-fast bench bench-quick flash deploy sim-board fuzz soak shape autobahn clean
 
 help:
 	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module|file.py]   run the firmware under the MicroPython unix port"
@@ -33,6 +33,7 @@ help:
 	@echo "make deploy BOARD=.. URL=ws://b/   the same over WiFi (URL=\"ws://a/ ws://b/\": several)"
 	@echo "make dist                          mip packages of .mpy per arch in dist/<arch>/"
 	@echo "make shape                         function/module length, nesting, import circles"
+	@echo "make autobahn [CASES=12.*,13.*]    the Autobahn testsuite against /echo, compression on, 110k (Python 2.7)"
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +90,11 @@ fuzz: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) tools/soak.py $(SOAK_ARGS)
+
+# The Autobahn testsuite (Python 2.7, in .venv-autobahn) against /echo with compression on,
+# 110k; CASES="1.*,12.1.1" picks cases (default 12.*,13.*: about an hour). Not in make test.
+autobahn: $(STAMP)
+	$(PY) tools/autobahn.py $(if $(CASES),--cases "$(CASES)") $(AUTOBAHN_ARGS)
 
 # Function and module length, nesting and import circles in firmware/ (tools/shape_check.py).
 shape:

@@ -134,7 +134,8 @@ TEXT = ('{"id": %d, "sensor": "t\u00e9mp\u00e9rature \u2713", "value": 21.5, "ok
 @pytest.mark.parametrize("wbits", range(9, 16))
 @pytest.mark.parametrize("final", [False, True])
 def test_every_window_size_sync_flush_or_final_block(wbits, final):
-    payloads = [TEXT[:n] for n in (0, 1, 17, 300, 511, 512, 513, 760, 1500)] + [os.urandom(700), bytes(3000)]
+    # (the noise starts with 0x00: one starting with '{' would be sent as text, and fail UTF-8)
+    payloads = [TEXT[:n] for n in (0, 1, 17, 300, 511, 512, 513, 760, 1500)] + [b"\0" + os.urandom(699), bytes(3000)]
 
     async def scenario(ctx):
         c = await open_pmd(ctx)
@@ -338,3 +339,16 @@ def test_the_firmware_echo_relays_inflated_messages_uncompressed():
             Recorder.__init__(self)
 
     run(scenario, cfg=ON, handlers={"/echo": Echoes()})
+
+
+def test_stats_show_the_pool_and_that_the_server_answers_uncompressed():
+    async def scenario(ctx):
+        st = ctx.srv.stats()["deflate"]
+        assert st == {"inflaters": 1, "bits": 9, "can_compress": False}  # (no deflate module here)
+        c = await open_pmd(ctx)
+        c.send_raw(frames(squeeze(b"x" * 300), False))
+        assert await c.message() == (False, b"x" * 300)
+        assert c.frames == []
+        await close_handshake(c)
+
+    run(scenario, cfg=ON)

@@ -140,9 +140,51 @@ def test_limits_and_broken_streams(tmp_path):
         (1, 278, frames(b"\x07\x00", False), "error 1007"),  # reserved block type
         (1, 278, frames(squeeze(blob + blob, wbits=15), False), "error 1007"),  # over the window
         (1, 278, frames(squeeze(b"ok \xc0\xaf"), True), "error 1007"),  # not UTF-8
-        # 300 empty blocks in a row mid-message: more than the decoder's 600-byte lookahead.
+        # 300 empty blocks in a row mid-message: more than the decoder's 320-byte lookahead.
         (1, 278, frames(squeeze(TEXT, flushes=300), True, cuts=(1000, 2000)), "error 1009"),
         (1, 278, frames(squeeze(TEXT, flushes=20), True, cuts=(1000,)), digest(TEXT)),
         (1, 278, frames(b"", False) + frames(b"", True, cuts=(0,)), digest(b"") + " " + digest(b"")),
     ]
     run_cases(tmp_path, cases)
+
+
+def test_compression_is_detected_not_assumed():
+    # The unix port used here has deflate.DeflateIO without write: pmd must find that out
+    # by trying, and say so in /stats; a build with compression would say True.
+    code = ("import sys; sys.path.insert(0, %r + '/firmware')\n"
+            "import deflate, io\n"
+            "try:\n    deflate.DeflateIO(io.BytesIO(), deflate.RAW, 9).write(b'x'); real = True\n"
+            "except AttributeError:\n    real = False\n"
+            "import ringws\n"
+            "from ringws import compat_inflate\n"
+            "compat_inflate.start({'inflaters': 2, 'inflate_bits': 9, 'max_message': 64, 'send_ring': 776})\n"
+            "st = ringws.inflaters[2]\n"
+            "print(real, st['can_compress'], st['inflaters'])\n" % ROOT)
+    out = subprocess.run([micropython(), "-X", "heapsize=4m", "-c", code], capture_output=True, text=True,
+                         timeout=30)
+    real, seen, free = out.stdout.splitlines()[-1].split()
+    assert seen == real and free == "2", out.stdout + out.stderr
+
+
+def reach_back(n, dist):
+    """A compressed message that starts with a copy of n bytes from dist bytes back, before
+    the message's own start (fixed Huffman; n 3..10, dist 257..384)."""
+    acc = bits = 0
+    out = bytearray()
+    for v, nb in ((2, 3), (int(format(n - 2, "07b")[::-1], 2), 7), (int("10000"[::-1], 2), 5),
+                  (dist - 257, 7), (0, 7), (0, 3)):
+        acc |= v << bits
+        bits += nb
+    while bits > 0:
+        out.append(acc & 255)
+        acc >>= 8
+        bits -= 8
+    return bytes(out)  # (the empty stored block's LEN/NLEN left out, as a sender does)
+
+
+def test_a_message_never_sees_the_one_before_it(tmp_path):
+    # One decoder serves every connection's messages in turn: a message that reaches back
+    # before its start must find zeros there, not the previous message (another client's).
+    secret = b"0123456789" * 60
+    case = frames(squeeze(secret), False) + frames(reach_back(10, 300), False)
+    run_cases(tmp_path, [(1, 278, case, digest(secret) + " " + digest(bytes(10)))])

@@ -127,14 +127,14 @@ def print_exception(e):
 
 
 class Inflater:
-    """compat_inflate.Inflater under CPython: zlib, fed incrementally."""
+    """pmd.Inflater under CPython: zlib, fed incrementally (src: None, no input buffer)."""
 
-    def __init__(self, size, out, bits):
+    def __init__(self, src, out, bits):
         import zlib
 
         self.zlib = zlib
-        self.size = size - 9  # (the tail's room, as on MicroPython)
-        self.obuf = memoryview(bytearray(out))
+        self.size = 767 - 147  # (the input's 768, less what follows a message on MicroPython)
+        self.obuf = memoryview(out)
         self.bits = bits
         self.start()
 
@@ -155,7 +155,7 @@ class Inflater:
     def end(self):
         self.ended = True
         if not self.done:
-            # (compat_inflate.TAIL, or EMPTY for an empty payload: 0x00, RFC 7692 7.2.3.6)
+            # (the RFC's tail and an empty final block, or for an empty payload: 0x00, RFC 7692 7.2.3.6)
             self.pend += (b"" if self.fed else b"\x00") + b"\x00\x00\xff\xff\x01\x00\x00\xff\xff"
 
     def out(self, buf, off, n):

@@ -1,111 +1,94 @@
-# Raw-deflate inflaters for permessage-deflate (ringws/pmd.py): MicroPython's `deflate`
-# here, CPython's zlib in compat_cpython.py. One Inflater per pool entry, made at start-up.
+# permessage-deflate's start-up part: the inflaters' buffers, made beside the slots while
+# the heap is one piece (slot.allocate_slots), and the request header the handshake keeps.
+# The code (ringws/pmd.py) loads at the first request that offers the extension; this
+# module leaves the heap once it has made them, and they stay with the package
+# (ringws.inflaters: the settings they were made for, the list, and what /stats shows).
 #
-# Interface: start() for each message; feed(buf, off, n) up to room() compressed bytes;
-# end() once the message's last frame is fed; out(buf, off, n) inflates up to n bytes into
-# buf[off:] and returns how many (0: needs more input, or done). done: the output is
-# complete. Errors raise ValueError(close code, reason).
-#
-# MicroPython's DeflateIO pulls its input a byte at a time and cannot be resumed once its
-# source runs dry (the read raises inside the decoder). So the compressed bytes wait in a
-# BytesIO of fixed size, and before the message's end the decoder is asked for at most
-# (available - _MARGIN) / 2 bytes: a deflate symbol takes at most 2 input bytes per byte
-# it produces, and _MARGIN covers block headers between them. A stream that needs more
-# lookahead (hundreds of empty blocks in a row) is refused with 1009.
-from ringws.compat import MICROPYTHON, const
+# Each inflater's buffers, per message:
+#   input   768 bytes: compressed bytes waiting for the decoder. It reads a byte at a time
+#           and cannot resume once its source runs dry, so it is asked for at most
+#           (waiting - 320) / 2 bytes (a symbol is at most 2 input bytes per output byte; a
+#           dynamic block header, the largest, is at most 288 bytes); 768 less the ~150
+#           bytes that follow each message (pmd.py's end mark) lets it make up to 150 bytes
+#           a call (pmd.py asks for 128 at most).
+#   output  the larger of max_message (a message delivered whole is inflated into it) and
+#           the largest piece the send ring takes beside its reserve (a streamed piece is
+#           echoed as one frame), at most 1 KiB.
+#   decoder the deflate module's DeflateIO: its window (1 << inflate_bits) and state
+#           (about 1.4 KB on x64), made now and used message after message (pmd.py).
+import sys
 
-TAIL = b"\x00\x00\xff\xff\x01\x00\x00\xff\xff"  # RFC 7692 7.2.2, then an empty final block
-EMPTY = b"\x00" + TAIL
-_MARGIN = const(600)
+import ringws
+from ringws import compat
 
-if MICROPYTHON:
+
+def _zeros(bits):
+    # A fixed-Huffman block: literal 0, then enough copies of length 258 at distance 1 to
+    # fill the window; an empty stored block realigns. (bytes, zeros it makes, bytes read
+    # until the last of them is made)
+    k = ((1 << bits) + 257) // 258
+    out = bytearray()
+    acc = n = 0
+    for v, nb in [(2, 3), (0x0C, 8)] + [(0xA3, 8), (0, 5)] * k + [(0, 7), (0, 3)]:
+        acc |= v << n  # (Huffman codes written here with their bits already reversed)
+        n += nb
+        while n >= 8:
+            out.append(acc & 255)
+            acc >>= 8
+            n -= 8
+    if n:
+        out.append(acc)
+    return bytes(out) + b"\x00\x00\xff\xff", 1 + 258 * k, (18 + 13 * k) // 8
+
+
+
+def _one(bits, out, zeros):
+    if not compat.MICROPYTHON:
+        return None, bytearray(out), bits
+    import deflate
     import io
 
-    import deflate
+    src = getattr(io, "BytesIO")(768)
+    src.write(b"\x00\x01\x00\xfe\xff\x00")  # a stored block of one byte
+    src.seek(0)
+    dio = deflate.DeflateIO(src, deflate.RAW, bits)
+    dio.readinto(bytearray(1))  # its window and state are made now; the next read starts a block
+    fill, nfill, rfill = zeros
+    # The RFC's tail (00 00 ff ff), the end mark (a stored block of 128 zeros), the zeros.
+    return src, bytearray(out), bits, dio, b"\x00\x00\xff\xff\x00\x80\x00\x7f\xff" + bytes(128) + fill, nfill, rfill
 
-    _SCRATCH = bytearray(128)  # compaction, within one call
 
-    class Inflater:
-        def __init__(self, size, out, bits):
-            # Preallocated: writes within size never grow it. (getattr: the stubs leave out
-            # BytesIO's file methods, seek, tell, readinto, write, which the port has.)
-            self.src = getattr(io, "BytesIO")(size)
-            self.size = size - len(TAIL)
-            self.obuf = memoryview(bytearray(out))
-            self.bits = bits
-            self.start()
+def start(cfg):
+    """The buffers for cfg's inflaters: [(input stream, output buffer, decoder), ...]
+    (stream and decoder None under CPython's zlib). (Its strings stay interned: few, short.)"""
+    made = k, bits, mbuf, ring = cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]
+    if not 9 <= bits <= 15:
+        raise ValueError("inflate_bits: 9..15")  # (zlib cannot make 8)
+    out = max(mbuf, min(1024, ring - 264))
+    # /stats: whether the deflate module can compress, found by trying (stock ESP32 firmware
+    # and the unix port cannot: DeflateIO has no write; CPython has no deflate module).
+    try:
+        import deflate
+        import io
 
-        def start(self):
-            self.r = self.w = self.fed = 0
-            self.ended = self.done = False
-            self.dio = None
+        deflate.DeflateIO(io.BytesIO(), deflate.RAW, 9).write(b"x")
+        can = True
+    except Exception:  # ImportError, AttributeError
+        can = False
+    zeros = _zeros(bits)
+    compat.collect()
+    free = compat.mem_free()
+    # (BytesIO(size) is preallocated: writes within it never grow it. getattr: the stubs
+    # leave out its size argument.)
+    bufs = [_one(bits, out, zeros) for _ in range(k)]
+    ringws.inflaters = (made, bufs, {"inflaters": k, "bits": bits, "can_compress": can})
+    compat.collect()
+    free -= compat.mem_free()
+    from ringws import handshake
 
-        def room(self):
-            return 1 << 30 if self.done else self.size - self.w + self.r
-
-        def feed(self, buf, off, n):
-            if self.done:
-                return  # after the final block: dropped
-            s = self.src
-            if self.w + n > self.size:
-                # What is not inflated yet moves to the front (destination below source).
-                k = self.w - self.r
-                i = 0
-                while i < k:
-                    m = min(128, k - i)
-                    s.seek(self.r + i)
-                    s.readinto(_SCRATCH, m)
-                    s.seek(i)
-                    s.write(_SCRATCH, 0, m)
-                    i += m
-                self.r = 0
-                self.w = k
-            s.seek(self.w)
-            s.write(buf, off, n)
-            self.w += n
-            self.fed += n
-
-        def end(self):
-            self.ended = True
-            if not self.done:
-                s = self.src
-                s.seek(self.w)
-                # An empty payload reads as 0x00 (RFC 7692 7.2.3.6), as zlib-based peers do.
-                tail = TAIL if self.fed else EMPTY
-                s.write(tail)
-                self.w += len(tail)
-
-        def out(self, buf, off, n):
-            if self.done or n <= 0:
-                return 0
-            if not self.ended:
-                m = (self.w - self.r - _MARGIN) >> 1
-                if m <= 0:
-                    return 0
-                n = min(n, m)
-            d = self.dio
-            if d is None:
-                d = self.dio = deflate.DeflateIO(self.src, deflate.RAW, self.bits)
-            s = self.src
-            s.seek(self.r)
-            try:
-                k = d.readinto(buf[off:] if off else buf, n)
-            except EOFError:
-                k = -2  # read past the end of what is there
-            except OSError:
-                k = -1  # invalid data (or, read past the end, stale bytes)
-            self.r = s.tell()
-            if k < 0 or self.r > self.w:
-                self.dio = None
-                if k == -1 and self.r <= self.w:
-                    raise ValueError(1007, "invalid compressed data")
-                if self.ended:
-                    raise ValueError(1007, "compressed message ends inside a block")
-                raise ValueError(1009, "compressed data needs more than %d bytes of lookahead" % _MARGIN)
-            if k == 0:
-                self.done = True  # the final block: the decoder (and its window) can go
-                self.dio = None
-            return k
-
-else:
-    from ringws.compat_cpython import Inflater  # noqa: F401
+    if b"sec-websocket-extensions" not in handshake.KNOWN:  # it keeps only what it is told
+        handshake.KNOWN += (b"sec-websocket-extensions",)
+    sys.modules.pop(__name__)  # (a start-up module, like config and slot)
+    del ringws.compat_inflate
+    print("ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder), %d B taken" % (k, out, free))
+    return bufs

@@ -1,24 +1,24 @@
 # permessage-deflate (RFC 7692), receive side: the handshake's answer, and the protocol's
-# data path for a compressed message (RSV1 on its first frame). Loaded only when the
-# server has inflaters ("inflaters" > 0).
+# data path for a compressed message (RSV1 on its first frame). Loaded at the first request
+# that offers it, where the server has inflaters ("inflaters" > 0); their buffers are made
+# at start-up (compat_inflate.py).
 #
 # Negotiation: the first acceptable offer wins. Every message stands alone (we answer
 # client_no_context_takeover, so nothing is kept between messages) and the client's window
 # is capped at "inflate_bits" (client_max_window_bits), which needs the client to have
 # offered that parameter; without it the client may use a 32 KiB window, accepted only
-# where inflate_bits is 15. ringws never compresses what it sends (RFC 7692 lets a server
-# answer uncompressed): stock MicroPython firmware cannot compress.
+# where inflate_bits is 15. ringws answers uncompressed (RFC 7692 lets a server): whether
+# the deflate module could compress is detected at start-up (compat_inflate.py, /stats).
 #
-# Inflating: a message borrows an inflater from POOL (made at start-up) for its duration,
-# or waits, not reading (EV_BLOCKED: the runtime pauses and asks again). The compressed
-# frames are fed as they come; the output collects in the inflater's buffer and leaves as
-# the protocol's events: a whole message up to max_message, copied into the slot's
-# message buffer (the inflater is back in the pool before the handler runs), else pieces
-# for a streaming handler (1009 without one), the last of them empty. Limits and UTF-8
-# checks apply to the inflated bytes.
-from ringws import handshake
-from ringws.compat import const
-from ringws.compat_inflate import Inflater
+# Inflating: a message borrows an inflater from POOL for its duration, or waits, not
+# reading (EV_BLOCKED: the runtime pauses and asks again). The compressed frames are fed
+# as they come; the output collects in the inflater's buffer and leaves as the protocol's
+# events: a whole message up to max_message, copied into the slot's message buffer (the
+# inflater is back in the pool before the handler runs), else pieces for a streaming
+# handler (1009 without one), the last of them empty. Limits and UTF-8 checks apply to the
+# inflated bytes.
+import ringws
+from ringws.compat import MICROPYTHON, const
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, move, utf8_step
 
 _EV_NONE = const(0)
@@ -31,81 +31,75 @@ _P_MBUF = const(1)
 _IN_FRAME = const(1)  # bits of the protocol's flags (protocol.py)
 _STREAMING = const(2)
 _PIECES = const(64)
-
-_HEADER = b"sec-websocket-extensions"
-_INPUT = const(1024)  # compressed input per inflater: the decoder's lookahead and more
+_MARGIN = const(320)  # (compat_inflate.py: the input's size)
 
 POOL = []  # free inflaters
 BITS = 0  # our client_max_window_bits (the inflaters' window)
 _MADE = None  # the settings POOL was made for
 
 
-def _settings(cfg):
-    return cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]
-
-
 def start(cfg):
-    """The inflater pool, once per server: at start-up (launch.py), else at the first offer."""
+    """The pool, over the buffers made at start-up (or new ones for other settings)."""
     global BITS, _MADE
-    BITS = cfg["inflate_bits"]
-    if not 9 <= BITS <= 15:
-        raise ValueError("server setting inflate_bits must be 9..15 (zlib cannot make 8)")
-    _MADE = _settings(cfg)
-    if _HEADER not in handshake.KNOWN:  # the request parser keeps only the fields it is told
-        handshake.KNOWN += (_HEADER,)
-    k = cfg["inflaters"]
-    # Output pieces fit the send ring (as Protocol._stream's); a whole message fits too.
-    out = max(cfg["max_message"], min(1024, cfg["send_ring"] - 264))
-    POOL[:] = [Inflater(_INPUT, out, BITS) for _ in range(k)]
-    print("ringws: permessage-deflate: %d inflaters x %d B (input %d + output %d) = %d B budgeted"
-          % (k, _INPUT + out, _INPUT, out, k * (_INPUT + out)))
+    made, bufs, _ = getattr(ringws, "inflaters", (None, None, None))
+    if made != (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]):
+        # (a server made without slot.allocate_slots, or a test's settings)
+        bufs = __import__("ringws.compat_inflate").compat_inflate.start(cfg)
+        made = ringws.inflaters[0]
+    _MADE = made
+    BITS = made[1]
+    POOL[:] = [Inflater(*b) for b in bufs]
 
 
 # -- negotiation -------------------------------------------------------------------------
 
-
-def _bits(v):
-    # 8..15 in plain digits, else 0 (RFC 7692 7.1.2: no leading zeros).
-    if (len(v) == 1 and v in "89") or (len(v) == 2 and v[0] == "1" and v[1] in "012345"):
-        return int(v)
-    return 0
+_BITS = ("8", "9", "10", "11", "12", "13", "14", "15")  # RFC 7692 7.1.2: no leading zeros
 
 
 def _accept(params):
     # One offer's parameters: our answer, or None to decline it (RFC 7692 7.1).
     seen = []
-    client = -1  # client_max_window_bits: -1 absent, 0 without a value
-    server = 0
+    client = server = ""
     for p in params:
         name, eq, val = p.partition("=")
         name = name.strip().lower()
         val = val.strip()
-        if len(val) > 1 and val[0] == '"' and val[-1] == '"':
+        if val[:1] == '"' and val[-1:] == '"':
             val = val[1:-1]
         if name in seen:
             return None
         seen.append(name)
-        if name == "server_no_context_takeover" or name == "client_no_context_takeover":
-            if eq:
+        if name == "client_max_window_bits":
+            client = val if eq else "0"
+            if eq and val not in _BITS:
                 return None
         elif name == "server_max_window_bits":
-            server = _bits(val)
-            if not server:
+            server = val
+            if val not in _BITS:
                 return None
-        elif name == "client_max_window_bits":
-            client = _bits(val) if eq else 0
-            if eq and not client:
-                return None
-        else:
-            return None
-    if client < 0 and BITS < 15:
+        elif eq or name not in ("server_no_context_takeover", "client_no_context_takeover"):
+            return None  # unknown, or a value where none is allowed
+    if not client and BITS < 15:
         return None  # the client may use a 32 KiB window
     ans = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
-    if client >= 0:
-        ans += "; client_max_window_bits=%d" % (min(client, BITS) if client else BITS)
+    if client:
+        ans += "; client_max_window_bits=%d" % min(int(client) or BITS, BITS)
     if server:
-        ans += "; server_max_window_bits=%d" % server  # (we never compress)
+        ans += "; server_max_window_bits=" + server  # (we answer uncompressed)
     return ans
+
+
+def negotiate(value, cfg):
+    """Sec-WebSocket-Extensions' answer to the request's header value, or None."""
+    if (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]) != _MADE:
+        start(cfg)
+    for offer in value.split(","):
+        params = offer.split(";")
+        if params[0].strip().lower() == "permessage-deflate":
+            ans = _accept(params[1:])
+            if ans is not None:
+                return ans
+    return None
 
 
 def offer(req, handler, cfg):
@@ -116,19 +110,6 @@ def offer(req, handler, cfg):
         value = negotiate(value, cfg)
         if value:
             return b"Sec-WebSocket-Extensions: " + value.encode() + b"\r\n\r\n"
-    return None
-
-
-def negotiate(value, cfg):
-    """Sec-WebSocket-Extensions' answer to the request's header value, or None."""
-    if _settings(cfg) != _MADE:
-        start(cfg)  # (a server made without slot.allocate_slots, or a test's settings)
-    for offer in value.split(","):
-        params = offer.split(";")
-        if params[0].strip().lower() == "permessage-deflate":
-            ans = _accept(params[1:])
-            if ans is not None:
-                return ans
     return None
 
 
@@ -155,8 +136,11 @@ def data(p):
 
 def reset(p):
     """p's inflater back to the pool (its message ended, or its connection did)."""
-    if p.inf is not None:
-        POOL.append(p.inf)
+    inf = p.inf
+    if inf is not None:
+        if not inf.done:
+            inf.dio = None  # left inside a message: the next one gets a new decoder
+        POOL.append(inf)
         p.inf = None
 
 
@@ -233,3 +217,140 @@ def _deliver(p, buf, n, ev, last):
     p.p_kind = _P_MBUF
     p.pending = ev
     return ev
+
+
+# -- the inflater ------------------------------------------------------------------------
+# start() for each message; feed(buf, off, n) up to room() compressed bytes; end() once the
+# message's last frame is fed; out(buf, off, n) inflates up to n bytes into buf[off:] and
+# returns how many (0: needs more input, or done). done: the output is complete. Errors
+# raise ValueError(close code, reason). Under CPython: zlib, a decoder per message
+# (compat_cpython.py).
+#
+# MicroPython's DeflateIO pulls its input a byte at a time from a stream, cannot be resumed
+# once the stream runs dry (the read raises inside the decoder) and cannot be reset: the
+# compressed bytes wait in the input BytesIO, and before the message's end the decoder is
+# asked for no more than they surely cover (compat_inflate.py); a stream that needs more
+# lookahead (hundreds of empty blocks in a row) is refused with 1009. One decoder (window and
+# state, made at start-up) serves message after message: each message is followed by the
+# RFC's 00 00 ff ff, then an end mark, a stored block of _MARK zero bytes (once the decoder
+# reads into it, its position says how much of its output was the message's), then a block
+# of zeros as long as the window, so a message never sees the one before it (the pool is
+# shared by every connection). Once the message is out, the decoder is read to the end of
+# those zeros, where it must stand exactly, else the message was cut inside a block (1007).
+# A decoder that failed, met a final block, or was left inside a message is replaced.
+
+_MARK = const(128)  # (compat_inflate.py: more than one read after the message's end asks for)
+_CUT = "compressed message ends inside a block"
+
+if MICROPYTHON:
+    import deflate
+
+    _SCRATCH = bytearray(128)  # compaction and draining, within one call
+
+    class Inflater:
+        def __init__(self, src, out, bits, dio, tail, nfill, rfill):
+            self.src = src
+            self.obuf = memoryview(out)
+            self.bits = bits
+            self.dio = dio  # primed at start-up: its next read starts a block
+            # (after each message: the RFC's tail, the end mark, the window's zeros)
+            self.tail, self.nfill, self.rfill = tail, nfill, rfill
+            self.size = 767 - len(tail)  # (the input's 768, less an empty payload's 0x00)
+            self.r = self.w = src.tell()
+            self.start()
+
+        def start(self):
+            if self.dio is None:
+                self.r = self.w = 0
+            self.fed = 0
+            self.ended = self.done = False
+
+        def room(self):
+            return 1 << 30 if self.done else self.size - self.w + self.r
+
+        def feed(self, buf, off, n):
+            if self.done:
+                return  # after the final block: dropped
+            s = self.src
+            if self.w + n > self.size:
+                # What is not inflated yet moves to the front (destination below source).
+                k = self.w - self.r
+                i = 0
+                while i < k:
+                    m = min(128, k - i)
+                    s.seek(self.r + i)
+                    s.readinto(_SCRATCH, m)
+                    s.seek(i)
+                    s.write(_SCRATCH, 0, m)
+                    i += m
+                self.r = 0
+                self.w = k
+            s.seek(self.w)
+            s.write(buf, off, n)
+            self.w += n
+            self.fed += n
+
+        def end(self):
+            self.ended = True
+            if not self.done:
+                s = self.src
+                s.seek(self.w)
+                if not self.fed:
+                    s.write(b"\x00")  # an empty payload reads as 0x00 (RFC 7692 7.2.3.6)
+                    self.w += 1
+                s.write(self.tail)
+                self.mark = self.w + 9  # (the end mark's zeros)
+                self.w += len(self.tail)
+
+        def out(self, buf, off, n):
+            if self.done or n <= 0:
+                return 0
+            if not self.ended:
+                n = min(n, (self.w - self.r - _MARGIN) >> 1)
+                if n <= 0:
+                    return 0
+            d = self.dio
+            if d is None:
+                d = self.dio = deflate.DeflateIO(self.src, deflate.RAW, self.bits)
+            s = self.src
+            s.seek(self.r)
+            try:
+                k = d.readinto(buf[off:] if off else buf, min(n, _MARK))
+            except EOFError:
+                k = -2  # read past the end of what is there
+            except OSError:
+                k = -1  # invalid data (or, read past the end, stale bytes)
+            self.r = s.tell()
+            if k < 0 or self.r > self.w:
+                self.dio = None
+                if k == -1 and self.r <= self.w:
+                    raise ValueError(1007, "invalid compressed data")
+                if self.ended:
+                    raise ValueError(1007, _CUT)
+                raise ValueError(1009, "compressed data needs more than %d bytes of lookahead" % _MARGIN)
+            if self.ended and self.r >= self.mark:
+                # Into the end mark: the message is out. The decoder reads on to the end of
+                # the window's zeros, where it must stand exactly.
+                x = self.r - self.mark
+                left = _MARK - x + self.nfill
+                try:
+                    while left > 0:
+                        m = d.readinto(_SCRATCH, min(128, left))
+                        if not m:
+                            break
+                        left -= m
+                except Exception:  # (OSError, EOFError: the message was cut inside a block)
+                    left = -1
+                self.r = s.tell()
+                if left or self.r != self.mark + _MARK + self.rfill:
+                    self.dio = None
+                    raise ValueError(1007, _CUT)
+                self.done = True
+                return k - x
+            if k == 0:
+                self.done = True  # a final block: this decoder has finished
+                self.dio = None
+            return k
+
+else:
+    from ringws.compat_cpython import Inflater

@@ -273,6 +273,7 @@ class Server:
                 out["board"] = {"error": repr(e)}
         if self.tls is not None:
             self.tls.stats(self, out)
+        if self.cfg["inflaters"]: out["deflate"] = __import__("ringws").inflaters[2]  # (compat_inflate.py)
         return out
 
     def listen(self):

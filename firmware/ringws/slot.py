@@ -101,7 +101,7 @@ def allocate_slots(cfg):
     lend = cfg["shared_recv"]
     arena = bytearray(slot_bytes(cfg) * n + lend)
     slots = [Slot(i, cfg, arena) for i in range(n)]
-    if cfg["inflaters"]:  # permessage-deflate's pool (pmd.py), made now like the slots
-        __import__("ringws.pmd").pmd.start(cfg)
+    if cfg["inflaters"]:  # permessage-deflate's buffers, made now like the slots (its code later)
+        __import__("ringws.compat_inflate").compat_inflate.start(cfg)
     # The shared receive buffer sits at the end of the arena (see Server._borrow).
     return slots, (memoryview(arena)[-lend:] if lend else None)
