@@ -265,6 +265,7 @@ class Server:
             "accept_errors": self.accept_errors,
             "http_requests": self.http_requests,
             "uptime_ms": ticks_diff(ticks_ms(), self.started),
+            "board": None, "tls": None, "deflate": None,  # (never grown: deleted if unused)
         }
         if self.platform is not None:
             try:
@@ -274,6 +275,8 @@ class Server:
         if self.tls is not None:
             self.tls.stats(self, out)
         if self.cfg["inflaters"]: out["deflate"] = __import__("ringws").inflaters[2]  # (compat_inflate.py)
+        for k in ("board", "tls", "deflate"):
+            if out[k] is None: del out[k]
         return out
 
     def listen(self):
