@@ -23,7 +23,7 @@ SIM_SLOTS = --set max_connections=9
 
 help:
 	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module|file.py]   run the firmware under the MicroPython unix port"
-	@echo "make sim DEFLATE=1                 the same with permessage-deflate (1 inflater; 5 slots at 110k)"
+	@echo "make sim DEFLATE=1                 the same with permessage-deflate (1 inflater; 7 slots at 110k)"
 	@echo "make cert BOARD=.. HOST=..         EC key + self-signed certificate: certs/BOARD.pem (wss/https)"
 	@echo "make test                          set up .venv from scratch and run every test"
 	@echo "make bench | bench-quick           speed and memory against peers"
@@ -44,7 +44,7 @@ venv: $(STAMP)
 
 # APP=name: a module in firmware/; APP=path/to/mine.py: that file goes into the build.
 build: $(STAMP)
-	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(SIM_SLOTS) $(if $(APP),--set app=$(APP)) $(if $(DEFLATE),--set inflaters=1 $(if $(filter 110k,$(SIM_HEAP)),--set max_connections=5))
+	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(SIM_SLOTS) $(if $(APP),--set app=$(APP)) $(if $(DEFLATE),--set inflaters=1 $(if $(filter 110k,$(SIM_HEAP)),--set max_connections=7))
 
 # HOST: the board's names and addresses, space- or comma-separated (subjectAltName).
 cert: $(STAMP)

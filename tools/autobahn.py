@@ -2,12 +2,12 @@
 
     make autobahn                              12.* and 13.* (permessage-deflate), 110k
     make autobahn CASES="1.*,2.*,12.1.1"       any case set
-    tools/autobahn.py --cases 12.1.1 --heap 110k --set max_connections=5 --out DIR
+    tools/autobahn.py --cases 12.1.1 --heap 110k --set max_connections=7 --out DIR
 
 The testsuite (autobahntestsuite, wstest) runs on Python 2.7 only: it is installed into
 .venv-autobahn, a virtualenv made from pyenv's 2.7.18 (~/.pyenv/versions/2.7.18) when that
 interpreter exists; without one the tool says so and exits 2. A fresh firmware build is
-started with compression on (one inflater; 5 slots at 110k, as `make sim DEFLATE=1`), the
+started with compression on (one inflater; 7 slots at 110k, as `make sim DEFLATE=1`), the
 cases run, and the counts per behaviour are printed (reports: DIR/reports/index.json and
 HTML). Exit 0 when every case is OK, NON-STRICT or INFORMATIONAL.
 
@@ -64,7 +64,7 @@ def run_cases(cases, out, heap="110k", server=None, timeout=None):
                            "`pyenv install 2.7.18` (looked for %s and python2.7 on PATH)" % PY27)
     server = dict({"inflaters": 1, "ping_interval_ms": 0}, **(server or {}))
     if heap == "110k":
-        server.setdefault("max_connections", 5)  # (as make sim DEFLATE=1: room for the pool)
+        server.setdefault("max_connections", 7)  # (as make sim DEFLATE=1: room for the pool)
     os.makedirs(out, exist_ok=True)
     fw = Firmware(os.path.join(out, "fw"), heap=heap, server=server).start()
     try:

@@ -329,8 +329,8 @@ def request(srv, slot, end):
         return handshake.HttpError(400, "too much data sent before the handshake completed")
     move(0, end, early, slot.rbuf, slot.block)
     ext = zin = None  # permessage-deflate (pmd.py), where the server has inflaters
-    if srv.cfg["inflaters"]:
-        compat.collect()  # (pmd's code loads at the first upgrade: into a collected heap)
+    if srv.cfg["inflaters"] and req.header("sec-websocket-extensions"):
+        compat.collect()  # (pmd's code loads at the first offer: into a collected heap)
         zin = __import__("ringws.pmd").pmd
         ext = zin.offer(req, handler, srv.cfg)
     slot.upgrade(handler._ringws_stream, hasattr(handler, "on_pong"), zin if ext else None)
