@@ -40,14 +40,13 @@ def bring_up(cfg):
     server = cfg.get("server")
     if not isinstance(server, dict):
         server = {}
+    import netup  # start-up only: launch.forget drops it
+
+    _status["reset_cause"] = netup.reset_cause()
     if network is None:
         bind = server.get("host") or "127.0.0.1"
         _status.update(mode="host", wifi="none", ip=bind, reason=cfg.get("config_error"))
         return dict(_status, bind=bind)
-
-    import netup  # start-up only: launch.forget drops it
-
-    _status["reset_cause"] = netup.reset_cause()
     _wdt_ms, _led_pin, _led_low = netup.hardware(cfg)
     led(False)
     _status["mode"] = None

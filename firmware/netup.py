@@ -1,10 +1,11 @@
-# Start-up only (launch.forget drops it): the board's settings and the first connect,
-# before the loop runs. Imported by board.bring_up only where a `network` module exists.
+# Start-up only (launch.forget drops it): the reset cause, and on a board with a `network`
+# module its settings and the first connect, before the loop runs.
 import time
 
-import machine
-import network
-import wifi
+try:
+    import machine
+except ImportError:  # (CPython)
+    machine = None
 
 POLL_MS = 100  # how often the station is polled before the loop runs
 
@@ -16,7 +17,7 @@ def _dict(value):
 
 def reset_cause():
     """Why the board last reset, by machine's name for it (read once, at start-up)."""
-    if not hasattr(machine, "reset_cause"):
+    if machine is None or not hasattr(machine, "reset_cause"):
         return None
     cause = machine.reset_cause()
     for name in ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET"):
@@ -40,6 +41,9 @@ def hardware(cfg):
 
 def bring_up(cfg, status, led, feed):
     """Station or access point before the loop runs; returns the Link to poll."""
+    import network
+    import wifi
+
     hostname = cfg.get("hostname")
     if not isinstance(hostname, str) or not hostname:
         hostname = "ringws"

@@ -71,9 +71,9 @@ def start(cfg):
         import deflate
         import io
 
-        deflate.DeflateIO(io.BytesIO(), deflate.RAW, 9).write(b"x")
-        can = True
-    except Exception:  # ImportError, AttributeError
+        write = getattr(deflate.DeflateIO(io.BytesIO(), deflate.RAW, 9), "write", None)
+        can = write is not None and write(b"x") == 1
+    except Exception:  # ImportError, OSError
         can = False
     zeros = _zeros(bits)
     compat.collect()
@@ -81,7 +81,7 @@ def start(cfg):
     # (BytesIO(size) is preallocated: writes within it never grow it. getattr: the stubs
     # leave out its size argument.)
     bufs = [_one(bits, out, zeros) for _ in range(k)]
-    ringws.inflaters = (made, bufs, {"inflaters": k, "bits": bits, "can_compress": can})
+    setattr(ringws, "inflaters", (made, bufs, {"inflaters": k, "bits": bits, "can_compress": can}))
     compat.collect()
     free -= compat.mem_free()
     from ringws import handshake
@@ -89,6 +89,6 @@ def start(cfg):
     if b"sec-websocket-extensions" not in handshake.KNOWN:  # it keeps only what it is told
         handshake.KNOWN += (b"sec-websocket-extensions",)
     sys.modules.pop(__name__)  # (a start-up module, like config and slot)
-    del ringws.compat_inflate
+    delattr(ringws, "compat_inflate")
     print("ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder), %d B taken" % (k, out, free))
     return bufs

@@ -52,8 +52,8 @@ def respond(srv, req):
             raise HttpError(404, "nothing at " + path)
         if isinstance(body, str):
             body = body.encode()
-        if hasattr(body, "readinto"):
-            n = body.total
+        if hasattr(body, "readinto"):  # a jsonout.Reader (loaded per request: no type here)
+            n = getattr(body, "total")
         else:
             if not isinstance(body, list):
                 body = [body]

@@ -8,6 +8,11 @@ import json
 
 from ringws.kernels import move
 
+_SEP = (",", ":")
+# separators= is a keyword on MicroPython and CPython alike; the ESP32 stubs type it as a
+# positional argument, which MicroPython refuses ("extra positional arguments given").
+_dump = getattr(json, "dump")
+
 
 class Reader(io.IOBase):  # a stream too: json.dump writes into it
     """The JSON text of obj, dumped again for every readinto(): the bytes not read yet go
@@ -22,7 +27,7 @@ class Reader(io.IOBase):  # a stream too: json.dump writes into it
         self.obj = obj
         self.buf = None
         self.done = self.n = self.got = self.room = 0
-        json.dump(obj, self, separators=(",", ":"))  # room 0: counts only
+        _dump(obj, self, separators=_SEP)  # room 0: counts only
         self.total = self.n
 
     def write(self, piece):
@@ -48,7 +53,7 @@ class Reader(io.IOBase):  # a stream too: json.dump writes into it
         self.buf = buf
         self.room = len(buf)
         self.n = self.got = 0
-        json.dump(self.obj, self, separators=(",", ":"))
+        _dump(self.obj, self, separators=_SEP)
         self.buf = None
         return self.got
 

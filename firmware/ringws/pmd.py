@@ -45,7 +45,7 @@ def start(cfg):
     if made != (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]):
         # (a server made without slot.allocate_slots, or a test's settings)
         bufs = __import__("ringws.compat_inflate").compat_inflate.start(cfg)
-        made = ringws.inflaters[0]
+        made = getattr(ringws, "inflaters")[0]
     _MADE = made
     BITS = made[1]
     POOL[:] = [Inflater(*b) for b in bufs]
