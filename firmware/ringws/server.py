@@ -191,6 +191,7 @@ class Server:
         self.accept_errors = 0
         self.rejected_full = 0
         self.http_requests = 0
+        self._stats = {}  # (stats())
         self.closed = {}
         for cause in CLOSE_CAUSES:
             self.closed[cause] = 0
@@ -241,42 +242,44 @@ class Server:
         return sent
 
     def stats(self):
+        """The server's figures, refreshed: the same dict at every call, whose keys are
+        all in it after the first (serve() makes it at start-up), because a heap cut up
+        by traffic may have no block for a new one. Copy it to keep a snapshot."""
         compat.collect()
+        out = self._stats
         busy = len(self.slots) - len(self.free)
         ws = 0
         for s in self.slots:
             if s.phase == _WS:
                 ws += 1
-        out = {
-            "mem_free": compat.mem_free(),
-            "mem_alloc": compat.mem_alloc(),
-            "connections": ws,
-            "http_active": busy - ws,
-            "slots_total": len(self.slots),
-            "slots_free": len(self.free),
-            "slot_bytes": self.slot_size,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "messages_in": self.messages_in,
-            "messages_out": self.messages_out,
-            "dropped": self.dropped,
-            "closed": self.closed,
-            "rejected_full": self.rejected_full,
-            "accept_errors": self.accept_errors,
-            "http_requests": self.http_requests,
-            "uptime_ms": ticks_diff(ticks_ms(), self.started),
-            "board": None, "tls": None, "deflate": None,  # (never grown: deleted if unused)
-        }
+        out["mem_free"] = compat.mem_free()
+        out["mem_alloc"] = compat.mem_alloc()
+        out["connections"] = ws
+        out["http_active"] = busy - ws
+        out["slots_total"] = len(self.slots)
+        out["slots_free"] = len(self.free)
+        out["slot_bytes"] = self.slot_size
+        out["bytes_in"] = self.bytes_in
+        out["bytes_out"] = self.bytes_out
+        out["messages_in"] = self.messages_in
+        out["messages_out"] = self.messages_out
+        out["dropped"] = self.dropped
+        out["closed"] = self.closed
+        out["rejected_full"] = self.rejected_full
+        out["accept_errors"] = self.accept_errors
+        out["http_requests"] = self.http_requests
+        out["uptime_ms"] = ticks_diff(ticks_ms(), self.started)
         if self.platform is not None:
             try:
                 out["board"] = self.platform.status()
+            except MemoryError:
+                pass  # the last status stays
             except Exception as e:  # a platform problem must not break /stats
                 out["board"] = {"error": repr(e)}
         if self.tls is not None:
             self.tls.stats(self, out)
-        if self.cfg["inflaters"]: out["deflate"] = __import__("ringws").inflaters[2]  # (compat_inflate.py)
-        for k in ("board", "tls", "deflate"):
-            if out[k] is None: del out[k]
+        if self.cfg["inflaters"]:
+            out["deflate"] = __import__("ringws").inflaters[2]  # (compat_inflate.py)
         return out
 
     def listen(self):
@@ -301,6 +304,7 @@ class Server:
         print("ringws: listening on %s:%d" % (self.cfg["host"], self.cfg["port"]))
         if self.tls is not None:
             self.tls.start(self)
+        self.stats()  # its dict made while the heap is whole
         self._tasks = [
             asyncio.create_task(self._accept_loop()),
             asyncio.create_task(housekeeping(self)),
