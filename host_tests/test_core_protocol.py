@@ -40,7 +40,9 @@ def sent_close_code(proto):
 def assert_failed(proto, data, code, chunk=None):
     events = drive(proto, data, chunk)
     assert error_code(events) == code
-    assert proto.state == P.CLOSED and proto.flags & S.FAILED
+    # Failed: nothing more is delivered; the peer's frames are followed to its close
+    # (CLOSING), or the peer had closed already (CLOSED) or they cannot be followed.
+    assert proto.state != P.OPEN and (proto.flags & S.FAILED or proto.state == P.CLOSED)
     assert sent_close_code(proto) == code
     return events
 
@@ -307,6 +309,61 @@ def test_we_close_first_then_data_is_dropped_and_peer_close_finishes():
     assert events == [("close", 1000, "ok")]
     assert p.state == P.CLOSED and not p.flags & S.FAILED
     assert server_frames(p) == []  # no pong while closing, no second close frame
+
+
+# -- after failing: the peer's frames are followed to its close ---------------------------
+
+
+FOLLOWING = [
+    (client_frame(OP_TEXT, b"ok \xff"), 1007),  # invalid UTF-8 (the whole-frame fast path)
+    (client_frame(OP_TEXT, b"\xff", fin=False) + client_frame(OP_CONT, b"end"), 1007),  # a fragment
+    (client_frame(OP_BINARY, b"x", rsv=4), 1002),  # a refused header (RSV1, not negotiated)
+    (client_frame(OP_PING, b"p" * 126), 1002),  # a control frame too long: dropped as data
+    (client_frame(OP_CLOSE, b"", fin=False), 1002),  # a fragmented close is not the close
+    (client_frame(OP_CONT, b"lost"), 1002),
+    (client_frame(OP_BINARY, b"x" * 5000), 1009),  # too big: its payload is dropped
+]
+
+
+@pytest.mark.parametrize("bad,code", FOLLOWING)
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+def test_after_failing_the_peer_close_ends_it_and_our_code_stays(bad, code, chunk):
+    p = make_proto()
+    rest = (client_frame(OP_TEXT, b"\xfe dropped, not validated")
+            + client_frame(OP_PING, b"not answered")
+            + client_frame(OP_CLOSE, close_payload(1000, "bye")))
+    events = drive(p, bad + rest, chunk)
+    assert [e[0] for e in events] == ["error", "close"], events
+    assert events[0][1] == code
+    # Done: the runtime closes TCP as soon as our close frame is out (not after a timeout).
+    assert p.state == P.CLOSED and not p.flags & S.FAILED
+    assert p.close_code == code  # the failure's code, not the peer's answer
+    assert [f[1] for f in server_frames(p)] == [OP_CLOSE]  # one close, no pong
+
+
+def test_a_second_violation_after_failing_leaves_only_dropping():
+    p = make_proto()
+    data = (client_frame(OP_TEXT, b"\xff") + client_frame(OP_BINARY, b"x", rsv=2)
+            + client_frame(OP_CLOSE, close_payload(1000)))
+    events = drive(p, data)
+    assert events == [("error", 1007, "invalid UTF-8 in text message")]  # reported once
+    assert p.state == P.CLOSED and p.flags & S.FAILED  # EOF or the close timeout ends it
+    assert p.feed(client_frame(OP_CLOSE, b"")) and p.next_event() == P.EV_NONE
+
+
+def test_a_length_that_cannot_be_followed_leaves_only_dropping():
+    p = make_proto()
+    bad = bytes([0x82, 0xFF]) + (1 << 63).to_bytes(8, "big") + b"\0\0\0\0"
+    assert_failed(p, bad + client_frame(OP_CLOSE, b""), 1002)
+    assert p.state == P.CLOSED and p.flags & S.FAILED
+
+
+@pytest.mark.parametrize("payload", [b"\x03", close_payload(999), b"\x03\xe8\xff"])
+def test_a_bad_close_from_the_peer_is_answered_and_ends_it(payload):
+    p = make_proto()
+    events = drive(p, client_frame(OP_CLOSE, payload))
+    assert [e[0] for e in events] == ["error"]
+    assert p.state == P.CLOSED and not p.flags & S.FAILED  # it closed: nothing to await
 
 
 def test_close_reason_is_truncated_to_valid_utf8():

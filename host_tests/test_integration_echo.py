@@ -18,7 +18,9 @@ MASK = b"\x11\x22\x33\x44"
 
 @pytest.fixture(scope="module")
 def fw(tmp_path_factory):
-    f = Firmware(tmp_path_factory.mktemp("echo") / "fw", server={"ping_interval_ms": 0}).start()
+    # (A long close timeout: a connection that ends, ends because of what the peer sent.)
+    f = Firmware(tmp_path_factory.mktemp("echo") / "fw",
+                 server={"ping_interval_ms": 0, "close_timeout_ms": 30000}).start()
     yield f
     f.stop()
     out = f.log(tail=None)
@@ -138,9 +140,13 @@ def test_close_handshake_echoes_valid_code(fw, code):
 )
 def test_protocol_errors_close_with_the_right_code(fw, frame, code):
     s = ws_open(fw.port)
-    s.sendall(frame)
+    s.sendall(frame + encode_frame(0x2, b"dropped after the violation", mask=MASK))
     fin, op, payload = read_frame(s)
     assert op == 0x8 and int.from_bytes(payload[:2], "big") == code, payload
+    if frame[0] & 0x0F != 0x8:  # (a bad close was the peer's close: nothing more is awaited)
+        s.sendall(encode_frame(0x8, payload[:2], mask=MASK))  # the client's answer
+    s.settimeout(10)
+    assert s.recv(10) == b""  # then the server closes TCP at once, not after close_timeout_ms
     s.close()
 
 

@@ -42,7 +42,7 @@ CONTROL_RESERVE = const(254)  # kept free for a pong and a close (2 * (2 + 125))
 # flags: booleans as bits of one int (a field costs each slot a table entry); named in slot.py
 _IN_FRAME = const(1)  # a frame's header was taken, its payload not all consumed
 _STREAMING = const(2)  # the message in progress goes to the handler in pieces
-_FAILED = const(4)  # we failed the connection (RFC 6455 7.1.7): the peer's close is not awaited
+_FAILED = const(4)  # we failed the connection (RFC 6455 7.1.7): nothing more is delivered
 _OUT_FRAG = const(8)  # a fragmented send (send_fragment) is on
 _PONG_SEEN = const(16)  # a pong came after our last ping (unless pongs are events)
 _PONG_EVENTS = const(32)  # each pong is an event (EV_PONG)
@@ -161,6 +161,7 @@ class Protocol(FrameHeader):
                     if self.ev_text:
                         r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
                         if r != UTF8_ACCEPT:
+                            self.rpos = start + n  # (stepped over: the next frame is found)
                             return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message"
                                               if r == UTF8_REJECT else "text message ends inside a character")
                     self.rpos = start + n
@@ -205,11 +206,17 @@ class Protocol(FrameHeader):
             return EV_NONE
         op = h.opcode
         rsv = self.rbuf[self.rpos] & 0x70  # (RSV and MASK bits: read in the header, not kept)
+        masked = self.rbuf[self.rpos + 1] & 0x80
+        # Taken before it is checked: a refused frame is then dropped and the next found.
+        self.rpos += size
+        self.flags |= _IN_FRAME
+        self.f_left = h.length
+        self.f_seen = 0
         if rsv and (rsv != 0x40 or self.zin is None or op == _OP_CONT or op >= _OP_CLOSE):
             return self._fail(_CLOSE_PROTOCOL, "reserved bits set where no extension allows them")
         if op > _OP_BINARY and op < _OP_CLOSE or op > _OP_PONG:
             return self._fail(_CLOSE_PROTOCOL, "reserved opcode %d" % op)
-        if not self.rbuf[self.rpos + 1] & 0x80:
+        if not masked:
             return self._fail(_CLOSE_PROTOCOL, "client frames must be masked")
         if h.length < 0:
             return self._fail(_CLOSE_PROTOCOL, "64-bit length with the top bit set")
@@ -235,10 +242,6 @@ class Protocol(FrameHeader):
             total = self.mlen + h.length
             if total > len(self.mbuf) and not (op != _OP_CONT and h.fin and h.length <= len(self.own_rbuf)):
                 return self._fail(_CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
-        self.rpos += size
-        self.flags |= _IN_FRAME
-        self.f_left = h.length
-        self.f_seen = 0
         return -1
 
     def limit(self):
@@ -393,16 +396,16 @@ class Protocol(FrameHeader):
     def _peer_close(self, start, n):
         buf = self.rbuf
         if n == 1:
-            return self._fail(_CLOSE_PROTOCOL, "close frame with a 1-byte payload")
+            return self._closed_by(self._fail(_CLOSE_PROTOCOL, "close frame with a 1-byte payload"))
         code = _CLOSE_NO_STATUS
         reason = ""
         if n >= 2:
             code = (buf[start] << 8) | buf[start + 1]
             if not close_code_valid(code):
-                return self._fail(_CLOSE_PROTOCOL, "invalid close code %d" % code)
+                return self._closed_by(self._fail(_CLOSE_PROTOCOL, "invalid close code %d" % code))
             raw = self.rbuf[start + 2 : start + n]
             if not is_valid(raw):
-                return self._fail(_CLOSE_INVALID_DATA, "close reason is not valid UTF-8")
+                return self._closed_by(self._fail(_CLOSE_INVALID_DATA, "close reason is not valid UTF-8"))
             reason = str(bytes(raw), "utf-8")
         if self.state == OPEN:
             # Answer with the same code (RFC 6455 5.5.1); an empty close gets an empty one.
@@ -410,16 +413,30 @@ class Protocol(FrameHeader):
                 return EV_BLOCKED
         self._advance(n)
         self.flags &= ~_IN_FRAME
+        if not self.flags & _FAILED:  # (after our failure, its code is the one that stays)
+            self.close_code, self.close_reason = code, reason
+        return self._closed_by(EV_CLOSE)
+
+    def _closed_by(self, ev):
+        # The peer's close came: nothing more is awaited from it (the server closes TCP
+        # first as soon as its own close frame is out, RFC 6455 7.1.1).
         self.state = CLOSED
-        self.close_code, self.close_reason = code, reason
-        return EV_CLOSE
+        self.flags &= ~_FAILED
+        return ev
 
     def _fail(self, code, reason):
-        # Fail the connection (RFC 6455 7.1.7): queue a close frame, stop parsing.
+        # Fail the connection (RFC 6455 7.1.7): queue a close frame and deliver nothing more.
+        # The frames after the refused one are dropped until the peer's close, which ends
+        # the connection at once. A second violation, or a length that cannot be followed,
+        # leaves only dropping everything until EOF or the close timeout (CLOSED, FAILED).
+        if self.flags & _FAILED:
+            self.state = CLOSED  # a second violation: only dropping is left
+            return EV_NONE
         if self.state == OPEN:
             self._queue_close(code, reason)
-        self.state = CLOSED
+        self.state = CLOSING if self.f_left >= 0 else CLOSED
         self.flags |= _FAILED
+        self.opcode = _OP_CONT  # (a refused frame, even a control one, is dropped as data)
         self.close_code, self.close_reason = code, reason
         self.pending = EV_NONE
         return EV_ERROR

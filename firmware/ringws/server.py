@@ -241,11 +241,12 @@ class Server:
                 c.dropped += 1
         return sent
 
-    def stats(self):
+    def stats(self, collect=True):
         """The server's figures, refreshed: the same dict at every call, whose keys are
         all in it after the first (serve() makes it at start-up), because a heap cut up
         by traffic may have no block for a new one. Copy it to keep a snapshot."""
-        compat.collect()
+        if collect:
+            compat.collect()
         out = self._stats
         busy = len(self.slots) - len(self.free)
         ws = 0
@@ -304,7 +305,7 @@ class Server:
         print("ringws: listening on %s:%d" % (self.cfg["host"], self.cfg["port"]))
         if self.tls is not None:
             self.tls.start(self)
-        self.stats()  # its dict made while the heap is whole
+        self.stats(False)  # its dict made while the heap is whole
         self._tasks = [
             asyncio.create_task(self._accept_loop()),
             asyncio.create_task(housekeeping(self)),
