@@ -198,6 +198,7 @@ class Server:
         self.slot_size = slot_bytes(cfg)  # (launch.start prints the budget)
         if cfg.get("tls_port"):
             self.tls = __import__("ringws.tls").tls.Tls(self)
+        self.stats(False)  # its dict made now, with the rest of the start-up budget
 
     def route(self, path, handler):
         self.routes[path] = handler
@@ -243,7 +244,7 @@ class Server:
 
     def stats(self, collect=True):
         """The server's figures, refreshed: the same dict at every call, whose keys are
-        all in it after the first (serve() makes it at start-up), because a heap cut up
+        all in it after the first (made at start-up), because a heap cut up
         by traffic may have no block for a new one. Copy it to keep a snapshot."""
         if collect:
             compat.collect()
@@ -305,7 +306,6 @@ class Server:
         print("ringws: listening on %s:%d" % (self.cfg["host"], self.cfg["port"]))
         if self.tls is not None:
             self.tls.start(self)
-        self.stats(False)  # its dict made while the heap is whole
         self._tasks = [
             asyncio.create_task(self._accept_loop()),
             asyncio.create_task(housekeeping(self)),
