@@ -319,7 +319,6 @@ FOLLOWING = [
     (client_frame(OP_TEXT, b"\xff", fin=False) + client_frame(OP_CONT, b"end"), 1007),  # a fragment
     (client_frame(OP_BINARY, b"x", rsv=4), 1002),  # a refused header (RSV1, not negotiated)
     (client_frame(OP_PING, b"p" * 126), 1002),  # a control frame too long: dropped as data
-    (client_frame(OP_CLOSE, b"", fin=False), 1002),  # a fragmented close is not the close
     (client_frame(OP_CONT, b"lost"), 1002),
     (client_frame(OP_BINARY, b"x" * 5000), 1009),  # too big: its payload is dropped
 ]
@@ -341,14 +340,25 @@ def test_after_failing_the_peer_close_ends_it_and_our_code_stays(bad, code, chun
     assert [f[1] for f in server_frames(p)] == [OP_CLOSE]  # one close, no pong
 
 
-def test_a_second_violation_after_failing_leaves_only_dropping():
+def test_after_failing_later_violations_are_dropped_too():
     p = make_proto()
     data = (client_frame(OP_TEXT, b"\xff") + client_frame(OP_BINARY, b"x", rsv=2)
-            + client_frame(OP_CLOSE, close_payload(1000)))
-    events = drive(p, data)
+            + client_frame(OP_PING, b"x", fin=False) + client_frame(OP_CONT, b"orphan")
+            + client_frame(OP_CLOSE, b"c" * 126)  # a close too long: dropped, not the close
+            + client_frame(OP_CLOSE, close_payload(999)))  # the close, its code not valid
+    events = drive(p, data, 3)
     assert events == [("error", 1007, "invalid UTF-8 in text message")]  # reported once
-    assert p.state == P.CLOSED and p.flags & S.FAILED  # EOF or the close timeout ends it
-    assert p.feed(client_frame(OP_CLOSE, b"")) and p.next_event() == P.EV_NONE
+    assert p.state == P.CLOSED and not p.flags & S.FAILED and p.close_code == 1007
+    assert [f[1] for f in server_frames(p)] == [OP_CLOSE]
+
+
+@pytest.mark.parametrize("bad", [client_frame(OP_CLOSE, b"c" * 126),
+                                 client_frame(OP_CLOSE, close_payload(1000), fin=False)])
+def test_a_refused_close_is_still_the_peer_close(bad):
+    # The peer sent its close, malformed: it waits for ours and nothing else.
+    p = make_proto()
+    assert error_code(drive(p, bad)) == 1002
+    assert p.state == P.CLOSED and not p.flags & S.FAILED
 
 
 def test_a_length_that_cannot_be_followed_leaves_only_dropping():

@@ -212,6 +212,12 @@ class Protocol(FrameHeader):
         self.flags |= _IN_FRAME
         self.f_left = h.length
         self.f_seen = 0
+        if self.flags & _FAILED:  # only the peer's close is looked for now: the rest is dropped
+            if h.length < 0:
+                self.state = CLOSED
+            elif op < _OP_CLOSE or not h.fin or h.length > _MAX_CONTROL:
+                self.opcode = _OP_CONT
+            return -1
         if rsv and (rsv != 0x40 or self.zin is None or op == _OP_CONT or op >= _OP_CLOSE):
             return self._fail(_CLOSE_PROTOCOL, "reserved bits set where no extension allows them")
         if op > _OP_BINARY and op < _OP_CLOSE or op > _OP_PONG:
@@ -396,16 +402,16 @@ class Protocol(FrameHeader):
     def _peer_close(self, start, n):
         buf = self.rbuf
         if n == 1:
-            return self._closed_by(self._fail(_CLOSE_PROTOCOL, "close frame with a 1-byte payload"))
+            return self._fail(_CLOSE_PROTOCOL, "close frame with a 1-byte payload")
         code = _CLOSE_NO_STATUS
         reason = ""
         if n >= 2:
             code = (buf[start] << 8) | buf[start + 1]
             if not close_code_valid(code):
-                return self._closed_by(self._fail(_CLOSE_PROTOCOL, "invalid close code %d" % code))
+                return self._fail(_CLOSE_PROTOCOL, "invalid close code %d" % code)
             raw = self.rbuf[start + 2 : start + n]
             if not is_valid(raw):
-                return self._closed_by(self._fail(_CLOSE_INVALID_DATA, "close reason is not valid UTF-8"))
+                return self._fail(_CLOSE_INVALID_DATA, "close reason is not valid UTF-8")
             reason = str(bytes(raw), "utf-8")
         if self.state == OPEN:
             # Answer with the same code (RFC 6455 5.5.1); an empty close gets an empty one.
@@ -426,20 +432,24 @@ class Protocol(FrameHeader):
 
     def _fail(self, code, reason):
         # Fail the connection (RFC 6455 7.1.7): queue a close frame and deliver nothing more.
-        # The frames after the refused one are dropped until the peer's close, which ends
-        # the connection at once. A second violation, or a length that cannot be followed,
-        # leaves only dropping everything until EOF or the close timeout (CLOSED, FAILED).
-        if self.flags & _FAILED:
-            self.state = CLOSED  # a second violation: only dropping is left
-            return EV_NONE
-        if self.state == OPEN:
-            self._queue_close(code, reason)
-        self.state = CLOSING if self.f_left >= 0 else CLOSED
+        # The peer's frames are then dropped until its close, which ends the connection
+        # at once; a length that cannot be followed leaves only dropping until EOF or the
+        # close timeout (CLOSED with FAILED).
+        first = not self.flags & _FAILED
+        if first:
+            if self.state == OPEN:
+                self._queue_close(code, reason)
+            self.close_code, self.close_reason = code, reason
         self.flags |= _FAILED
-        self.opcode = _OP_CONT  # (a refused frame, even a control one, is dropped as data)
-        self.close_code, self.close_reason = code, reason
         self.pending = EV_NONE
-        return EV_ERROR
+        if self.opcode == _OP_CLOSE and self.flags & _IN_FRAME:
+            self._closed_by(0)  # the peer's close, refused: it waits only for ours
+        elif self.f_left < 0 or not first:
+            self.state = CLOSED
+        else:
+            self.state = CLOSING
+            self.opcode = _OP_CONT  # (the refused frame is dropped as data)
+        return EV_ERROR if first else EV_NONE
 
     def _queue(self, opcode, fin, data, reserve):
         if self.out_left:
