@@ -15,7 +15,7 @@ package(
         "__init__.py", "access.py", "aio.py", "body.py", "compat.py", "compat_aio.py",
         "compat_inflate.py", "config.py", "connection.py", "frames.py", "handshake.py",
         "http.py", "jsonout.py", "kernels.py", "pmd.py", "protocol.py", "refusal.py",
-        "ring.py", "server.py", "slot.py", "static.py", "tls.py",
+        "relay.py", "ring.py", "server.py", "slot.py", "static.py", "tls.py",
     ],
     base_path="firmware",
 )

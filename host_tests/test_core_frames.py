@@ -77,6 +77,19 @@ def test_the_protocols_private_constants_agree_with_frames():
         assert getattr(protocol, n) == getattr(frames, n[1:]), n
 
 
+def test_relays_private_constants_agree_with_protocol_and_frames():
+    from ringws import frames, protocol, relay
+
+    names = [n for n in dir(relay) if n.startswith(("_EV_", "_OPEN", "_CONTROL_", "_OP_", "_P_"))]
+    assert len(names) == 9, names
+    for n in names:
+        if n.startswith("_OP_"):
+            assert getattr(relay, n) == getattr(frames, n[1:]), n
+        else:
+            src = n if n.startswith("_P_") else n[1:]
+            assert getattr(relay, n) == getattr(protocol, src), n
+
+
 def test_the_runtimes_private_constants_agree_with_protocol_and_slot():
     # The runtime's modules repeat them as private const()s so MicroPython inlines them.
     from ringws import connection, protocol, server, slot

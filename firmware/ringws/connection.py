@@ -22,7 +22,7 @@ from ringws import compat, handshake
 from ringws.compat import const, park, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable, wait_writable
 from ringws.frames import CLOSE_INTERNAL
 from ringws.kernels import move
-from ringws.protocol import consume, next_event, received, recv_window, sent_span
+from ringws.protocol import Protocol
 
 # The protocol's and the slot's constants as private const()s: MicroPython inlines a
 # const() only inside its own module. host_tests/test_core_frames.py checks that they agree.
@@ -56,6 +56,13 @@ _DONE = const(4)  # the connection is over
 # that miss probes the whole table at every call.
 len = len
 isinstance = isinstance
+# The protocol's per-message methods as functions: a method call on a slot first misses in
+# its full table.
+consume = Protocol.consume
+next_event = Protocol.next_event
+received = Protocol.received
+recv_window = Protocol.recv_window
+sent_span = Protocol.sent_span
 
 # Prebuilt, so that answering needs no allocation when the heap has just run out.
 FULL_503 = b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 55\r\nRetry-After: 1\r\nConnection: close\r\n\r\n503 Service Unavailable: all connection slots are busy\n'

@@ -9,6 +9,8 @@ from ringws.compat import MICROPYTHON, const
 from ringws.frames import FrameHeader, fits_or_raise, close_code_valid, header_size, unmask, write_header
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
 from ringws.kernels import utf8_valid as is_valid
+from ringws.relay import SCRATCH as _SCRATCH
+from ringws.relay import relay as _relay_piece
 from ringws.ring import RingBuffer
 
 # frames.py's constants as private const()s (inlined only here; test_core_frames.py checks).
@@ -58,7 +60,6 @@ _P_WHOLE = const(2)  # a whole frame in rbuf, already stepped over (see next_eve
 
 # Builtins as globals: a builtin is looked up after a miss in the module's whole table.
 len = len
-_SCRATCH = bytearray(14)  # header bytes on their way into a ring, within one call
 
 
 class Protocol(FrameHeader):
@@ -421,20 +422,14 @@ class Protocol(FrameHeader):
         self.flags &= ~_IN_FRAME
         if not self.flags & _FAILED:  # (after our failure, its code is the one that stays)
             self.close_code, self.close_reason = code, reason
-        return self._closed_by(EV_CLOSE)
-
-    def _closed_by(self, ev):
-        # The peer's close came: nothing more is awaited from it (the server closes TCP
-        # first as soon as its own close frame is out, RFC 6455 7.1.1).
-        self.state = CLOSED
+        self.state = CLOSED  # done: TCP closes once our close frame is out (RFC 6455 7.1.1)
         self.flags &= ~_FAILED
-        return ev
+        return EV_CLOSE
 
     def _fail(self, code, reason):
-        # Fail the connection (RFC 6455 7.1.7): queue a close frame and deliver nothing more.
-        # The peer's frames are then dropped until its close, which ends the connection
-        # at once; a length that cannot be followed leaves only dropping until EOF or the
-        # close timeout (CLOSED with FAILED).
+        # Fail the connection (RFC 6455 7.1.7): queue a close frame, deliver nothing more,
+        # drop the peer's frames until its close; a length that cannot be followed leaves
+        # only dropping until EOF or the close timeout (CLOSED with FAILED).
         first = not self.flags & _FAILED
         if first:
             if self.state == OPEN:
@@ -443,7 +438,8 @@ class Protocol(FrameHeader):
         self.flags |= _FAILED
         self.pending = EV_NONE
         if self.opcode == _OP_CLOSE and self.flags & _IN_FRAME:
-            self._closed_by(0)  # the peer's close, refused: it waits only for ours
+            self.state = CLOSED  # the peer's close, refused: it waits only for ours
+            self.flags &= ~_FAILED
         elif self.f_left < 0 or not first:
             self.state = CLOSED
         else:
@@ -503,83 +499,7 @@ class Protocol(FrameHeader):
         self.flags = (self.flags & ~_OUT_FRAG) if last else (self.flags | _OUT_FRAG)
         return True
 
-    def relay(self, data):
-        """Send an EV_FRAGMENT piece in the framing it came in: a frame's first piece opens
-        one of the same length, opcode and FIN, later ones add payload. All or nothing."""
-        if self.pending != EV_FRAGMENT or self.state != OPEN:
-            return False
-        if (self.p_kind == _P_WHOLE and data is self.ev_data and not self.ring.used
-                and self.j_off < 0 and not self.out_left):
-            # Per message: a whole frame in place, its header just before it (inline).
-            n = len(data)
-            if n >= 65536:
-                self.j_off = self.ev_off - 10
-                write_header(self.rbuf, self.j_off, _OP_TEXT if self.ev_text else _OP_BINARY, True, n)
-                return True
-            buf = self.rbuf
-            if n < 126:
-                j = self.ev_off - 2
-                buf[j + 1] = n
-            else:
-                j = self.ev_off - 4
-                buf[j + 1] = 126
-                buf[j + 2] = n >> 8
-                buf[j + 3] = n & 0xFF
-            buf[j] = 0x81 if self.ev_text else 0x82
-            self.j_off = j
-            return True
-        return self._relay(data)
-
-    def _relay(self, data):
-        n = len(data)  # relay() for everything but a whole frame going out in place.
-        ring = self.ring
-        kind = self.p_kind
-        # Zero copy (the piece written from rbuf) when the ring is empty and it is unchanged.
-        direct = data is self.ev_data and kind != _P_MBUF and not ring.used and self.j_off < 0
-        at = self.ev_off
-        if self.out_left:
-            if n > self.out_left:
-                return False
-            if direct and n and self.tx_end <= at:
-                self.j_off = at
-            elif n + CONTROL_RESERVE > ring.free():
-                if n + CONTROL_RESERVE > ring.size and data is not self.ev_data:
-                    raise ValueError("a %d-byte piece can only be relayed unchanged (whole_frames)" % n)
-                return False
-            else:
-                ring.write(data, 0, n)
-            self.out_left -= n
-            return True
-        if kind != _P_RBUF:  # a whole frame, or the assembled start of a message: its own frame
-            total = len(self.ev_data)
-            fin = kind == _P_WHOLE or self.ev_last  # (nothing of a whole frame comes later)
-            if fin and n != total:
-                raise ValueError("a whole frame is relayed whole (%d of %d bytes given)" % (n, total))
-        else:
-            if self.f_left != self.length:
-                return False  # the start of this frame was not relayed
-            total = self.length
-            fin = self.fin
-        op = (_OP_TEXT if self.ev_text else _OP_BINARY) if self.ev_first else _OP_CONT
-        hsize = header_size(total)
-        if n > total:
-            return False
-        if direct and at >= hsize and self.tx_end <= at - hsize:
-            # The header goes just before the payload, over the parsed incoming header.
-            self.j_off = at - hsize
-            write_header(self.rbuf, self.j_off, op, fin, total)
-            self.out_left = total - n
-            return True
-        if hsize + n + CONTROL_RESERVE > ring.free():
-            if hsize + n + CONTROL_RESERVE > ring.size and data is not self.ev_data:
-                # Only a whole_frames piece is this large: it goes in place, never copied.
-                raise ValueError("a %d-byte piece can only be relayed unchanged (whole_frames)" % n)
-            return False
-        write_header(_SCRATCH, 0, op, fin, total)
-        ring.write(_SCRATCH, 0, hsize)
-        ring.write(data, 0, n)
-        self.out_left = total - n
-        return True
+    relay = _relay_piece  # (ringws/relay.py)
 
     def send_ping(self, payload=b""):
         # _PONG_SEEN then says whether a pong came after this ping.
@@ -616,12 +536,4 @@ class Protocol(FrameHeader):
         return True
 
 
-# For the per-message path: a method call on a slot first misses in its full table.
-next_event = Protocol.next_event
-recv_window = Protocol.recv_window
-received = Protocol.received
-sent_span = Protocol.sent_span
-consume = Protocol.consume
-_parse = Protocol._parse
-relay = Protocol.relay
-send = Protocol.send
+_parse = Protocol._parse  # (next_event's general case, without a miss in a slot's table)

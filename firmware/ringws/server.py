@@ -1,10 +1,8 @@
 # The asyncio runtime's public side and a connection's life: the Server (routes, timers,
 # broadcast, /stats, listen, serve, shutdown), the accept loop, the start and the one end
 # of every connection (_teardown), and the housekeeping task that times them all.
-# The other rooms:
-#   connection.py  a connection's tasks: its reader (request head, HTTP answer or
-#                  upgrade, the WebSocket loop) and the one write path with backpressure
-#   slot.py        the preallocated connection, and which task owns each of its fields
+# The other rooms: connection.py (a connection's reader: request head, HTTP answer or
+# upgrade, the WebSocket loop; the one write path), slot.py (the preallocated connection).
 #
 # Each connection borrows a preallocated Slot (receive buffer, send ring, assembly buffer)
 # and returns it in _teardown(), the only place a connection ends: its socket is closed
@@ -16,7 +14,7 @@ import socket
 from ringws import compat
 from ringws.compat import const, drop_entry, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable, wake
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
-from ringws.protocol import relay, send
+from ringws.protocol import Protocol
 from ringws.connection import FULL_503, OOM_503, add_http, drain, flush, log_exc, ping, reader
 
 # The protocol's and the slot's constants as private const()s: MicroPython inlines a
@@ -49,6 +47,9 @@ CLOSE_CAUSES = (
     "http",  # an HTTP request answered (page, /stats, an error status)
 )
 
+COUNTERS = ("bytes_in", "bytes_out", "messages_in", "messages_out", "dropped", "closed",
+            "rejected_full", "accept_errors", "http_requests")
+
 # Prebuilt, so that answering needs no allocation when the heap has just run out.
 _TIMEOUT_408 = b'HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 71\r\nConnection: close\r\n\r\n408 Request Timeout: request not complete within the handshake timeout\n'
 
@@ -56,6 +57,8 @@ _TIMEOUT_408 = b'HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nCon
 # that miss probes the whole table at every call.
 len = len
 isinstance = isinstance
+relay = Protocol.relay  # (functions: a method call on a slot first misses in its table)
+send = Protocol.send
 
 
 class Conn:
@@ -243,9 +246,8 @@ class Server:
         return sent
 
     def stats(self, collect=True):
-        """The server's figures, refreshed: the same dict at every call, whose keys are
-        all in it after the first (made at start-up), because a heap cut up
-        by traffic may have no block for a new one. Copy it to keep a snapshot."""
+        """The server's figures in the same dict at every call, made at start-up: a heap cut
+        up by traffic may have no block for a new one. Copy it to keep a snapshot."""
         if collect:
             compat.collect()
         out = self._stats
@@ -261,15 +263,8 @@ class Server:
         out["slots_total"] = len(self.slots)
         out["slots_free"] = len(self.free)
         out["slot_bytes"] = self.slot_size
-        out["bytes_in"] = self.bytes_in
-        out["bytes_out"] = self.bytes_out
-        out["messages_in"] = self.messages_in
-        out["messages_out"] = self.messages_out
-        out["dropped"] = self.dropped
-        out["closed"] = self.closed
-        out["rejected_full"] = self.rejected_full
-        out["accept_errors"] = self.accept_errors
-        out["http_requests"] = self.http_requests
+        for k in COUNTERS:
+            out[k] = getattr(self, k)
         out["uptime_ms"] = ticks_diff(ticks_ms(), self.started)
         if self.platform is not None:
             try:

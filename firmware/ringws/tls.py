@@ -18,8 +18,7 @@ import ssl
 
 from ringws import compat
 from ringws.compat import recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable
-from ringws.connection import log_exc
-from ringws.protocol import received
+from ringws.connection import log_exc, received
 from ringws.ring import RingBuffer
 
 DEFAULTS = {
