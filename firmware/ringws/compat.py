@@ -226,3 +226,13 @@ def use_once(name):
             delattr(pkg, name)
         except AttributeError:
             pass
+
+
+def why(name, i, arg=None):
+    """ringws.<name>.TEXTS[i] (% arg): an error's text, kept out of the heap until an
+    error needs it, then loaded for the one use (use_once). "" when not even that fits."""
+    try:
+        text = use_once(name).TEXTS[i]
+    except MemoryError:
+        return ""
+    return text if arg is None else text % arg
