@@ -179,9 +179,6 @@ if MICROPYTHON:
         recv_into = socket.socket.readinto
         send_from = socket.socket.write
 
-    def new_event():
-        return asyncio.Event()  # (asyncio loads its event module at the first use)
-
     sleep_ms = asyncio.sleep_ms
     print_exception = sys.print_exception
 
