@@ -311,7 +311,7 @@ def request(srv, slot, end):
         if handler is not None:
             accept = handshake.validate_upgrade(req)
         elif handshake.is_upgrade(req):
-            raise handshake.HttpError(404, "no WebSocket endpoint at " + req.path)
+            raise handshake.HttpError(404, compat.why("faults", 24, req.path))  # no WebSocket endpoint at %s
     except handshake.HttpError as err:
         return err
     if handler is None:

@@ -28,5 +28,9 @@ TEXTS = (
     "header value is not valid text",  # 21
     "request head larger than %d bytes",  # 22
     "too much data sent before the handshake completed",  # 23
+    "no WebSocket endpoint at %s",  # 24
+    "only GET and HEAD are served",  # 25
+    # frames.fits_or_raise: a send that never fits the ring
+    "%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)",  # 26
 )
 

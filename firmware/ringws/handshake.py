@@ -131,15 +131,11 @@ def validate_upgrade(req):
         key = key.strip()
         try:
             if len(key) == 24 and len(binascii.a2b_base64(key)) == 16:
-                return accept_key(key)
+                digest = hashlib.sha1(key.encode() + GUID).digest()  # the accept value
+                return binascii.b2a_base64(digest).strip().decode()
         except ValueError:  # (binascii.Error subclasses it; MicroPython has no Error)
             pass
     raise use_once("refusal").upgrade(req)
-
-
-def accept_key(key):
-    digest = hashlib.sha1(key.encode() + GUID).digest()
-    return binascii.b2a_base64(digest).strip().decode()
 
 
 def select_subprotocol(req, supported):

@@ -155,10 +155,6 @@ class Server:
         if hasattr(handler, "on_fragment"):
             handler._ringws_stream = _STREAM_WHOLE if getattr(handler, "whole_frames", False) else _STREAM_PIECES
 
-    def set_access(self, check):
-        """check(req, is_websocket) raises handshake.HttpError to refuse a request."""
-        self.access_check = check
-
     http = add_http  # http(path, func, methods=("GET",)): see connection.add_http
 
     def static(self, prefix, directory):
