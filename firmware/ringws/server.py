@@ -15,7 +15,7 @@ import asyncio
 import errno
 
 from ringws import compat
-from ringws.compat import const, drop_entry, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, use_once, wait_readable, wake
+from ringws.compat import const, drop_entry, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, park, use_once, wait_readable, wake
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
 from ringws.protocol import Protocol
 from ringws.connection import FULL_503, OOM_503, add_http, drain, flush, log_exc, ping, reader
@@ -223,7 +223,10 @@ class Server:
     async def serve(self, sock=None):
         """Accept and serve until shutdown(). sock: an already listening socket (tests)."""
         use_once("startstop").start(self, sock)
-        await self._done.wait()
+        # Parked until shutdown() wakes it: an asyncio.Event would load asyncio's event
+        # module (about 1.3 KB of heap) for this one wait.
+        self._done = asyncio.current_task()
+        await park()
 
     async def shutdown(self, timeout_ms=None):
         """Close every connection with 1001, wait a bounded time, then force."""
@@ -245,7 +248,7 @@ class Server:
                         s.reader = None
                 for t in tasks:
                     t.cancel()
-                self._done.set()
+                wake(self._done)
 
     async def _accept_loop(self):
         lsock = self.listener

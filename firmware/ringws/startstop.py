@@ -6,7 +6,7 @@
 import asyncio
 import socket
 
-from ringws.compat import drop_entry, sleep_ms, ticks_diff, ticks_ms
+from ringws.compat import drop_entry, sleep_ms, ticks_diff, ticks_ms, wake
 from ringws.server import close_quietly, housekeeping
 
 _CLOSE_GOING_AWAY = 1001  # frames.CLOSE_GOING_AWAY
@@ -60,7 +60,7 @@ def build(srv, config, platform, slots):
     srv._tasks = []
     srv._rejecting = 0
     srv._gc_due = False
-    srv._done = None
+    srv._done = None  # the task in serve(), once it runs
     srv.bytes_in = srv.bytes_out = srv.messages_in = srv.messages_out = 0
     srv.dropped = srv.accept_errors = srv.rejected_full = srv.http_requests = 0
     srv._stats = {}  # (Server.stats)
@@ -85,7 +85,6 @@ def start(srv, sock):
         sock.listen(4)
     sock.setblocking(False)
     srv.listener = sock
-    srv._done = asyncio.Event()
     print("ringws: listening on %s:%d" % (cfg["host"], cfg["port"]))
     if srv.tls is not None:
         srv.tls.start(srv)
@@ -125,5 +124,4 @@ async def stop(srv, tasks, timeout_ms):
     for t in tasks:
         t.cancel()
     await sleep_ms(0)  # let cancelled tasks run their finally blocks
-    if srv._done is not None:
-        srv._done.set()
+    wake(srv._done)  # serve() returns
