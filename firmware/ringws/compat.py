@@ -221,7 +221,7 @@ def use_once(name):
         sys.modules.pop(full, None)
         try:
             delattr(pkg, name)
-        except AttributeError:
+        except (AttributeError, KeyError):  # (MicroPython: KeyError when it is not there)
             pass
 
 
