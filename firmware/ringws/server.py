@@ -13,6 +13,7 @@
 # there, once; its tasks are cancelled, on_close is called once, the slot is freed.
 import asyncio
 import errno
+import socket  # (for the annotations)
 
 from ringws import compat
 from ringws.compat import const, drop_entry, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, park, use_once, wait_readable, wake
@@ -143,6 +144,37 @@ class Conn:
 class Server:
     Conn = Conn  # (for the reader, which makes a connection's handle)
     tls = None  # the TLS listener and its slots (ringws/tls.py), with a tls_port only
+    # The fields startstop.build sets (annotations only: no code, no heap on MicroPython).
+    cfg: dict
+    platform = None  # (board.py on a board: status(), feed())
+    routes: dict
+    http_routes: dict
+    static_routes: list
+    timers: list
+    access_check: object  # access_check(req, is_websocket) raises HttpError to refuse
+    slots: list
+    shared: object  # the shared receive buffer (a memoryview) or None
+    pollent: object
+    shared_owner: object
+    free: list
+    scratch: bytearray
+    started: int
+    listener: socket.socket  # (or None before serve() and after shutdown())
+    _tasks: list
+    _rejecting: int
+    _gc_due: bool
+    _done: object
+    bytes_in: int
+    bytes_out: int
+    messages_in: int
+    messages_out: int
+    dropped: int
+    accept_errors: int
+    rejected_full: int
+    http_requests: int
+    _stats: dict
+    closed: dict
+    slot_size: int
 
     def __init__(self, config=None, platform=None, slots=None):
         # Start-up code, loaded for this and dropped (startstop.build sets every field).
