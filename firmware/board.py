@@ -35,24 +35,9 @@ _led_state = None
 
 def bring_up(cfg):
     """Bring the network up; return {"bind", "mode", "ip", "reason", ...}."""
-    global _link, _wdt_ms, _led_pin, _led_low
-    cfg = cfg if isinstance(cfg, dict) else {}
-    server = cfg.get("server")
-    if not isinstance(server, dict):
-        server = {}
-    import netup  # start-up only: launch.forget drops it
+    import netup  # start-up only (launch.forget drops it): it sets this module's state
 
-    _status["reset_cause"] = netup.reset_cause()
-    if network is None:
-        bind = server.get("host") or "127.0.0.1"
-        _status.update(mode="host", wifi="none", ip=bind, reason=cfg.get("config_error"))
-        return dict(_status, bind=bind)
-    _wdt_ms, _led_pin, _led_low = netup.hardware(cfg)
-    led(False)
-    _status["mode"] = None
-    _link = netup.bring_up(cfg, _status, led, feed)
-    return dict(_status, bind=server.get("host") or "0.0.0.0",
-                poll=(wifi.RUN_POLL_MS, _link.poll))
+    return netup.start(cfg, globals())
 
 
 def led(state=None):

@@ -94,7 +94,7 @@ def start():
     if cfg.get("access"):
         from ringws import access
 
-        srv.set_access(access.checker(cfg["access"]))
+        srv.access_check = access.checker(cfg["access"])
     if not lean:
         app.install(srv, cfg, board)
     if ota:

@@ -15,6 +15,26 @@ def _dict(value):
     return value if isinstance(value, dict) else {}
 
 
+def start(cfg, board):
+    """board.bring_up: board is that module's globals, whose state (_status, _link, the
+    watchdog's and the LED's) is set here."""
+    cfg = cfg if isinstance(cfg, dict) else {}
+    server = _dict(cfg.get("server"))
+    status = board["_status"]
+    status["reset_cause"] = reset_cause()
+    if board["network"] is None:
+        bind = server.get("host") or "127.0.0.1"
+        status.update(mode="host", wifi="none", ip=bind, reason=cfg.get("config_error"))
+        return dict(status, bind=bind)
+    board["_wdt_ms"], board["_led_pin"], board["_led_low"] = hardware(cfg)
+    led = board["led"]
+    led(False)
+    status["mode"] = None
+    link = board["_link"] = bring_up(cfg, status, led, board["feed"])
+    return dict(status, bind=server.get("host") or "0.0.0.0",
+                poll=(board["wifi"].RUN_POLL_MS, link.poll))
+
+
 def reset_cause():
     """Why the board last reset, by machine's name for it (read once, at start-up)."""
     if machine is None or not hasattr(machine, "reset_cause"):

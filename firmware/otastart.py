@@ -32,7 +32,7 @@ def install(srv, cfg, lean=False):
     c = dict(cfg["ota"], token=sha256(cfg["ota"]["token"].encode()).digest())
     h = ota.Ota(srv, lean, c, root(), version, last)
     srv.route("/ota", h)
-    srv.set_access(h.check)
+    srv.access_check = h.check
     srv.stats = h.stats
     keep = False
     if lean:

@@ -1090,3 +1090,28 @@ def test_ping_is_refused_when_the_ring_has_no_room_and_arms_on_writable():
         await close_handshake(c)
 
     run(scenario, handlers={"/echo": h}, expect={"normal": 1})
+
+
+def test_shutdown_without_room_for_its_code_still_ends_everything(monkeypatch):
+    # Server.shutdown loads its code (startstop.py) for the one use; a MemoryError while it
+    # loads must still close every socket, end every connection once and stop the tasks.
+    import ringws.server
+
+    async def scenario(ctx):
+        a = await ctx.client().handshake()
+        half = ctx.client()
+        half.send_raw(b"GET /echo HTTP/1.1\r\n")
+        await asyncio.sleep(0.02)
+        real = ringws.server.use_once
+
+        def starved(name):
+            if name == "startstop":
+                raise MemoryError("no room to load " + name)
+            return real(name)
+
+        monkeypatch.setattr(ringws.server, "use_once", starved)
+        await ctx.srv.shutdown()
+        assert a.sock.closed and half.sock.closed and ctx.lst.closed
+        assert [c[1] for c in ctx.handlers["/echo"].closes] == [1006]
+
+    run(scenario, settle=False, expect={"shutdown": 2})

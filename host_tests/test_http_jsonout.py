@@ -52,3 +52,33 @@ def test_use_once_does_not_keep_the_module():
     assert mod.Reader({"a": 1}).total == len(b'{"a":1}')
     assert "ringws.jsonout" not in sys.modules
     assert not hasattr(sys.modules["ringws"], "jsonout")
+
+
+def test_use_once_without_room_raises_memoryerror_on_micropython(tmp_path):
+    # A module that cannot load for want of heap must surface as MemoryError (the
+    # callers' fallbacks catch that), not as the KeyError MicroPython's delattr raises
+    # for the package attribute the failed import never set.
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "starve.py"
+    script.write_text(
+        "import sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from ringws import compat\n"
+        "hog = []\n"
+        "try:\n"
+        "    while True:\n"
+        "        hog.append(bytearray(64))\n"
+        "except MemoryError:\n"
+        "    pass\n"
+        "del hog[-8:]\n"
+        "try:\n"
+        "    compat.use_once('jsonout')\n"
+        "    print('LOADED')\n"
+        "except Exception as e:\n"
+        "    print('RAISED', type(e).__name__)\n" % os.path.join(root, "firmware"))
+    r = subprocess.run([os.path.join(root, ".venv", "bin", "micropython"), "-X", "heapsize=64k",
+                        str(script)], capture_output=True, text=True, timeout=30)
+    assert "RAISED MemoryError" in r.stdout, r.stdout + r.stderr

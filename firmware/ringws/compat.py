@@ -179,9 +179,6 @@ if MICROPYTHON:
         recv_into = socket.socket.readinto
         send_from = socket.socket.write
 
-    def new_event():
-        return asyncio.Event()  # (asyncio loads its event module at the first use)
-
     sleep_ms = asyncio.sleep_ms
     print_exception = sys.print_exception
 
@@ -224,5 +221,15 @@ def use_once(name):
         sys.modules.pop(full, None)
         try:
             delattr(pkg, name)
-        except AttributeError:
+        except (AttributeError, KeyError):  # (MicroPython: KeyError when it is not there)
             pass
+
+
+def why(name, i, arg=None):
+    """ringws.<name>.TEXTS[i] (% arg): an error's text, kept out of the heap until an
+    error needs it, then loaded for the one use (use_once). "" when not even that fits."""
+    try:
+        text = use_once(name).TEXTS[i]
+    except MemoryError:
+        return ""
+    return text if arg is None else text % arg

@@ -108,10 +108,6 @@ def send_from(sock, buf, off, n):
         return None
 
 
-def new_event():
-    return asyncio.Event()
-
-
 async def sleep_ms(ms):
     await asyncio.sleep(ms / 1000)
 

@@ -238,7 +238,7 @@ def read_head(srv, slot):
     got = slot.rlen
     while True:
         if got == len(rbuf):
-            return handshake.HttpError(431, "request head larger than %d bytes" % got)
+            return handshake.HttpError(431, compat.why("faults", 22, got))  # request head larger than %d bytes
         n = recv_into(slot.sock, rbuf if got == 0 else rbuf[got:], len(rbuf) - got)
         if not n:
             return n  # None: nothing now; 0: EOF
@@ -311,7 +311,7 @@ def request(srv, slot, end):
         if handler is not None:
             accept = handshake.validate_upgrade(req)
         elif handshake.is_upgrade(req):
-            raise handshake.HttpError(404, "no WebSocket endpoint at " + req.path)
+            raise handshake.HttpError(404, compat.why("faults", 24, req.path))  # no WebSocket endpoint at %s
     except handshake.HttpError as err:
         return err
     if handler is None:
@@ -333,7 +333,7 @@ def request(srv, slot, end):
     # buffer, as if read now, before the 101 goes into the ring they may lie in.
     early = slot.rlen - end
     if early > len(slot.rbuf):
-        return handshake.HttpError(400, "too much data sent before the handshake completed")
+        return handshake.HttpError(400, compat.why("faults", 23))  # too much data sent before the handshake completed
     move(0, end, early, slot.rbuf, slot.block)
     ext = zin = None  # permessage-deflate (pmd.py), where the server has inflaters
     if srv.cfg["inflaters"] and req.header("sec-websocket-extensions"):

@@ -1,6 +1,6 @@
 # RFC 6455 frame headers: decode (client -> server, masked) and encode (server -> client).
 # Pure functions over buffers and offsets; no I/O and no allocation per frame.
-from ringws.compat import const
+from ringws.compat import const, why
 from ringws.kernels import unmask  # noqa: F401  (part of this module's API)
 
 OP_CONT = const(0x0)
@@ -91,8 +91,8 @@ def fits_or_raise(n, size, reserve):
     most = size - reserve - 4
     if most > 65535:
         most = max(65535, most - 6)
-    raise ValueError("%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)"
-                     % (n, size, most))
+    # %d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)
+    raise ValueError(why("faults", 26, (n, size, most)))
 
 
 def header_size(length):

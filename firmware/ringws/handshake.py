@@ -3,7 +3,7 @@
 import binascii
 import hashlib
 
-from ringws.compat import MICROPYTHON, use_once
+from ringws.compat import MICROPYTHON, use_once, why
 from ringws.kernels import find
 
 # MicroPython decodes only UTF-8 (and raises on invalid input); CPython reads the head as
@@ -70,15 +70,15 @@ def parse_request(buf, end):
     eol = find(buf, b"\r\n", 0, end)
     parts = bytes(buf[:eol]).split(b" ")
     if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise HttpError(400, "malformed request line")
+        raise HttpError(400, why("faults", 14))  # malformed request line
     try:
         method, target, version = [str(p, _HEAD_CODEC) for p in parts]
     except (UnicodeError, ValueError):
-        raise HttpError(400, "request line is not valid text")
+        raise HttpError(400, why("faults", 15))  # request line is not valid text
     if not version.startswith("HTTP/1."):
-        raise HttpError(400, "unsupported HTTP version: " + version[:16])
+        raise HttpError(400, why("faults", 16, version[:16]))  # unsupported HTTP version: %s
     if not target.startswith("/"):
-        raise HttpError(400, "request target must be a path")
+        raise HttpError(400, why("faults", 17))  # request target must be a path
     headers = {}
     count = 0
     pos = eol + 2
@@ -86,18 +86,18 @@ def parse_request(buf, end):
         eol = find(buf, b"\r\n", pos, end)
         count += 1
         if count > MAX_HEADERS:
-            raise HttpError(431, "more than %d header fields" % MAX_HEADERS)
+            raise HttpError(431, why("faults", 18, MAX_HEADERS))  # more than %d header fields
         colon = find(buf, b":", pos, eol)
         if colon <= pos or buf[colon - 1] in (32, 9) or buf[pos] in (32, 9):
-            raise HttpError(400, "malformed header line")
+            raise HttpError(400, why("faults", 19))  # malformed header line
         name = bytes(buf[pos:colon]).lower()
         if b" " in name or b"\t" in name:
-            raise HttpError(400, "malformed header name")
+            raise HttpError(400, why("faults", 20))  # malformed header name
         if name in KNOWN:
             try:
                 value = str(bytes(buf[colon + 1 : eol]), _HEAD_CODEC).strip()
             except (UnicodeError, ValueError):
-                raise HttpError(400, "header value is not valid text")
+                raise HttpError(400, why("faults", 21))  # header value is not valid text
             key = str(name, "ascii")
             old = headers.get(key)
             headers[key] = value if old is None else old + ", " + value
@@ -131,15 +131,11 @@ def validate_upgrade(req):
         key = key.strip()
         try:
             if len(key) == 24 and len(binascii.a2b_base64(key)) == 16:
-                return accept_key(key)
+                digest = hashlib.sha1(key.encode() + GUID).digest()  # the accept value
+                return binascii.b2a_base64(digest).strip().decode()
         except ValueError:  # (binascii.Error subclasses it; MicroPython has no Error)
             pass
     raise use_once("refusal").upgrade(req)
-
-
-def accept_key(key):
-    digest = hashlib.sha1(key.encode() + GUID).digest()
-    return binascii.b2a_base64(digest).strip().decode()
 
 
 def select_subprotocol(req, supported):

@@ -7,7 +7,7 @@
 # the heap only while they answer. A MemoryError while one loads ends that request alone, with
 # the prebuilt 503 naming it (connection.failure): the slot is still in the HTTP phase,
 # and no other connection's state is touched.
-from ringws.compat import use_once, wait_writable
+from ringws.compat import use_once, wait_writable, why
 from ringws.handshake import HttpError
 
 _ANSWER = 3  # slot.ANSWER
@@ -77,8 +77,8 @@ def answer(write_out, srv, slot, req):
     if req.method == "GET" or req.method == "HEAD":
         pieces, path = respond(srv, req)
     else:
-        pieces, path = [error_response(HttpError(
-            405, "only GET and HEAD are served", (("Allow", "GET, HEAD"),)))], None
+        pieces, path = [error_response(HttpError(  # only GET and HEAD are served
+            405, why("faults", 25), (("Allow", "GET, HEAD"),)))], None
     slot.phase = _ANSWER
     return send(write_out, srv, slot, pieces, path)
 

@@ -5,7 +5,7 @@
 # and calls received(n), then next_event() and consume() until EV_NONE; it writes the relayed
 # span (rbuf[tx_off:tx_end]) and calls sent_span(n), then the ring (ring.consume). Also:
 # upgrade(), move_input() (the shared buffer), send_ping(), close(), reset() (slot freed).
-from ringws.compat import MICROPYTHON, const
+from ringws.compat import MICROPYTHON, const, why
 from ringws.frames import FrameHeader, fits_or_raise, close_code_valid, header_size, unmask, write_header
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
 from ringws.kernels import utf8_valid as is_valid
@@ -67,7 +67,7 @@ class Protocol(FrameHeader):
     def __init__(self, rbuf, ring_buf, mbuf):
         recv_size = len(rbuf)
         if recv_size < 2 * (14 + _MAX_CONTROL):
-            raise ValueError("recv_buf must be at least %d bytes" % (2 * (14 + _MAX_CONTROL)))
+            raise ValueError(why("faults", 0, 2 * (14 + _MAX_CONTROL)))  # recv_buf must be at least %d bytes
         FrameHeader.__init__(self)
         # rbuf: own_rbuf, or for a while the shared buffer; limits follow own_rbuf's size.
         self.own_rbuf = self.rbuf = memoryview(rbuf)
@@ -163,8 +163,8 @@ class Protocol(FrameHeader):
                         r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
                         if r != UTF8_ACCEPT:
                             self.rpos = start + n  # (stepped over: the next frame is found)
-                            return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message"
-                                              if r == UTF8_REJECT else "text message ends inside a character")
+                            # invalid UTF-8 in text message; text message ends inside a character
+                            return self._fail(_CLOSE_INVALID_DATA, why("faults", 1 if r == UTF8_REJECT else 2))
                     self.rpos = start + n
                     self.ev_off = at
                     self.ev_data = self.rbuf[at : at + n]
@@ -220,24 +220,24 @@ class Protocol(FrameHeader):
                 self.opcode = _OP_CONT
             return -1
         if rsv and (rsv != 0x40 or self.zin is None or op == _OP_CONT or op >= _OP_CLOSE):
-            return self._fail(_CLOSE_PROTOCOL, "reserved bits set where no extension allows them")
+            return self._fail(_CLOSE_PROTOCOL, why("faults", 3))  # reserved bits set where no extension allows them
         if op > _OP_BINARY and op < _OP_CLOSE or op > _OP_PONG:
-            return self._fail(_CLOSE_PROTOCOL, "reserved opcode %d" % op)
+            return self._fail(_CLOSE_PROTOCOL, why("faults", 4, op))  # reserved opcode %d
         if not masked:
-            return self._fail(_CLOSE_PROTOCOL, "client frames must be masked")
+            return self._fail(_CLOSE_PROTOCOL, why("faults", 5))  # client frames must be masked
         if h.length < 0:
-            return self._fail(_CLOSE_PROTOCOL, "64-bit length with the top bit set")
+            return self._fail(_CLOSE_PROTOCOL, why("faults", 6))  # 64-bit length with the top bit set
         if op >= _OP_CLOSE:
             if not h.fin:
-                return self._fail(_CLOSE_PROTOCOL, "fragmented control frame")
+                return self._fail(_CLOSE_PROTOCOL, why("faults", 7))  # fragmented control frame
             if h.length > _MAX_CONTROL:
-                return self._fail(_CLOSE_PROTOCOL, "control frame longer than 125 bytes")
+                return self._fail(_CLOSE_PROTOCOL, why("faults", 8))  # control frame longer than 125 bytes
         elif op == _OP_CONT:
             if not self.msg_op:
-                return self._fail(_CLOSE_PROTOCOL, "continuation frame without a message")
+                return self._fail(_CLOSE_PROTOCOL, why("faults", 9))  # continuation frame without a message
         else:
             if self.msg_op:
-                return self._fail(_CLOSE_PROTOCOL, "new message inside a fragmented one")
+                return self._fail(_CLOSE_PROTOCOL, why("faults", 10))  # new message inside a fragmented one
             self.msg_op = op
             if self.zin is not None:
                 self.zmsg = rsv != 0
@@ -248,7 +248,7 @@ class Protocol(FrameHeader):
         if op < _OP_CLOSE and not self.flags & _PIECES and self.state == OPEN and not self.zmsg:
             total = self.mlen + h.length
             if total > len(self.mbuf) and not (op != _OP_CONT and h.fin and h.length <= len(self.own_rbuf)):
-                return self._fail(_CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
+                return self._fail(_CLOSE_TOO_BIG, why("faults", 11, self.limit()))  # message larger than %d bytes
         return -1
 
     def limit(self):
@@ -283,7 +283,7 @@ class Protocol(FrameHeader):
                 self.msg_op = 0
             return -1
         if not self._prepare(text):
-            return self._fail(_CLOSE_INVALID_DATA, "invalid UTF-8 in text message")
+            return self._fail(_CLOSE_INVALID_DATA, why("faults", 1))  # invalid UTF-8 in text message
         n = self.f_left
         # 1. A whole message in one frame that fits rbuf: hand it over in place.
         if (self.fin and self.opcode != _OP_CONT and not self.flags & _STREAMING and self.mlen == 0
@@ -291,7 +291,7 @@ class Protocol(FrameHeader):
             if self.rlen - self.rpos < n:
                 return EV_NONE
             if text and self.u8 != UTF8_ACCEPT:
-                return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
+                return self._fail(_CLOSE_INVALID_DATA, why("faults", 2))  # text message ends inside a character
             return self._deliver(EV_MESSAGE, self.rpos, n, False, text, True)
         have = self.f_seen
         # 2. Assemble a fragmented (or rbuf-sized) message in mbuf while it fits.
@@ -305,10 +305,10 @@ class Protocol(FrameHeader):
             if not self.fin:
                 return -1
             if text and self.u8 != UTF8_ACCEPT:
-                return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
+                return self._fail(_CLOSE_INVALID_DATA, why("faults", 2))  # text message ends inside a character
             return self._deliver(EV_MESSAGE, 0, self.mlen, True, text, True)
         if not self.flags & _PIECES:
-            return self._fail(_CLOSE_TOO_BIG, "message larger than %d bytes" % self.limit())
+            return self._fail(_CLOSE_TOO_BIG, why("faults", 11, self.limit()))  # message larger than %d bytes
         return self._stream(text, n, have)
 
     def _stream(self, text, n, have):
@@ -330,7 +330,7 @@ class Protocol(FrameHeader):
                 return -1
             return EV_NONE
         if last and text and self.u8 != UTF8_ACCEPT:
-            return self._fail(_CLOSE_INVALID_DATA, "text message ends inside a character")
+            return self._fail(_CLOSE_INVALID_DATA, why("faults", 2))  # text message ends inside a character
         return self._deliver(EV_FRAGMENT, self.rpos, take, False, text, last)
 
     def _deliver(self, ev, start, n, from_mbuf, text, last):

@@ -2,7 +2,7 @@
 # in, in place in the receive buffer where it can be (the header written just before the
 # payload, over the parsed incoming header), else through the send ring. Protocol.relay is
 # relay() here; p is the Protocol (a Slot).
-from ringws.compat import const
+from ringws.compat import const, why
 from ringws.frames import header_size, write_header
 
 # protocol.py's constants as private const()s (host_tests/test_core_frames.py checks).
@@ -62,7 +62,7 @@ def _relay(p, data):
             p.j_off = at
         elif n + _CONTROL_RESERVE > ring.free():
             if n + _CONTROL_RESERVE > ring.size and data is not p.ev_data:
-                raise ValueError("a %d-byte piece can only be relayed unchanged (whole_frames)" % n)
+                raise ValueError(why("faults", 12, n))  # a %d-byte piece can only be relayed unchanged (whole_frames)
             return False
         else:
             ring.write(data, 0, n)
@@ -72,7 +72,7 @@ def _relay(p, data):
         total = len(p.ev_data)
         fin = kind == _P_WHOLE or p.ev_last  # (nothing of a whole frame comes later)
         if fin and n != total:
-            raise ValueError("a whole frame is relayed whole (%d of %d bytes given)" % (n, total))
+            raise ValueError(why("faults", 13, (n, total)))  # a whole frame is relayed whole (%d of %d bytes given)
     else:
         if p.f_left != p.length:
             return False  # the start of this frame was not relayed
@@ -91,7 +91,7 @@ def _relay(p, data):
     if hsize + n + _CONTROL_RESERVE > ring.free():
         if hsize + n + _CONTROL_RESERVE > ring.size and data is not p.ev_data:
             # Only a whole_frames piece is this large: it goes in place, never copied.
-            raise ValueError("a %d-byte piece can only be relayed unchanged (whole_frames)" % n)
+            raise ValueError(why("faults", 12, n))  # a %d-byte piece can only be relayed unchanged (whole_frames)
         return False
     write_header(_SCRATCH, 0, op, fin, total)
     ring.write(_SCRATCH, 0, hsize)

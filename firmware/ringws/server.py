@@ -1,18 +1,22 @@
 # The asyncio runtime's public side and a connection's life: the Server (routes, timers,
-# broadcast, /stats, listen, serve, shutdown), the accept loop, the start and the one end
-# of every connection (_teardown), and the housekeeping task that times them all.
-# The other rooms: connection.py (a connection's reader: request head, HTTP answer or
-# upgrade, the WebSocket loop; the one write path), slot.py (the preallocated connection).
+# broadcast, /stats, serve, shutdown), the accept loop, the start and the one end of every
+# connection (_teardown), and the housekeeping task that times them all.
+# The other rooms:
+#   startstop.py   the server's own start and end (building it, the listener, shutdown),
+#                  loaded for each and dropped after
+#   connection.py  a connection's tasks: its reader (request head, HTTP answer or
+#                  upgrade, the WebSocket loop) and the one write path with backpressure
+#   slot.py        the preallocated connection, and which task owns each of its fields
 #
 # Each connection borrows a preallocated Slot (receive buffer, send ring, assembly buffer)
 # and returns it in _teardown(), the only place a connection ends: its socket is closed
 # there, once; its tasks are cancelled, on_close is called once, the slot is freed.
 import asyncio
 import errno
-import socket
+import socket  # (for the annotations)
 
 from ringws import compat
-from ringws.compat import const, drop_entry, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable, wake
+from ringws.compat import const, drop_entry, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, park, use_once, wait_readable, wake
 from ringws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_POLICY
 from ringws.protocol import Protocol
 from ringws.connection import FULL_503, OOM_503, add_http, drain, flush, log_exc, ping, reader
@@ -31,21 +35,6 @@ _FREE = const(0)
 _HTTP = const(1)
 _WS = const(2)
 _ANSWER = const(3)
-
-CLOSE_CAUSES = (
-    "normal",  # close handshake completed (either side started it)
-    "peer_reset",  # TCP reset or EOF without a close handshake
-    "protocol",  # the peer broke RFC 6455 (1002, 1007, 1009)
-    "handshake_timeout",
-    "idle_timeout",
-    "ping_timeout",
-    "close_timeout",
-    "too_slow",
-    "memory",
-    "app_error",
-    "shutdown",
-    "http",  # an HTTP request answered (page, /stats, an error status)
-)
 
 COUNTERS = ("bytes_in", "bytes_out", "messages_in", "messages_out", "dropped", "closed",
             "rejected_full", "accept_errors", "http_requests")
@@ -155,53 +144,41 @@ class Conn:
 class Server:
     Conn = Conn  # (for the reader, which makes a connection's handle)
     tls = None  # the TLS listener and its slots (ringws/tls.py), with a tls_port only
+    # The fields startstop.build sets (annotations only: no code, no heap on MicroPython).
+    cfg: dict
+    platform = None  # (board.py on a board: status(), feed())
+    routes: dict
+    http_routes: dict
+    static_routes: list
+    timers: list
+    access_check: object  # access_check(req, is_websocket) raises HttpError to refuse
+    slots: list
+    shared: object  # the shared receive buffer (a memoryview) or None
+    pollent: object
+    shared_owner: object
+    free: list
+    scratch: bytearray
+    started: int
+    listener: socket.socket  # (or None before serve() and after shutdown())
+    _tasks: list
+    _rejecting: int
+    _gc_due: bool
+    _done: object
+    bytes_in: int
+    bytes_out: int
+    messages_in: int
+    messages_out: int
+    dropped: int
+    accept_errors: int
+    rejected_full: int
+    http_requests: int
+    _stats: dict
+    closed: dict
+    slot_size: int
 
     def __init__(self, config=None, platform=None, slots=None):
-        # Start-up code, dropped from the heap once the server is built (launch.forget).
-        from ringws.config import server_config, slot_bytes
-
-        cfg = server_config(config)
-        self.cfg = cfg
-        self.platform = platform
-        self.routes = {}
-        self.http_routes = {}
-        self.static_routes = []
-        self.timers = []
-        # access_check(req, is_websocket): raise handshake.HttpError to refuse a request.
-        self.access_check = None
-        # The whole memory budget is taken once, here or by launch.start before the rest
-        # of the firmware is imported.
-        if slots is None:
-            from ringws.slot import allocate_slots  # start-up code, like config
-
-            slots = allocate_slots(cfg)
-        self.slots, self.shared = slots
-        self.pollent = None  # the listener's poller entry, kept between accepts
-        self.shared_owner = None  # the slot the shared receive buffer is lent to
-        self.free = list(self.slots)
-        self.scratch = bytearray(64)  # for draining requests we refuse with 503
-        self.started = ticks_ms()
-        self.listener = None
-        self._tasks = []
-        self._rejecting = 0
-        self._gc_due = False
-        self._done = None
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.messages_in = 0
-        self.messages_out = 0
-        self.dropped = 0
-        self.accept_errors = 0
-        self.rejected_full = 0
-        self.http_requests = 0
-        self._stats = {}  # (stats())
-        self.closed = {}
-        for cause in CLOSE_CAUSES:
-            self.closed[cause] = 0
-        self.slot_size = slot_bytes(cfg)  # (launch.start prints the budget)
-        if cfg.get("tls_port"):
-            self.tls = __import__("ringws.tls").tls.Tls(self)
-        self.stats(False)  # its dict made now, with the rest of the start-up budget
+        # Start-up code, loaded for this and dropped (startstop.build sets every field).
+        use_once("startstop").build(self, config, platform, slots)
 
     def route(self, path, handler):
         self.routes[path] = handler
@@ -209,10 +186,6 @@ class Server:
         handler._ringws_stream = _NO_STREAM
         if hasattr(handler, "on_fragment"):
             handler._ringws_stream = _STREAM_WHOLE if getattr(handler, "whole_frames", False) else _STREAM_PIECES
-
-    def set_access(self, check):
-        """check(req, is_websocket) raises handshake.HttpError to refuse a request."""
-        self.access_check = check
 
     http = add_http  # http(path, func, methods=("GET",)): see connection.add_http
 
@@ -279,69 +252,35 @@ class Server:
             out["deflate"] = __import__("ringws").inflaters[2]  # (compat_inflate.py)
         return out
 
-    def listen(self):
-        cfg = self.cfg
-        addr = socket.getaddrinfo(cfg["host"], cfg["port"])[0][-1]
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(addr)
-        s.listen(4)
-        s.setblocking(False)
-        self.listener = s
-        return s
-
     async def serve(self, sock=None):
         """Accept and serve until shutdown(). sock: an already listening socket (tests)."""
-        if sock is not None:
-            sock.setblocking(False)
-            self.listener = sock
-        elif self.listener is None:
-            self.listen()
-        self._done = compat.new_event()
-        print("ringws: listening on %s:%d" % (self.cfg["host"], self.cfg["port"]))
-        if self.tls is not None:
-            self.tls.start(self)
-        self._tasks = [
-            asyncio.create_task(self._accept_loop()),
-            asyncio.create_task(housekeeping(self)),
-        ]
-        await self._done.wait()
+        use_once("startstop").start(self, sock)
+        # Parked until shutdown() wakes it: an asyncio.Event would load asyncio's event
+        # module (about 1.3 KB of heap) for this one wait.
+        self._done = asyncio.current_task()
+        await park()
 
     async def shutdown(self, timeout_ms=None):
         """Close every connection with 1001, wait a bounded time, then force."""
         tasks = self._tasks  # (the accept loop, then housekeeping)
-        if not tasks:
-            return
-        self._tasks = []
-        if timeout_ms is None:
-            timeout_ms = self.cfg["shutdown_timeout_ms"]
-        tasks[0].cancel()
-        if self.listener is not None:
-            drop_entry(self)
-            _close_quietly(self.listener)
-            self.listener = None
-        if self.tls is not None:
-            self.tls.stop()
-        for s in self.slots:
-            if s.phase == _WS:
-                s.flags &= ~_BATCHING  # out now, even from a reader Ctrl-C stopped mid-batch
-                self._close(s, CLOSE_GOING_AWAY, "server shutdown", "shutdown")
-            elif s.phase != _FREE:
-                self._teardown(s, "shutdown", s.gen)
-        start = ticks_ms()
-        while any(s.phase != _FREE for s in self.slots) and ticks_diff(ticks_ms(), start) < timeout_ms:
-            await sleep_ms(10)
-        for s in self.slots:
-            if s.phase != _FREE:
-                self._teardown(s, "shutdown", s.gen)  # (cancels its tasks)
-            elif s.reader is not None:  # parked for a next connection
-                s.reader.cancel()
-                s.reader = None
-        for t in tasks:
-            t.cancel()
-        await sleep_ms(0)  # let cancelled tasks run their finally blocks
-        if self._done is not None:
-            self._done.set()
+        if tasks:
+            self._tasks = []
+            compat.collect()  # (the code loads now: into a collected heap)
+            try:
+                await use_once("startstop").stop(self, tasks, timeout_ms)
+            except MemoryError:  # no room for that code: every connection ends now, no 1001
+                drop_entry(self)
+                close_quietly(self.listener)
+                if self.tls is not None:
+                    self.tls.stop()
+                for s in self.slots:
+                    self._teardown(s, "shutdown", s.gen)  # (cancels its tasks)
+                    if s.reader is not None:  # parked for a next connection
+                        s.reader.cancel()
+                        s.reader = None
+                for t in tasks:
+                    t.cancel()
+                wake(self._done)
 
     async def _accept_loop(self):
         lsock = self.listener
@@ -385,7 +324,7 @@ class Server:
                     send_from(sock, OOM_503, 0, len(OOM_503))
                 except Exception:
                     pass
-                _close_quietly(sock)
+                close_quietly(sock)
 
     def _refuse(self, sock):
         # No slot: answer 503 without borrowing one. A few refusals at a time may wait a
@@ -393,7 +332,7 @@ class Server:
         # could lose the 503); beyond that the socket is closed at once.
         self.rejected_full += 1
         if self._rejecting >= self.cfg["max_rejecting"]:
-            _close_quietly(sock)
+            close_quietly(sock)
             return
         self._rejecting += 1
         try:
@@ -417,7 +356,7 @@ class Server:
         except Exception:
             pass
         finally:
-            _close_quietly(sock)
+            close_quietly(sock)
             self._rejecting -= 1
 
     def _start(self, slot, sock, remote):
@@ -469,7 +408,7 @@ class Server:
         # (else the reader itself is ending its connection: it parks for the next one)
         slot.writer = None
         drop_entry(slot)
-        _close_quietly(slot.sock)
+        close_quietly(slot.sock)
         slot.sock = None
         conn = slot.conn if phase == _WS else None  # (else the peer's address, or None)
         handler = slot.handler
@@ -498,7 +437,7 @@ class Server:
             self._gc_due = True
 
 
-def _close_quietly(sock):
+def close_quietly(sock):
     if sock is not None:
         try:
             sock.close()
