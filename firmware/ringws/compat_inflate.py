@@ -1,5 +1,6 @@
-# permessage-deflate's start-up part: the inflaters' buffers, made beside the slots while
-# the heap is one piece (slot.allocate_slots), and the request header the handshake keeps.
+# permessage-deflate's start-up part: the inflaters' buffers, made at the end of start-up
+# (launch.py; slot.allocate_slots for a server made without it), and the request header
+# the handshake keeps.
 # The code (ringws/pmd.py) loads at the first request that offers the extension; this
 # module leaves the heap once it has made them, and they stay with the package
 # (ringws.inflaters: the settings they were made for, the list, and what /stats shows).
@@ -58,9 +59,10 @@ def _one(bits, out, zeros):
     return src, bytearray(out), bits, dio, b"\x00\x00\xff\xff\x00\x80\x00\x7f\xff" + bytes(128) + fill, nfill, rfill
 
 
-def start(cfg):
+def start(cfg, line=False):
     """The buffers for cfg's inflaters: [(input stream, output buffer, decoder), ...]
-    (stream and decoder None under CPython's zlib). (Its strings stay interned: few, short.)"""
+    (stream and decoder None under CPython's zlib); with line, the start-up line instead,
+    for launch.py to print with what it all took (measured once this module is gone)."""
     made = k, bits, mbuf, ring = cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]
     if not 9 <= bits <= 15:
         raise ValueError("inflate_bits: 9..15")  # (zlib cannot make 8)
@@ -76,19 +78,19 @@ def start(cfg):
     except Exception:  # ImportError, OSError
         can = False
     zeros = _zeros(bits)
-    compat.collect()
-    free = compat.mem_free()
     # (BytesIO(size) is preallocated: writes within it never grow it. getattr: the stubs
     # leave out its size argument.)
     bufs = [_one(bits, out, zeros) for _ in range(k)]
-    setattr(ringws, "inflaters", (made, bufs, {"inflaters": k, "bits": bits, "can_compress": can}))
-    compat.collect()
-    free -= compat.mem_free()
+    # /stats deflate: declined counts offers refused for want of heap (connection.py's
+    # gate); code is the heap pmd.py took at its last load, loads how often it loaded.
+    st = {"inflaters": k, "bits": bits, "can_compress": can, "declined": 0, "code": 0, "loads": 0}
+    setattr(ringws, "inflaters", (made, bufs, st))
     from ringws import handshake
 
     if b"sec-websocket-extensions" not in handshake.KNOWN:  # it keeps only what it is told
         handshake.KNOWN += (b"sec-websocket-extensions",)
     sys.modules.pop(__name__)  # (a start-up module, like config and slot)
     delattr(ringws, "compat_inflate")
-    print("ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder), %d B taken" % (k, out, free))
+    if line:
+        return "ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder), %%d B taken at start-up" % (k, out)
     return bufs

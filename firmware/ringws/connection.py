@@ -17,6 +17,7 @@
 # first misses in its nearly full instance table.
 import asyncio
 import errno
+import sys
 
 from ringws import compat, handshake
 from ringws.compat import const, park, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable, wait_writable
@@ -337,9 +338,8 @@ def request(srv, slot, end):
     move(0, end, early, slot.rbuf, slot.block)
     ext = zin = None  # permessage-deflate (pmd.py), where the server has inflaters
     if srv.cfg["inflaters"] and req.header("sec-websocket-extensions"):
-        compat.collect()  # (pmd's code loads at the first offer: into a collected heap)
-        zin = __import__("ringws.pmd").pmd
-        ext = zin.offer(req, handler, srv.cfg)
+        zin = deflate(srv, m - n)  # (m - n: the slots still free once this one opens)
+        ext = zin and zin.offer(req, handler, srv.cfg)
     slot.upgrade(handler._ringws_stream, hasattr(handler, "on_pong"), zin if ext else None)
     received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
@@ -349,6 +349,41 @@ def request(srv, slot, end):
     slot.conn = getattr(handler, "Conn", srv.Conn)(srv, slot, req, sub, slot.conn)
     slot.handler = handler
     return handler
+
+
+def deflate(srv, k):
+    """pmd (permessage-deflate's code) for an offer, or None: declined (counted in /stats
+    deflate). It is loaded, or kept, only while the heap keeps deflate_reserve bytes for
+    each of the k connections the free slots may still open; short of that, unused, it
+    leaves the heap (its inflaters' state stays with the package for a later load)."""
+    pkg = sys.modules["ringws"]
+    st = pkg.inflaters[2]
+    need = k * srv.cfg["deflate_reserve"]
+    zin = sys.modules.get("ringws.pmd")
+    compat.collect()
+    free = compat.mem_free()  # (-1 under CPython: no fixed heap, nothing declined)
+    if zin is None and (free < 0 or free - st["code"] >= need):  # (code: its last load's heap)
+        try:
+            zin = __import__("ringws.pmd").pmd
+            st["loads"] += 1
+        except MemoryError:
+            sys.modules.pop("ringws.pmd", None)
+        compat.collect()
+        if zin is not None:
+            st["code"] = free - compat.mem_free()
+        free = compat.mem_free()
+    if zin is not None and 0 <= free < need:
+        for s in srv.slots:
+            if s.zin is not None:
+                break
+        else:
+            pkg.inflaters[1][:] = zin.save()
+            sys.modules.pop("ringws.pmd")
+            delattr(pkg, "pmd")
+        zin = None
+    if zin is None:
+        st["declined"] += 1
+    return zin
 
 
 # -- ping and pong ----------------------------------------------------------------------

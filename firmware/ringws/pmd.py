@@ -51,6 +51,16 @@ def start(cfg):
     POOL[:] = [Inflater(*b) for b in bufs]
 
 
+def save():
+    """The pool as start() takes it back, state and all (connection.deflate, before this
+    module leaves the heap: every inflater is in the pool then)."""
+    if not MICROPYTHON:
+        return [(None, i.obuf, i.bits) for i in POOL]
+    for i in POOL:
+        i.src.seek(i.r)
+    return [(i.src, i.obuf, i.bits, i.dio, i.tail, i.nfill, i.rfill, i.w) for i in POOL]
+
+
 # -- negotiation -------------------------------------------------------------------------
 
 _BITS = ("8", "9", "10", "11", "12", "13", "14", "15")  # RFC 7692 7.1.2: no leading zeros
@@ -248,7 +258,7 @@ if MICROPYTHON:
     _SCRATCH = bytearray(128)  # compaction and draining, within one call
 
     class Inflater:
-        def __init__(self, src, out, bits, dio, tail, nfill, rfill):
+        def __init__(self, src, out, bits, dio, tail, nfill, rfill, w=-1):
             self.src = src
             self.obuf = memoryview(out)
             self.bits = bits
@@ -256,7 +266,8 @@ if MICROPYTHON:
             # (after each message: the RFC's tail, the end mark, the window's zeros)
             self.tail, self.nfill, self.rfill = tail, nfill, rfill
             self.size = 767 - len(tail)  # (the input's 768, less an empty payload's 0x00)
-            self.r = self.w = src.tell()
+            self.r = src.tell()
+            self.w = self.r if w < 0 else w  # (save(): what is left of the last message's tail)
             self.start()
 
         def start(self):
