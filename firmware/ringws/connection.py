@@ -377,7 +377,7 @@ def deflate(srv, k):
             if s.zin is not None:
                 break
         else:
-            pkg.inflaters[1][:] = zin.save()
+            zin.save()
             sys.modules.pop("ringws.pmd")
             delattr(pkg, "pmd")
         zin = None

@@ -52,63 +52,62 @@ def start(cfg):
 
 
 def save():
-    """The pool as start() takes it back, state and all (connection.deflate, before this
-    module leaves the heap: every inflater is in the pool then)."""
+    """The pool back to the package, state and all, for a later start() (connection.deflate,
+    before this module leaves the heap: every inflater is in the pool then)."""
+    if _MADE is None:
+        return  # (never started: the package's list is as it was made)
+    bufs = getattr(ringws, "inflaters")[1]
     if not MICROPYTHON:
-        return [(None, i.obuf, i.bits) for i in POOL]
+        bufs[:] = [(None, i.obuf, i.bits) for i in POOL]
+        return
     for i in POOL:
         i.src.seek(i.r)
-    return [(i.src, i.obuf, i.bits, i.dio, i.tail, i.nfill, i.rfill, i.w) for i in POOL]
+    bufs[:] = [(i.src, i.obuf, i.bits, i.dio, i.tail, i.nfill, i.rfill, i.w) for i in POOL]
 
 
 # -- negotiation -------------------------------------------------------------------------
 
-_BITS = ("8", "9", "10", "11", "12", "13", "14", "15")  # RFC 7692 7.1.2: no leading zeros
-
-
-def _accept(params):
-    # One offer's parameters: our answer, or None to decline it (RFC 7692 7.1).
-    seen = []
-    client = server = ""
-    for p in params:
-        name, eq, val = p.partition("=")
-        name = name.strip().lower()
-        val = val.strip()
-        if val[:1] == '"' and val[-1:] == '"':
-            val = val[1:-1]
-        if name in seen:
-            return None
-        seen.append(name)
-        if name == "client_max_window_bits":
-            client = val if eq else "0"
-            if eq and val not in _BITS:
-                return None
-        elif name == "server_max_window_bits":
-            server = val
-            if val not in _BITS:
-                return None
-        elif eq or name not in ("server_no_context_takeover", "client_no_context_takeover"):
-            return None  # unknown, or a value where none is allowed
-    if not client and BITS < 15:
-        return None  # the client may use a 32 KiB window
-    ans = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
-    if client:
-        ans += "; client_max_window_bits=%d" % min(int(client) or BITS, BITS)
-    if server:
-        ans += "; server_max_window_bits=" + server  # (we answer uncompressed)
-    return ans
-
-
 def negotiate(value, cfg):
-    """Sec-WebSocket-Extensions' answer to the request's header value, or None."""
+    """Sec-WebSocket-Extensions' answer to the request's header value, or None. Each offer's
+    parameters (RFC 7692 7.1): the first acceptable offer wins."""
     if (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]) != _MADE:
         start(cfg)
     for offer in value.split(","):
         params = offer.split(";")
-        if params[0].strip().lower() == "permessage-deflate":
-            ans = _accept(params[1:])
-            if ans is not None:
-                return ans
+        if params[0].strip().lower() != "permessage-deflate":
+            continue
+        seen = []
+        client = server = ""
+        for p in params[1:]:
+            name, eq, val = p.partition("=")
+            name = name.strip().lower()
+            val = val.strip()
+            if val[:1] == '"' and val[-1:] == '"':
+                val = val[1:-1]
+            # (a window's bits: 8..15, no leading zeros, RFC 7692 7.1.2)
+            bad = not (val.isdigit() and val[0] != "0" and 8 <= int(val) <= 15)
+            if name in seen:
+                break
+            seen.append(name)
+            if name == "client_max_window_bits":
+                client = val if eq else "0"
+                if eq and bad:
+                    break
+            elif name == "server_max_window_bits":
+                server = val
+                if bad:
+                    break
+            elif eq or name not in ("server_no_context_takeover", "client_no_context_takeover"):
+                break  # unknown, or a value where none is allowed
+        else:
+            if not client and BITS < 15:
+                continue  # the client may use a 32 KiB window
+            ans = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            if client:
+                ans += "; client_max_window_bits=%d" % min(int(client) or BITS, BITS)
+            if server:
+                ans += "; server_max_window_bits=" + server  # (we answer uncompressed)
+            return ans
     return None
 
 
