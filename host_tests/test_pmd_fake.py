@@ -155,6 +155,37 @@ def test_an_offer_without_heap_for_the_free_slots_is_declined_counted_and_pmd_le
     run(scenario, cfg=dict(ON, max_connections=4, deflate_reserve=100))
 
 
+def test_a_memory_error_while_pmd_loads_declines_and_the_connection_opens(monkeypatch):
+    import sys
+
+    import ringws
+    from ringws import compat
+
+    class Boom:  # pmd.py's import runs out of memory
+        def find_spec(self, name, path=None, target=None):
+            if name == "ringws.pmd":
+                raise MemoryError
+            return None
+
+    monkeypatch.setattr(compat, "mem_free", lambda: 50000)
+    monkeypatch.setattr(sys, "meta_path", [Boom()] + sys.meta_path)
+    monkeypatch.delitem(sys.modules, "ringws.pmd")
+    monkeypatch.delattr(ringws, "pmd")
+
+    async def scenario(ctx):
+        st = ctx.srv.stats()["deflate"]
+        c = await open_pmd(ctx)
+        assert ext_of(c) is None and st["declined"] == 1 and st["loads"] == 0
+        assert st["code"] == 50000  # (no new try until the heap has more than that)
+        c.send_raw(frames(b"plain", True, rsv=0))
+        assert await c.message() == (True, b"plain")
+        await close_handshake(c)
+
+    run(scenario, cfg=ON)
+    monkeypatch.undo()
+    assert sys.modules["ringws.pmd"] is pmd
+
+
 def test_no_inflaters_no_extension():
     async def scenario(ctx):
         c = await open_pmd(ctx)

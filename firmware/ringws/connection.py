@@ -368,6 +368,7 @@ def deflate(srv, k):
             st["loads"] += 1
         except MemoryError:
             sys.modules.pop("ringws.pmd", None)
+            st["code"] = free  # (it needs more than that: no new try until the heap has it)
         compat.collect()
         if zin is not None:
             st["code"] = free - compat.mem_free()
