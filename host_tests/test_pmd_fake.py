@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 from conftest import client_frame
-from ringws import pmd
+from ringws import pmd, pmdoffer
 from ringws.frames import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 from test_core_server_fake import Echo, Recorder, close_handshake, run, until, upgrade_request
 
@@ -84,8 +84,7 @@ def ext_of(c):
     (";;,,", 15, None),
 ])
 def test_negotiation_follows_rfc7692(offer, bits, answer):
-    got = pmd.negotiate(offer, {"inflaters": 1, "inflate_bits": bits, "max_message": 64, "send_ring": 776})
-    assert pmd.BITS == bits
+    got = pmdoffer.negotiate(offer, bits)
     if answer is None:
         assert got is None
     else:

@@ -338,8 +338,7 @@ def request(srv, slot, end):
     move(0, end, early, slot.rbuf, slot.block)
     ext = zin = None  # permessage-deflate (pmd.py), where the server has inflaters
     if srv.cfg["inflaters"] and req.header("sec-websocket-extensions"):
-        zin = deflate(srv, m - n)  # (m - n: the slots still free once this one opens)
-        ext = zin and zin.offer(req, handler, srv.cfg)
+        zin, ext = deflate(srv, m - n, req, handler)  # (m - n: slots free once this one opens)
     slot.upgrade(handler._ringws_stream, hasattr(handler, "on_pong"), zin if ext else None)
     received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
@@ -351,18 +350,26 @@ def request(srv, slot, end):
     return handler
 
 
-def deflate(srv, k):
-    """pmd (permessage-deflate's code) for an offer, or None: declined (counted in /stats
-    deflate). It is loaded, or kept, only while the heap keeps deflate_reserve bytes for
-    each of the k connections the free slots may still open; short of that, unused, it
-    leaves the heap (its inflaters' state stays with the package for a later load)."""
+def deflate(srv, k, req, handler):
+    """(pmd, the 101's extension line) for an offer, or (None, None). pmdoffer.py answers
+    it, for one use; pmd.py (the inflating code) is loaded, or kept, only while the heap
+    keeps deflate_reserve bytes for each of the k connections the free slots may still
+    open. Short of that (or of the memory to load either) the offer is declined, counted
+    in /stats deflate, and pmd, if no connection uses it, leaves the heap (its inflaters'
+    state goes back to the package for a later load)."""
     pkg = sys.modules["ringws"]
     st = pkg.inflaters[2]
     need = k * srv.cfg["deflate_reserve"]
     zin = sys.modules.get("ringws.pmd")
+    try:
+        ext = compat.use_once("pmdoffer").offer(req, handler, srv.cfg)
+    except MemoryError:
+        ext = 0
+    if ext is None:
+        return None, None  # (not an offer we take: no heap question)
     compat.collect()
     free = compat.mem_free()  # (-1 under CPython: no fixed heap, nothing declined)
-    if zin is None and (free < 0 or free - st["code"] >= need):  # (code: its last load's heap)
+    if ext and zin is None and (free < 0 or free - st["code"] >= need):  # (code: its last load's)
         try:
             zin = __import__("ringws.pmd").pmd
             st["loads"] += 1
@@ -373,7 +380,7 @@ def deflate(srv, k):
         if zin is not None:
             st["code"] = free - compat.mem_free()
         free = compat.mem_free()
-    if zin is not None and 0 <= free < need:
+    if zin is not None and (not ext or 0 <= free < need):
         for s in srv.slots:
             if s.zin is not None:
                 break
@@ -384,7 +391,9 @@ def deflate(srv, k):
         zin = None
     if zin is None:
         st["declined"] += 1
-    return zin
+        return None, None
+    zin.ready(srv.cfg)
+    return zin, ext
 
 
 # -- ping and pong ----------------------------------------------------------------------
