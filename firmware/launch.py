@@ -104,8 +104,8 @@ def start():
     if after_install is not None:
         after_install(srv, cfg)
     if scfg["inflaters"]:
-        # permessage-deflate's buffers, last: so the figure printed is all that it takes at
-        # start-up (buffers, decoders, interned names), as heap free after start-up shows.
+        # permessage-deflate's start-up part (its buffers come with its code, at an offer
+        # that fits), last: so the figure printed is all it takes, names and all.
         gc.collect()
         free = gc.mem_free()
         line = __import__("ringws.compat_inflate").compat_inflate.start(scfg, True)

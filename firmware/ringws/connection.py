@@ -352,11 +352,10 @@ def request(srv, slot, end):
 
 def deflate(srv, k, req, handler):
     """(pmd, the 101's extension line) for an offer, or (None, None). pmdoffer.py answers
-    it, for one use; pmd.py (the inflating code) is loaded, or kept, only while the heap
-    keeps deflate_reserve bytes for each of the k connections the free slots may still
-    open. Short of that (or of the memory to load either) the offer is declined, counted
-    in /stats deflate, and pmd, if no connection uses it, leaves the heap (its inflaters'
-    state goes back to the package for a later load)."""
+    it, for one use; pmd.py (the inflating code) and its inflaters are loaded, or kept,
+    only while the heap keeps deflate_reserve bytes for each of the k connections the free
+    slots may still open. Short of that (or of the memory to load them) the offer is
+    declined, counted in /stats deflate, and if no connection uses them they leave."""
     pkg = sys.modules["ringws"]
     st = pkg.inflaters[2]
     need = k * srv.cfg["deflate_reserve"]
@@ -372,22 +371,24 @@ def deflate(srv, k, req, handler):
     if ext and zin is None and (free < 0 or free - st["code"] >= need):  # (code: its last load's)
         try:
             zin = __import__("ringws.pmd").pmd
+            zin.ready(srv.cfg)  # (its inflaters)
             st["loads"] += 1
         except MemoryError:
-            sys.modules.pop("ringws.pmd", None)
             st["code"] = free  # (it needs more than that: no new try until the heap has it)
+            zin = 0
         compat.collect()
-        if zin is not None:
+        if zin:
             st["code"] = free - compat.mem_free()
         free = compat.mem_free()
-    if zin is not None and (not ext or 0 <= free < need):
+    if zin is not None and (not zin or not ext or 0 <= free < need):
         for s in srv.slots:
             if s.zin is not None:
                 break
         else:
-            zin.save()
-            sys.modules.pop("ringws.pmd")
-            delattr(pkg, "pmd")
+            sys.modules.pop("ringws.pmd", None)
+            if hasattr(pkg, "pmd"):
+                delattr(pkg, "pmd")
+            pkg.inflaters = (None, None, st)  # (the buffers go with the code)
         zin = None
     if zin is None:
         st["declined"] += 1

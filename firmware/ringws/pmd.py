@@ -48,22 +48,6 @@ def start(cfg):
     POOL[:] = [Inflater(*b) for b in bufs]
 
 
-def save():
-    """The pool back to the package, state and all, for a later start() (connection.deflate,
-    before this module leaves the heap: every inflater is in the pool then)."""
-    if _MADE is None:
-        return  # (never started: the package's list is as it was made)
-    bufs = getattr(ringws, "inflaters")[1]
-    if not MICROPYTHON:
-        bufs[:] = [(None, i.obuf, i.bits) for i in POOL]
-        return
-    for i in POOL:
-        i.src.seek(i.r)
-    bufs[:] = [(i.src, i.obuf, i.bits, i.dio, i.tail, i.nfill, i.rfill, i.w) for i in POOL]
-
-
-# -- negotiation -------------------------------------------------------------------------
-
 # -- inflating ---------------------------------------------------------------------------
 
 
@@ -199,7 +183,7 @@ if MICROPYTHON:
     _SCRATCH = bytearray(128)  # compaction and draining, within one call
 
     class Inflater:
-        def __init__(self, src, out, bits, dio, tail, nfill, rfill, w=-1):
+        def __init__(self, src, out, bits, dio, tail, nfill, rfill):
             self.src = src
             self.obuf = memoryview(out)
             self.bits = bits
@@ -207,8 +191,7 @@ if MICROPYTHON:
             # (after each message: the RFC's tail, the end mark, the window's zeros)
             self.tail, self.nfill, self.rfill = tail, nfill, rfill
             self.size = 767 - len(tail)  # (the input's 768, less an empty payload's 0x00)
-            self.r = src.tell()
-            self.w = self.r if w < 0 else w  # (save(): what is left of the last message's tail)
+            self.r = self.w = src.tell()
             self.start()
 
         def start(self):

@@ -101,7 +101,7 @@ def allocate_slots(cfg, deflate=True):
     lend = cfg["shared_recv"]
     arena = bytearray(slot_bytes(cfg) * n + lend)
     slots = [Slot(i, cfg, arena) for i in range(n)]
-    if deflate and cfg["inflaters"]:  # permessage-deflate's buffers (launch.py: see there)
-        __import__("ringws.compat_inflate").compat_inflate.start(cfg)
+    if deflate and cfg["inflaters"]:  # permessage-deflate's start-up part (launch.py: see there)
+        __import__("ringws.compat_inflate").compat_inflate.start(cfg, True)
     # The shared receive buffer sits at the end of the arena (see Server._borrow).
     return slots, (memoryview(arena)[-lend:] if lend else None)
