@@ -388,7 +388,7 @@ def deflate(srv, k, req, handler):
             sys.modules.pop("ringws.pmd", None)
             if hasattr(pkg, "pmd"):
                 delattr(pkg, "pmd")
-            pkg.inflaters = (None, None, st)  # (the buffers go with the code)
+            setattr(pkg, "inflaters", (None, None, st))  # (the buffers go with the code)
         zin = None
     if zin is None:
         st["declined"] += 1
