@@ -20,7 +20,9 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def fw(tmp_path_factory):
-    f = Firmware(tmp_path_factory.mktemp("routes") / "fw",
+    # Without permessage-deflate's pool (4.4 KB at start-up): at 110k the /json route's
+    # answer does not fit beside it until the start-up code shrinks.
+    f = Firmware(tmp_path_factory.mktemp("routes") / "fw", server={"inflaters": 0},
                  entry=os.path.join(ROOT, "host_tests", "routes_main.py")).start()
     yield f
     f.stop()

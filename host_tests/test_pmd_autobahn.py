@@ -14,6 +14,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # Small messages (1000 each), every offer family of 13.* (several offers in 13.7), and
 # fragmented compressed messages (12.*.11: 8 KiB in 256-byte frames).
+# 5 slots: at 110k pmd.py's code then loads beside the reserve of the 4 slots still free
+# (connection.deflate). make sim's 9 slots need about 5 KB more heap at start-up than
+# main has: there every offer is declined (`make autobahn` shows them UNIMPLEMENTED).
+SERVER = {"max_connections": 5}
 CASES = ["12.1.1", "12.2.3", "12.5.11", "13.1.2", "13.2.1", "13.3.1", "13.4.1", "13.5.2", "13.6.1", "13.7.3"]
 
 
@@ -23,7 +27,7 @@ def test_autobahn_compression_cases_pass(tmp_path):
             pytest.skip("the Autobahn testsuite needs Python 2.7 (pyenv install 2.7.18)")
     except subprocess.CalledProcessError as e:
         pytest.skip("the Autobahn testsuite could not be installed into .venv-autobahn: %s" % e)
-    results = autobahn.run_cases(CASES, str(tmp_path), heap="110k")
+    results = autobahn.run_cases(CASES, str(tmp_path), heap="110k", server=SERVER)
     assert sorted(results) == sorted(CASES)
     bad = {c: r for c, r in results.items() if r[0] not in autobahn.PASSING or r[1] not in autobahn.PASSING}
     assert not bad, bad

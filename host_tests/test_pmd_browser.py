@@ -1,6 +1,6 @@
 """permessage-deflate with headless Chromium (Debian's, driven by Playwright), which always
-offers it: against the firmware under the unix port at 110 KiB (5 slots, as `make sim
-DEFLATE=1`), the page's WebSocket to /echo negotiates it and gets back what it sent, text and binary, small to 256 KiB."""
+offers it: against the firmware under the unix port at 110 KiB (5 slots: the code then loads beside
+the free slots' reserve), the page's WebSocket to /echo negotiates it and gets back what it sent, text and binary, small to 256 KiB."""
 import os
 
 import pytest

@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 from conftest import client_frame
-from ringws import pmd
+from ringws import pmd, pmdoffer
 from ringws.frames import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 from test_core_server_fake import Echo, Recorder, close_handshake, run, until, upgrade_request
 
@@ -84,8 +84,7 @@ def ext_of(c):
     (";;,,", 15, None),
 ])
 def test_negotiation_follows_rfc7692(offer, bits, answer):
-    got = pmd.negotiate(offer, {"inflaters": 1, "inflate_bits": bits, "max_message": 64, "send_ring": 776})
-    assert pmd.BITS == bits
+    got = pmdoffer.negotiate(offer, bits)
     if answer is None:
         assert got is None
     else:
@@ -115,6 +114,75 @@ def test_handshake_answers_the_extension_and_the_connection_always_opens():
         compression = False
 
     run(scenario, cfg=ON, handlers={"/echo": Echo(), "/plain": Plain()})
+
+
+def test_an_offer_without_heap_for_the_free_slots_is_declined_counted_and_pmd_leaves(monkeypatch):
+    # connection.deflate: pmd's code is loaded or kept only while mem_free() keeps
+    # deflate_reserve for each slot still free (here 4 slots: 3 once this one opens).
+    import sys
+
+    import ringws
+    from ringws import compat
+
+    heap = [3 * 100]
+    monkeypatch.setattr(compat, "mem_free", lambda: heap[0])
+    monkeypatch.setitem(sys.modules, "ringws.pmd", pmd)  # (restored after the test)
+    monkeypatch.setattr(ringws, "pmd", pmd, raising=False)
+
+    async def scenario(ctx):
+        st = ctx.srv.stats()["deflate"]
+        c = await open_pmd(ctx)  # loaded, unused, 300 B >= 3 x 100: accepted
+        assert ext_of(c) is not None and st["declined"] == 0
+        heap[0] = 2 * 100 - 1  # one byte short (2 free then), but a connection uses pmd: it stays
+        d = await open_pmd(ctx)
+        assert ext_of(d) is None and st["declined"] == 1 and "ringws.pmd" in sys.modules
+        d.send_raw(frames(b"plain", True, rsv=0))
+        assert await d.message() == (True, b"plain")
+        await close_handshake(c)
+        await close_handshake(d)
+        heap[0] = 3 * 100 - 1  # unused and short: declined, and the code leaves the heap
+        c = await open_pmd(ctx)
+        assert ext_of(c) is None and st["declined"] == 2 and "ringws.pmd" not in sys.modules
+        await close_handshake(c)
+        heap[0] = 3 * 100  # room again: loaded anew (a new module, the pool handed over)
+        c = await open_pmd(ctx)
+        assert ext_of(c) is not None and st["loads"] == 1 and sys.modules["ringws.pmd"] is not pmd
+        c.send_raw(frames(squeeze(b"x" * 300), False))
+        assert await c.message() == (False, b"x" * 300)
+        await close_handshake(c)
+
+    run(scenario, cfg=dict(ON, max_connections=4, deflate_reserve=100, deflate_code=0))
+
+
+def test_a_memory_error_while_pmd_loads_declines_and_the_connection_opens(monkeypatch):
+    import sys
+
+    import ringws
+    from ringws import compat
+
+    class Boom:  # pmd.py's import runs out of memory
+        def find_spec(self, name, path=None, target=None):
+            if name == "ringws.pmd":
+                raise MemoryError
+            return None
+
+    monkeypatch.setattr(compat, "mem_free", lambda: 50000)
+    monkeypatch.setattr(sys, "meta_path", [Boom()] + sys.meta_path)
+    monkeypatch.delitem(sys.modules, "ringws.pmd")
+    monkeypatch.delattr(ringws, "pmd")
+
+    async def scenario(ctx):
+        st = ctx.srv.stats()["deflate"]
+        c = await open_pmd(ctx)
+        assert ext_of(c) is None and st["declined"] == 1 and st["loads"] == 0
+        assert st["code"] == 50000  # (no new try until the heap has more than that)
+        c.send_raw(frames(b"plain", True, rsv=0))
+        assert await c.message() == (True, b"plain")
+        await close_handshake(c)
+
+    run(scenario, cfg=ON)
+    monkeypatch.undo()
+    assert sys.modules["ringws.pmd"] is pmd
 
 
 def test_no_inflaters_no_extension():
@@ -344,7 +412,8 @@ def test_the_firmware_echo_relays_inflated_messages_uncompressed():
 def test_stats_show_the_pool_and_that_the_server_answers_uncompressed():
     async def scenario(ctx):
         st = ctx.srv.stats()["deflate"]
-        assert st == {"inflaters": 1, "bits": 9, "can_compress": False}  # (no deflate module here)
+        assert st == {"inflaters": 1, "bits": 9, "can_compress": False,  # (no deflate module here)
+                      "declined": 0, "code": 9728, "loads": 0}  # (deflate_code until a load)
         c = await open_pmd(ctx)
         c.send_raw(frames(squeeze(b"x" * 300), False))
         assert await c.message() == (False, b"x" * 300)

@@ -23,7 +23,7 @@ sys.path.insert(0, sys.argv[1] + "/firmware")
 from ringws.protocol import Protocol, EV_NONE, EV_MESSAGE, EV_FRAGMENT, EV_ERROR, EV_CLOSE
 from ringws import pmd
 cfg = {"inflaters": 1, "inflate_bits": int(sys.argv[3]), "max_message": 64, "send_ring": 776}
-pmd.negotiate("permessage-deflate; client_max_window_bits", cfg)
+pmd.ready(cfg)
 p = Protocol(bytearray(278), bytearray(776), bytearray(64))
 f = open(sys.argv[2], "rb")
 while True:

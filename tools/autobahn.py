@@ -7,8 +7,8 @@
 The testsuite (autobahntestsuite, wstest) runs on Python 2.7 only: it is installed into
 .venv-autobahn, a virtualenv made from pyenv's 2.7.18 (~/.pyenv/versions/2.7.18) when that
 interpreter exists; without one the tool says so and exits 2. A fresh firmware build is
-started with compression on (one inflater; 7 slots at 110k, as `make sim DEFLATE=1`), the
-cases run, and the counts per behaviour are printed (reports: DIR/reports/index.json and
+started in `make sim`'s configuration (the host board, compression on with its one
+inflater, 9 slots), the cases run, and the counts per behaviour are printed (reports: DIR/reports/index.json and
 HTML). Exit 0 when every case is OK, NON-STRICT or INFORMATIONAL.
 
 Not part of `make test`: 12.* and 13.* send 216 x 1000 messages (up to 128 KiB each) and
@@ -62,9 +62,7 @@ def run_cases(cases, out, heap="110k", server=None, timeout=None):
     if wstest is None:
         raise RuntimeError("the Autobahn testsuite needs Python 2.7: install it with "
                            "`pyenv install 2.7.18` (looked for %s and python2.7 on PATH)" % PY27)
-    server = dict({"inflaters": 1, "ping_interval_ms": 0}, **(server or {}))
-    if heap == "110k":
-        server.setdefault("max_connections", 7)  # (as make sim DEFLATE=1: room for the pool)
+    server = dict({"max_connections": 9, "ping_interval_ms": 0}, **(server or {}))  # (as make sim)
     os.makedirs(out, exist_ok=True)
     fw = Firmware(os.path.join(out, "fw"), heap=heap, server=server).start()
     try:

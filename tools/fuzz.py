@@ -127,10 +127,11 @@ def _split(data, chunks):
 
 def _pmd():
     # permessage-deflate as the server sets it up: a pool of one inflater, window 9.
-    from ringws import pmd
+    from ringws import pmd, pmdoffer
 
     cfg = {"inflaters": 1, "inflate_bits": 9, "max_message": MBUF, "send_ring": RING}
-    assert pmd.negotiate("permessage-deflate; client_max_window_bits", cfg)
+    assert pmdoffer.negotiate("permessage-deflate; client_max_window_bits", 9)
+    pmd.ready(cfg)
     return pmd
 
 

@@ -1,7 +1,7 @@
-# permessage-deflate's start-up part: the inflaters' buffers, made beside the slots while
-# the heap is one piece (slot.allocate_slots), and the request header the handshake keeps.
-# The code (ringws/pmd.py) loads at the first request that offers the extension; this
-# module leaves the heap once it has made them, and they stay with the package
+# permessage-deflate's buffers (the inflaters), made when pmd.py loads (pmd.start) and gone
+# with it (connection.deflate), and its start-up part: the request header the handshake
+# keeps and /stats' figures (launch.py; slot.allocate_slots for a server made without it).
+# This module leaves the heap once it has made them; they stay with the package
 # (ringws.inflaters: the settings they were made for, the list, and what /stats shows).
 #
 # Each inflater's buffers, per message:
@@ -15,7 +15,7 @@
 #           the largest piece the send ring takes beside its reserve (a streamed piece is
 #           echoed as one frame), at most 1 KiB.
 #   decoder the deflate module's DeflateIO: its window (1 << inflate_bits) and state
-#           (about 1.4 KB on x64), made now and used message after message (pmd.py).
+#           (about 1.4 KB on x64), made here and used message after message (pmd.py).
 import sys
 
 import ringws
@@ -58,37 +58,44 @@ def _one(bits, out, zeros):
     return src, bytearray(out), bits, dio, b"\x00\x00\xff\xff\x00\x80\x00\x7f\xff" + bytes(128) + fill, nfill, rfill
 
 
-def start(cfg):
+def start(cfg, line=False):
     """The buffers for cfg's inflaters: [(input stream, output buffer, decoder), ...]
-    (stream and decoder None under CPython's zlib). (Its strings stay interned: few, short.)"""
+    (stream and decoder None under CPython's zlib), made when pmd.py loads. With line (at
+    start-up, launch.py): no buffers yet, only the request header the handshake keeps and
+    /stats' figures; returns the start-up line, for launch.py to print with what it took."""
     made = k, bits, mbuf, ring = cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]
     if not 9 <= bits <= 15:
         raise ValueError("inflate_bits: 9..15")  # (zlib cannot make 8)
     out = max(mbuf, min(1024, ring - 264))
-    # /stats: whether the deflate module can compress, found by trying (stock ESP32 firmware
-    # and the unix port cannot: DeflateIO has no write; CPython has no deflate module).
-    try:
-        import deflate
-        import io
+    # /stats deflate: declined counts offers refused for want of heap (connection.deflate);
+    # code is the heap pmd.py and this pool took at their last load, loads how often.
+    st = None if line else getattr(ringws, "inflaters", (0, 0, None))[2]
+    if st is None:
+        st = {"inflaters": k, "bits": bits, "can_compress": False, "declined": 0,
+              "code": cfg.get("deflate_code", 0), "loads": 0}
+    bufs = None
+    if not line:
+        # Whether the deflate module can compress, found by trying (stock ESP32 firmware and
+        # the unix port cannot: DeflateIO has no write; CPython has no deflate module).
+        try:
+            import deflate
+            import io
 
-        write = getattr(deflate.DeflateIO(io.BytesIO(), deflate.RAW, 9), "write", None)
-        can = write is not None and write(b"x") == 1
-    except Exception:  # ImportError, OSError
-        can = False
-    zeros = _zeros(bits)
-    compat.collect()
-    free = compat.mem_free()
-    # (BytesIO(size) is preallocated: writes within it never grow it. getattr: the stubs
-    # leave out its size argument.)
-    bufs = [_one(bits, out, zeros) for _ in range(k)]
-    setattr(ringws, "inflaters", (made, bufs, {"inflaters": k, "bits": bits, "can_compress": can}))
-    compat.collect()
-    free -= compat.mem_free()
+            write = getattr(deflate.DeflateIO(io.BytesIO(), deflate.RAW, 9), "write", None)
+            st["can_compress"] = write is not None and write(b"x") == 1
+        except Exception:  # ImportError, OSError
+            pass
+        zeros = _zeros(bits)
+        # (BytesIO(size) is preallocated: writes within it never grow it. getattr: the stubs
+        # leave out its size argument.)
+        bufs = [_one(bits, out, zeros) for _ in range(k)]
+    setattr(ringws, "inflaters", (made if bufs else None, bufs, st))
     from ringws import handshake
 
     if b"sec-websocket-extensions" not in handshake.KNOWN:  # it keeps only what it is told
         handshake.KNOWN += (b"sec-websocket-extensions",)
-    sys.modules.pop(__name__)  # (a start-up module, like config and slot)
+    sys.modules.pop(__name__)  # (loaded for this call only)
     delattr(ringws, "compat_inflate")
-    print("ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder), %d B taken" % (k, out, free))
+    if line:
+        return "ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder) made with its code at an offer that fits; %%d B taken at start-up" % (k, out)
     return bufs

@@ -29,6 +29,13 @@ DEFAULTS = {
     # cannot be capped, 32 KiB per message). Checked where the pool is made (pmd.start).
     "inflaters": 0,
     "inflate_bits": 9,
+    # Heap kept, per WebSocket the free slots may still open, before pmd.py's code is loaded
+    # for an offer (or kept: unused, it leaves); short of it the offer is declined (counted
+    # in /stats deflate). A callback echo's connection took 732 B on x64 (README).
+    "deflate_reserve": 768,
+    # What pmd.py and its inflaters take when they load, until a load measures it (x64: 5.3
+    # KB of code + 4.4 KB of buffers): no load is tried where they would not fit.
+    "deflate_code": 9728,
 }
 
 

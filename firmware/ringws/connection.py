@@ -17,6 +17,7 @@
 # first misses in its nearly full instance table.
 import asyncio
 import errno
+import sys
 
 from ringws import compat, handshake
 from ringws.compat import const, park, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable, wait_writable
@@ -337,9 +338,7 @@ def request(srv, slot, end):
     move(0, end, early, slot.rbuf, slot.block)
     ext = zin = None  # permessage-deflate (pmd.py), where the server has inflaters
     if srv.cfg["inflaters"] and req.header("sec-websocket-extensions"):
-        compat.collect()  # (pmd's code loads at the first offer: into a collected heap)
-        zin = __import__("ringws.pmd").pmd
-        ext = zin.offer(req, handler, srv.cfg)
+        zin, ext = deflate(srv, m - n, req, handler)  # (m - n: slots free once this one opens)
     slot.upgrade(handler._ringws_stream, hasattr(handler, "on_pong"), zin if ext else None)
     received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
@@ -349,6 +348,53 @@ def request(srv, slot, end):
     slot.conn = getattr(handler, "Conn", srv.Conn)(srv, slot, req, sub, slot.conn)
     slot.handler = handler
     return handler
+
+
+def deflate(srv, k, req, handler):
+    """(pmd, the 101's extension line) for an offer, or (None, None). pmdoffer.py answers
+    it, for one use; pmd.py (the inflating code) and its inflaters are loaded, or kept,
+    only while the heap keeps deflate_reserve bytes for each of the k connections the free
+    slots may still open. Short of that (or of the memory to load them) the offer is
+    declined, counted in /stats deflate, and if no connection uses them they leave."""
+    pkg = sys.modules["ringws"]
+    st = pkg.inflaters[2]
+    need = k * srv.cfg["deflate_reserve"]
+    zin = sys.modules.get("ringws.pmd")
+    try:
+        ext = compat.use_once("pmdoffer").offer(req, handler, srv.cfg)
+    except MemoryError:
+        ext = 0
+    if ext is None:
+        return None, None  # (not an offer we take: no heap question)
+    compat.collect()
+    free = compat.mem_free()  # (-1 under CPython: no fixed heap, nothing declined)
+    if ext and zin is None and (free < 0 or free - st["code"] >= need):  # (code: its last load's)
+        try:
+            zin = __import__("ringws.pmd").pmd
+            zin.ready(srv.cfg)  # (its inflaters)
+            st["loads"] += 1
+        except MemoryError:
+            st["code"] = free  # (it needs more than that: no new try until the heap has it)
+            zin = 0
+        compat.collect()
+        if zin:
+            st["code"] = free - compat.mem_free()
+        free = compat.mem_free()
+    if zin is not None and (not zin or not ext or 0 <= free < need):
+        for s in srv.slots:
+            if s.zin is not None:
+                break
+        else:
+            sys.modules.pop("ringws.pmd", None)
+            if hasattr(pkg, "pmd"):
+                delattr(pkg, "pmd")
+            setattr(pkg, "inflaters", (None, None, st))  # (the buffers go with the code)
+        zin = None
+    if zin is None:
+        st["declined"] += 1
+        return None, None
+    zin.ready(srv.cfg)
+    return zin, ext
 
 
 # -- ping and pong ----------------------------------------------------------------------

@@ -1,14 +1,7 @@
-# permessage-deflate (RFC 7692), receive side: the handshake's answer, and the protocol's
-# data path for a compressed message (RSV1 on its first frame). Loaded at the first request
-# that offers it, where the server has inflaters ("inflaters" > 0); their buffers are made
-# at start-up (compat_inflate.py).
-#
-# Negotiation: the first acceptable offer wins. Every message stands alone (we answer
-# client_no_context_takeover, so nothing is kept between messages) and the client's window
-# is capped at "inflate_bits" (client_max_window_bits), which needs the client to have
-# offered that parameter; without it the client may use a 32 KiB window, accepted only
-# where inflate_bits is 15. ringws answers uncompressed (RFC 7692 lets a server): whether
-# the deflate module could compress is detected at start-up (compat_inflate.py, /stats).
+# permessage-deflate (RFC 7692), receive side: the protocol's data path for a compressed
+# message (RSV1 on its first frame). Loaded by connection.deflate at an offer that
+# pmdoffer.py accepted, where the heap has room for it; the inflaters' buffers are made at
+# start-up (compat_inflate.py).
 #
 # Inflating: a message borrows an inflater from POOL for its duration, or waits, not
 # reading (EV_BLOCKED: the runtime pauses and asks again). The compressed frames are fed
@@ -34,83 +27,25 @@ _PIECES = const(64)
 _MARGIN = const(320)  # (compat_inflate.py: the input's size)
 
 POOL = []  # free inflaters
-BITS = 0  # our client_max_window_bits (the inflaters' window)
 _MADE = None  # the settings POOL was made for
+
+
+def ready(cfg):
+    """The pool, made for cfg's settings (connection.deflate, before accepting an offer)."""
+    if (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]) != _MADE:
+        start(cfg)
 
 
 def start(cfg):
     """The pool, over the buffers made at start-up (or new ones for other settings)."""
-    global BITS, _MADE
+    global _MADE
     made, bufs, _ = getattr(ringws, "inflaters", (None, None, None))
     if made != (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]):
         # (a server made without slot.allocate_slots, or a test's settings)
         bufs = __import__("ringws.compat_inflate").compat_inflate.start(cfg)
         made = getattr(ringws, "inflaters")[0]
     _MADE = made
-    BITS = made[1]
     POOL[:] = [Inflater(*b) for b in bufs]
-
-
-# -- negotiation -------------------------------------------------------------------------
-
-_BITS = ("8", "9", "10", "11", "12", "13", "14", "15")  # RFC 7692 7.1.2: no leading zeros
-
-
-def _accept(params):
-    # One offer's parameters: our answer, or None to decline it (RFC 7692 7.1).
-    seen = []
-    client = server = ""
-    for p in params:
-        name, eq, val = p.partition("=")
-        name = name.strip().lower()
-        val = val.strip()
-        if val[:1] == '"' and val[-1:] == '"':
-            val = val[1:-1]
-        if name in seen:
-            return None
-        seen.append(name)
-        if name == "client_max_window_bits":
-            client = val if eq else "0"
-            if eq and val not in _BITS:
-                return None
-        elif name == "server_max_window_bits":
-            server = val
-            if val not in _BITS:
-                return None
-        elif eq or name not in ("server_no_context_takeover", "client_no_context_takeover"):
-            return None  # unknown, or a value where none is allowed
-    if not client and BITS < 15:
-        return None  # the client may use a 32 KiB window
-    ans = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
-    if client:
-        ans += "; client_max_window_bits=%d" % min(int(client) or BITS, BITS)
-    if server:
-        ans += "; server_max_window_bits=" + server  # (we answer uncompressed)
-    return ans
-
-
-def negotiate(value, cfg):
-    """Sec-WebSocket-Extensions' answer to the request's header value, or None."""
-    if (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]) != _MADE:
-        start(cfg)
-    for offer in value.split(","):
-        params = offer.split(";")
-        if params[0].strip().lower() == "permessage-deflate":
-            ans = _accept(params[1:])
-            if ans is not None:
-                return ans
-    return None
-
-
-def offer(req, handler, cfg):
-    """The end of the 101 response (from the Sec-WebSocket-Extensions line) that accepts
-    permessage-deflate for this upgrade request, or None (declined)."""
-    value = req.header("sec-websocket-extensions")
-    if value and getattr(handler, "compression", True):
-        value = negotiate(value, cfg)
-        if value:
-            return b"Sec-WebSocket-Extensions: " + value.encode() + b"\r\n\r\n"
-    return None
 
 
 # -- inflating ---------------------------------------------------------------------------

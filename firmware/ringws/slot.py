@@ -91,7 +91,7 @@ class Slot(Protocol):
         self.pollent = None
 
 
-def allocate_slots(cfg):
+def allocate_slots(cfg, deflate=True):
     """(slots, shared receive buffer or None), with all buffers in one block (the arena). main.py calls this before
     importing the rest of the firmware, while the heap is still one piece: allocated
     later, between loaded modules, the same bytes may not be found contiguous."""
@@ -101,7 +101,7 @@ def allocate_slots(cfg):
     lend = cfg["shared_recv"]
     arena = bytearray(slot_bytes(cfg) * n + lend)
     slots = [Slot(i, cfg, arena) for i in range(n)]
-    if cfg["inflaters"]:  # permessage-deflate's buffers, made now like the slots (its code later)
-        __import__("ringws.compat_inflate").compat_inflate.start(cfg)
+    if deflate and cfg["inflaters"]:  # permessage-deflate's start-up part (launch.py: see there)
+        __import__("ringws.compat_inflate").compat_inflate.start(cfg, True)
     # The shared receive buffer sits at the end of the arena (see Server._borrow).
     return slots, (memoryview(arena)[-lend:] if lend else None)
