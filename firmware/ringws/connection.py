@@ -354,11 +354,13 @@ def deflate(srv, k, req, handler):
     """(pmd, the 101's extension line) for an offer, or (None, None). pmdoffer.py answers
     it, for one use; pmd.py (the inflating code) and its inflaters are loaded, or kept,
     only while the heap keeps deflate_reserve bytes for each of the k connections the free
-    slots may still open. Short of that (or of the memory to load them) the offer is
-    declined, counted in /stats deflate, and if no connection uses them they leave."""
+    slots may still open, and twice more for /stats. Short of that (or of the memory to
+    load them) the offer is declined, counted in /stats deflate, and if no connection uses
+    them they leave."""
     pkg = sys.modules["ringws"]
     st = pkg.inflaters[2]
-    need = k * srv.cfg["deflate_reserve"]
+    # (+2: a request on the last slot, /stats, loads its module beside what a WebSocket takes)
+    need = (k + 2) * srv.cfg["deflate_reserve"]
     zin = sys.modules.get("ringws.pmd")
     try:
         ext = compat.use_once("pmdoffer").offer(req, handler, srv.cfg)
