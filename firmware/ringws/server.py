@@ -273,14 +273,19 @@ class Server:
                 close_quietly(self.listener)
                 if self.tls is not None:
                     self.tls.stop()
-                for s in self.slots:
-                    self._teardown(s, "shutdown", s.gen)  # (cancels its tasks)
-                    if s.reader is not None:  # parked for a next connection
-                        s.reader.cancel()
-                        s.reader = None
-                for t in tasks:
-                    t.cancel()
+                self._end_all(tasks)
                 wake(self._done)
+
+    def _end_all(self, tasks):
+        # Shutdown's last step: every connection ends now, every task stops.
+        for s in self.slots:
+            if s.phase != _FREE:
+                self._teardown(s, "shutdown", s.gen)  # (cancels its tasks)
+            if s.reader is not None:  # parked for a next connection
+                s.reader.cancel()
+                s.reader = None
+        for t in tasks:
+            t.cancel()
 
     async def _accept_loop(self):
         lsock = self.listener

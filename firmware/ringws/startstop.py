@@ -115,13 +115,6 @@ async def stop(srv, tasks, timeout_ms):
     start = ticks_ms()
     while any(s.phase != _FREE for s in srv.slots) and ticks_diff(ticks_ms(), start) < timeout_ms:
         await sleep_ms(10)
-    for s in srv.slots:
-        if s.phase != _FREE:
-            srv._teardown(s, "shutdown", s.gen)  # (cancels its tasks)
-        elif s.reader is not None:  # parked for a next connection
-            s.reader.cancel()
-            s.reader = None
-    for t in tasks:
-        t.cancel()
+    srv._end_all(tasks)
     await sleep_ms(0)  # let cancelled tasks run their finally blocks
     wake(srv._done)  # serve() returns
