@@ -23,8 +23,7 @@ SIM_SLOTS = --set max_connections=9
 
 help:
 	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module|file.py]   run the firmware under the MicroPython unix port"
-	@echo "make sim DEFLATE=1                 7 slots at 110k: room for permessage-deflate (9 slots decline offers there)"
-	@echo "make sim DEFLATE=0                 without permessage-deflate (host.json inflaters 1: taken where the heap allows)"
+	@echo "make sim DEFLATE=1                 with permessage-deflate: 7 slots at 110k, where its code fits beside them"
 	@echo "make cert BOARD=.. HOST=..         EC key + self-signed certificate: certs/BOARD.pem (wss/https)"
 	@echo "make test                          set up .venv from scratch and run every test"
 	@echo "make bench | bench-quick           speed and memory against peers"
@@ -45,7 +44,7 @@ venv: $(STAMP)
 
 # APP=name: a module in firmware/; APP=path/to/mine.py: that file goes into the build.
 build: $(STAMP)
-	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(SIM_SLOTS) $(if $(APP),--set app=$(APP)) $(if $(filter 0,$(DEFLATE)),--set inflaters=0) $(if $(filter 1,$(DEFLATE)),$(if $(filter 110k,$(SIM_HEAP)),--set max_connections=7))
+	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(SIM_SLOTS) $(if $(APP),--set app=$(APP)) $(if $(filter 1,$(DEFLATE)),--set inflaters=1 $(if $(filter 110k,$(SIM_HEAP)),--set max_connections=7))
 
 # HOST: the board's names and addresses, space- or comma-separated (subjectAltName).
 cert: $(STAMP)

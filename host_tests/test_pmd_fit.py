@@ -1,5 +1,5 @@
-"""permessage-deflate on by default (the host board's inflaters 1) under the MicroPython unix
-port with make sim's 9 slots: what start-up prints is what the heap loses, and several
+"""permessage-deflate (inflaters 1, as make sim DEFLATE=1 and the SPIRAM board) under the
+MicroPython unix port with 9 slots: what start-up prints is what the heap loses, and several
 `websockets` clients (which offer the extension by default) open and echo at once while
 /stats answers; each offer is accepted only while the heap keeps room for the slots still
 free (connection.deflate), and a declined one is counted and opens uncompressed."""
@@ -11,7 +11,7 @@ import websockets
 from fwrun import Firmware
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-SIM = {"max_connections": 9, "ping_interval_ms": 0}  # (make sim: 9 slots)
+SIM = {"max_connections": 9, "ping_interval_ms": 0, "inflaters": 1}  # (9 slots, as make sim)
 
 
 def started(tmp_path, name, **server):
@@ -25,7 +25,7 @@ def started(tmp_path, name, **server):
 
 def test_start_up_heap_drops_by_no_more_than_the_figure_printed(tmp_path):
     off, none = started(tmp_path, "off", inflaters=0)
-    on, taken = started(tmp_path, "on")  # (the host board's default)
+    on, taken = started(tmp_path, "on")
     assert none is None and taken is not None
     # All that deflate takes at start-up (names, /stats' figures; its buffers come with its
     # code at an offer that fits), not a part of it.

@@ -64,7 +64,7 @@ def run_cases(cases, out, heap="110k", server=None, timeout=None):
                            "`pyenv install 2.7.18` (looked for %s and python2.7 on PATH)" % PY27)
     # As make sim DEFLATE=1: at 110k its 7 slots leave pmd.py room beside the reserve for
     # the rest (make sim's 9 decline every offer there, to keep 8 WebSockets and /stats).
-    server = dict({"max_connections": 7 if heap == "110k" else 9, "ping_interval_ms": 0},
+    server = dict({"inflaters": 1, "max_connections": 7 if heap == "110k" else 9, "ping_interval_ms": 0},
                   **(server or {}))
     os.makedirs(out, exist_ok=True)
     fw = Firmware(os.path.join(out, "fw"), heap=heap, server=server).start()

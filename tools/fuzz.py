@@ -211,7 +211,8 @@ def _feed_frames(p, data, chunks, refuse_every):
                     break
                 if ev not in (EV_MESSAGE, EV_FRAGMENT, EV_CLOSE, EV_ERROR, EV_BLOCKED):
                     raise Finding("undocumented event %r" % ev)
-                if failed:
+                if failed and (ev != EV_CLOSE or p.close_code != failed):
+                    # (only the peer's close may end a failed connection; our code stays)
                     raise Finding("event %r after the connection failed" % ev)
                 _count("events", ev)
                 if ev == EV_BLOCKED:
@@ -231,7 +232,7 @@ def _feed_frames(p, data, chunks, refuse_every):
                     continue
                 events.append((ev, p.close_code))
                 if ev == EV_ERROR:
-                    failed = True
+                    failed = p.close_code
                     _check_error(p)
                 if ev == EV_CLOSE:
                     break
