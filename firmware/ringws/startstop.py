@@ -73,21 +73,32 @@ def build(srv, config, platform, slots):
     srv.stats(False)  # its dict made now, with the rest of the start-up budget
 
 
+def listening(host, port, backlog):
+    """A listening socket on host:port, not blocking (the plain port's and the TLS one's)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(socket.getaddrinfo(host, port)[0][-1])
+    s.listen(backlog)
+    s.setblocking(False)
+    return s
+
+
 def start(srv, sock):
     """Server.serve, up to its wait: the listener (sock, or one made here), the tasks."""
     cfg = srv.cfg
     if sock is None:
         sock = srv.listener
     if sock is None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(socket.getaddrinfo(cfg["host"], cfg["port"])[0][-1])
-        sock.listen(4)
+        sock = listening(cfg["host"], cfg["port"], 4)
     sock.setblocking(False)
     srv.listener = sock
     print("ringws: listening on %s:%d" % (cfg["host"], cfg["port"]))
-    if srv.tls is not None:
-        srv.tls.start(srv)
+    tls = srv.tls
+    if tls is not None:
+        if tls.listener is None:
+            tls.listener = listening(cfg["host"], cfg["tls_port"], 2)
+            print("ringws: tls on %s:%d (%d connections)" % (cfg["host"], cfg["tls_port"], len(tls.slots)))
+        tls.start(srv)
     srv._tasks = [
         asyncio.create_task(srv._accept_loop()),
         asyncio.create_task(housekeeping(srv)),

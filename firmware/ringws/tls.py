@@ -13,7 +13,6 @@
 # request (the 1-byte read drives it): late after tls_handshake_ms, it is cut off.
 import asyncio
 import errno
-import socket
 import ssl
 
 from ringws import compat
@@ -126,19 +125,8 @@ class Tls:
         self.cfg_ms = cfg["tls_handshake_ms"]
         srv.add_timer(cfg["tick_ms"], self.tick)
 
-    def listen(self, srv):
-        cfg = srv.cfg
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(socket.getaddrinfo(cfg["host"], cfg["tls_port"])[0][-1])
-        s.listen(2)
-        s.setblocking(False)
-        self.listener = s
-        print("ringws: tls on %s:%d (%d connections)" % (cfg["host"], cfg["tls_port"], len(self.slots)))
-
     def start(self, srv):
-        if self.listener is None:
-            self.listen(srv)
+        # (its listener made by startstop.start, with the plain port's)
         self.task = asyncio.create_task(accept_loop(srv, self))
         return self.task
 
