@@ -100,8 +100,10 @@ def test_the_runtimes_private_constants_agree_with_protocol_and_slot():
         names = [n for n in dir(mod) if n.startswith(("_EV_", "_OPEN", "_CLOSED", "_NO_STREAM",
                                                       "_STREAM_") + slot_names)]
         for n in names:
-            src = slot if n in slot_names else protocol
-            assert getattr(mod, n) == getattr(src, n[1:]), (mod.__name__, n)
+            if n in slot_names:
+                assert getattr(mod, n) == getattr(slot, n), (mod.__name__, n)
+            else:
+                assert getattr(mod, n) == getattr(protocol, n[1:]), (mod.__name__, n)
         count += len(names)
     assert count >= 19
 
@@ -113,7 +115,7 @@ def test_the_flags_bits_agree_everywhere_and_do_not_overlap():
 
     names = ("IN_FRAME", "STREAMING", "FAILED", "OUT_FRAG", "PONG_SEEN", "PONG_EVENTS", "PIECES", "WHOLE",
              "WANT_DRAIN", "PAUSED", "BATCHING", "BROKEN")
-    bits = {n: getattr(slot, n) for n in names}
+    bits = {n: getattr(slot, "_" + n) for n in names}
     seen = 0
     for v in bits.values():
         assert v and not v & (v - 1) and not v & seen, bits  # one bit each, all different

@@ -42,7 +42,7 @@ def assert_failed(proto, data, code, chunk=None):
     assert error_code(events) == code
     # Failed: nothing more is delivered; the peer's frames are followed to its close
     # (CLOSING), or the peer had closed already (CLOSED) or they cannot be followed.
-    assert proto.state != P.OPEN and (proto.flags & S.FAILED or proto.state == P.CLOSED)
+    assert proto.state != P.OPEN and (proto.flags & S._FAILED or proto.state == P.CLOSED)
     assert sent_close_code(proto) == code
     return events
 
@@ -256,7 +256,7 @@ def test_valid_close_code_is_echoed(code):
     p = make_proto()
     events = drive(p, client_frame(OP_CLOSE, close_payload(code, "bye ✓")))
     assert events == [("close", code, "bye ✓")]
-    assert p.state == P.CLOSED and not p.flags & S.FAILED
+    assert p.state == P.CLOSED and not p.flags & S._FAILED
     assert server_frames(p) == [(True, OP_CLOSE, code.to_bytes(2, "big"))]
 
 
@@ -307,7 +307,7 @@ def test_we_close_first_then_data_is_dropped_and_peer_close_finishes():
     )
     events = drive(p, data, 5)
     assert events == [("close", 1000, "ok")]
-    assert p.state == P.CLOSED and not p.flags & S.FAILED
+    assert p.state == P.CLOSED and not p.flags & S._FAILED
     assert server_frames(p) == []  # no pong while closing, no second close frame
 
 
@@ -335,7 +335,7 @@ def test_after_failing_the_peer_close_ends_it_and_our_code_stays(bad, code, chun
     assert [e[0] for e in events] == ["error", "close"], events
     assert events[0][1] == code
     # Done: the runtime closes TCP as soon as our close frame is out (not after a timeout).
-    assert p.state == P.CLOSED and not p.flags & S.FAILED
+    assert p.state == P.CLOSED and not p.flags & S._FAILED
     assert p.close_code == code  # the failure's code, not the peer's answer
     assert [f[1] for f in server_frames(p)] == [OP_CLOSE]  # one close, no pong
 
@@ -348,7 +348,7 @@ def test_after_failing_later_violations_are_dropped_too():
             + client_frame(OP_CLOSE, close_payload(999)))  # the close, its code not valid
     events = drive(p, data, 3)
     assert events == [("error", 1007, "invalid UTF-8 in text message")]  # reported once
-    assert p.state == P.CLOSED and not p.flags & S.FAILED and p.close_code == 1007
+    assert p.state == P.CLOSED and not p.flags & S._FAILED and p.close_code == 1007
     assert [f[1] for f in server_frames(p)] == [OP_CLOSE]
 
 
@@ -358,14 +358,14 @@ def test_a_refused_close_is_still_the_peer_close(bad):
     # The peer sent its close, malformed: it waits for ours and nothing else.
     p = make_proto()
     assert error_code(drive(p, bad)) == 1002
-    assert p.state == P.CLOSED and not p.flags & S.FAILED
+    assert p.state == P.CLOSED and not p.flags & S._FAILED
 
 
 def test_a_length_that_cannot_be_followed_leaves_only_dropping():
     p = make_proto()
     bad = bytes([0x82, 0xFF]) + (1 << 63).to_bytes(8, "big") + b"\0\0\0\0"
     assert_failed(p, bad + client_frame(OP_CLOSE, b""), 1002)
-    assert p.state == P.CLOSED and p.flags & S.FAILED
+    assert p.state == P.CLOSED and p.flags & S._FAILED
 
 
 @pytest.mark.parametrize("payload", [b"\x03", close_payload(999), b"\x03\xe8\xff"])
@@ -373,7 +373,7 @@ def test_a_bad_close_from_the_peer_is_answered_and_ends_it(payload):
     p = make_proto()
     events = drive(p, client_frame(OP_CLOSE, payload))
     assert [e[0] for e in events] == ["error"]
-    assert p.state == P.CLOSED and not p.flags & S.FAILED  # it closed: nothing to await
+    assert p.state == P.CLOSED and not p.flags & S._FAILED  # it closed: nothing to await
 
 
 def test_close_reason_is_truncated_to_valid_utf8():
@@ -399,10 +399,10 @@ def test_unsolicited_pong_is_ignored_but_noted():
     p = make_proto()
     assert drive(p, client_frame(OP_PONG, b"whatever")) == []
     assert server_frames(p) == []
-    assert p.flags & S.PONG_SEEN
+    assert p.flags & S._PONG_SEEN
     # A keepalive ping queued starts the wait for its own pong.
-    assert p.send_ping(b"k") and not p.flags & S.PONG_SEEN
-    assert drive(p, client_frame(OP_PONG, b"k")) == [] and p.flags & S.PONG_SEEN
+    assert p.send_ping(b"k") and not p.flags & S._PONG_SEEN
+    assert drive(p, client_frame(OP_PONG, b"k")) == [] and p.flags & S._PONG_SEEN
 
 
 def test_pong_that_does_not_fit_blocks_until_drained():
@@ -662,5 +662,5 @@ def test_reset_makes_the_protocol_reusable():
     p = make_proto()
     assert_failed(p, client_frame(OP_TEXT, b"\xff"), 1007)
     p.reset()
-    assert p.state == P.OPEN and not p.flags & S.FAILED and p.ring.used == 0
+    assert p.state == P.OPEN and not p.flags & S._FAILED and p.ring.used == 0
     assert drive(p, client_frame(OP_TEXT, b"fresh")) == [("msg", True, b"fresh")]

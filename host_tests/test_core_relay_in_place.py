@@ -100,7 +100,7 @@ def test_limits_follow_the_own_buffer_not_the_lent_one():
 
 
 def whole(proto):
-    proto.flags |= S.PIECES | S.WHOLE  # upgrade(STREAM_WHOLE): what Server.route sets for a handler with whole_frames
+    proto.flags |= S._PIECES | S._WHOLE  # upgrade(STREAM_WHOLE): what Server.route sets for a handler with whole_frames
     return proto
 
 

@@ -36,26 +36,28 @@
 from ringws.compat import const
 from ringws.protocol import Protocol
 
+# Private const()s, like every copy of them in the modules that use them (host_tests/
+# test_core_frames.py checks that they agree): a public const() would be a module global with
+# an interned name, kept for good (the slots' class keeps this module's globals alive).
 # Slot phases
-FREE = 0
-HTTP = 1  # reading or answering an HTTP request (maybe a handshake)
-WS = 2  # WebSocket open or closing
-ANSWER = 3  # sending the answer to an HTTP request
+_FREE = const(0)
+_HTTP = const(1)  # reading or answering an HTTP request (maybe a handshake)
+_WS = const(2)  # WebSocket open or closing
+_ANSWER = const(3)  # sending the answer to an HTTP request
 
-# The bits of flags: the protocol's (protocol.py keeps them as private const()s, so does the
-# runtime with these; host_tests/test_core_frames.py checks that they agree), then the runtime's.
-IN_FRAME = const(1)
-STREAMING = const(2)
-FAILED = const(4)
-OUT_FRAG = const(8)
-PONG_SEEN = const(16)
-PONG_EVENTS = const(32)
-PIECES = const(64)  # can_stream (protocol.STREAM_PIECES or STREAM_WHOLE)
-WHOLE = const(128)  # can_stream STREAM_WHOLE
-WANT_DRAIN = const(0x100)
-PAUSED = const(0x200)
-BATCHING = const(0x400)  # the reader is dispatching: sends wait for its one flush
-BROKEN = const(0x800)  # a send failed: the connection is gone
+# The bits of flags: the protocol's (protocol.py), then the runtime's.
+_IN_FRAME = const(1)
+_STREAMING = const(2)
+_FAILED = const(4)
+_OUT_FRAG = const(8)
+_PONG_SEEN = const(16)
+_PONG_EVENTS = const(32)
+_PIECES = const(64)  # can_stream (protocol.STREAM_PIECES or STREAM_WHOLE)
+_WHOLE = const(128)  # can_stream STREAM_WHOLE
+_WANT_DRAIN = const(0x100)
+_PAUSED = const(0x200)
+_BATCHING = const(0x400)  # the reader is dispatching: sends wait for its one flush
+_BROKEN = const(0x800)  # a send failed: the connection is gone
 
 
 class Slot(Protocol):
@@ -77,7 +79,7 @@ class Slot(Protocol):
         # size, not recv_buf.
         self.block = mv[a : c + cfg["max_message"]]
         self.gen = 0
-        self.phase = FREE
+        self.phase = _FREE
         self.sock = None
         self.conn = None  # (the peer's address until the upgrade)
         self.handler = None
