@@ -86,8 +86,7 @@ def test_relays_private_constants_agree_with_protocol_and_frames():
         if n.startswith("_OP_"):
             assert getattr(relay, n) == getattr(frames, n[1:]), n
         else:
-            src = n if n.startswith("_P_") else n[1:]
-            assert getattr(relay, n) == getattr(protocol, src), n
+            assert getattr(relay, n) == getattr(protocol, n), n
 
 
 def test_the_runtimes_private_constants_agree_with_protocol_and_slot():
@@ -103,7 +102,7 @@ def test_the_runtimes_private_constants_agree_with_protocol_and_slot():
             if n in slot_names:
                 assert getattr(mod, n) == getattr(slot, n), (mod.__name__, n)
             else:
-                assert getattr(mod, n) == getattr(protocol, n[1:]), (mod.__name__, n)
+                assert getattr(mod, n) == getattr(protocol, n), (mod.__name__, n)
         count += len(names)
     assert count >= 19
 
