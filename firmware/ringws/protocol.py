@@ -7,7 +7,7 @@
 # upgrade(), move_input() (the shared buffer), send_ping(), close(), reset() (slot freed).
 from ringws.compat import MICROPYTHON, const, why
 from ringws.frames import FrameHeader, fits_or_raise, close_code_valid, header_size, unmask, write_header
-from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
+from ringws.kernels import frame_scan, move, unmask_move, utf8_step
 from ringws.kernels import utf8_valid as is_valid
 from ringws.relay import SCRATCH as _SCRATCH
 from ringws.relay import relay as _relay_piece
@@ -29,6 +29,8 @@ _OP_TEXT = const(0x1)
 
 # The core's own names, private const()s like their copies in the runtime (test_core_frames.py
 # checks they agree): a public const() is a module global whose name stays interned.
+_UTF8_ACCEPT = const(0)  # kernels.py's DFA states
+_UTF8_REJECT = const(1)
 _EV_NONE = const(0)  # nothing complete yet: read more
 _EV_MESSAGE = const(1)  # ev_data (memoryview), ev_text
 _EV_FRAGMENT = const(2)  # ev_data, ev_text, ev_first, ev_last (streamed large message)
@@ -102,7 +104,7 @@ class Protocol(FrameHeader):
         self.ev_text = self.ev_last = False
         self.ev_first = True  # the next piece handed over is its message's first
         self.ring.clear()
-        self.u8 = UTF8_ACCEPT  # incremental UTF-8 state of the text message in progress
+        self.u8 = _UTF8_ACCEPT  # incremental UTF-8 state of the text message in progress
 
     def recv_window(self):
         """Offset in rbuf for the next read; unparsed bytes move to the front first."""
@@ -162,11 +164,11 @@ class Protocol(FrameHeader):
                     unmask_move(at, start, start + n, self.rbuf, self.mask)
                     self.ev_text = r >> 20 == _OP_TEXT
                     if self.ev_text:
-                        r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
-                        if r != UTF8_ACCEPT:
+                        r = utf8_step(self.rbuf, at, at + n, _UTF8_ACCEPT)
+                        if r != _UTF8_ACCEPT:
                             self.rpos = start + n  # (stepped over: the next frame is found)
                             # invalid UTF-8 in text message; text message ends inside a character
-                            return self._fail(_CLOSE_INVALID_DATA, why("faults", 1 if r == UTF8_REJECT else 2))
+                            return self._fail(_CLOSE_INVALID_DATA, why("faults", 1 if r == _UTF8_REJECT else 2))
                     self.rpos = start + n
                     self.ev_off = at
                     self.ev_data = self.rbuf[at : at + n]
@@ -246,7 +248,7 @@ class Protocol(FrameHeader):
             self.mlen = 0
             self.flags &= ~_STREAMING
             self.ev_first = True
-            self.u8 = UTF8_ACCEPT
+            self.u8 = _UTF8_ACCEPT
         if op < _OP_CLOSE and not self.flags & _PIECES and self.state == _OPEN and not self.zmsg:
             total = self.mlen + h.length
             if total > len(self.mbuf) and not (op != _OP_CONT and h.fin and h.length <= len(self.own_rbuf)):
@@ -267,7 +269,7 @@ class Protocol(FrameHeader):
             self.f_seen = have
             if text:
                 self.u8 = utf8_step(self.rbuf, start, end, self.u8)
-                if self.u8 == UTF8_REJECT:
+                if self.u8 == _UTF8_REJECT:
                     return False
         return True
 
@@ -292,7 +294,7 @@ class Protocol(FrameHeader):
                 and self.length <= len(self.own_rbuf)):
             if self.rlen - self.rpos < n:
                 return _EV_NONE
-            if text and self.u8 != UTF8_ACCEPT:
+            if text and self.u8 != _UTF8_ACCEPT:
                 return self._fail(_CLOSE_INVALID_DATA, why("faults", 2))  # text message ends inside a character
             return self._deliver(_EV_MESSAGE, self.rpos, n, False, text, True)
         have = self.f_seen
@@ -306,7 +308,7 @@ class Protocol(FrameHeader):
             self.flags &= ~_IN_FRAME
             if not self.fin:
                 return -1
-            if text and self.u8 != UTF8_ACCEPT:
+            if text and self.u8 != _UTF8_ACCEPT:
                 return self._fail(_CLOSE_INVALID_DATA, why("faults", 2))  # text message ends inside a character
             return self._deliver(_EV_MESSAGE, 0, self.mlen, True, text, True)
         if not self.flags & _PIECES:
@@ -331,7 +333,7 @@ class Protocol(FrameHeader):
                 self.flags &= ~_IN_FRAME  # empty non-final fragment: nothing to hand over
                 return -1
             return _EV_NONE
-        if last and text and self.u8 != UTF8_ACCEPT:
+        if last and text and self.u8 != _UTF8_ACCEPT:
             return self._fail(_CLOSE_INVALID_DATA, why("faults", 2))  # text message ends inside a character
         return self._deliver(_EV_FRAGMENT, self.rpos, take, False, text, last)
 
