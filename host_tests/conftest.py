@@ -170,22 +170,22 @@ def drive(proto, data, chunk=None, sink=None):
     step = len(data) if chunk is None else chunk
     while True:
         ev = proto.next_event()
-        if ev == P.EV_NONE:
-            if proto.state == P.CLOSED or pos >= len(data):
+        if ev == P._EV_NONE:
+            if proto.state == P._CLOSED or pos >= len(data):
                 break
             pos += proto.feed(memoryview(data)[pos : pos + max(step, 1)])
             continue
-        if ev == P.EV_MESSAGE:
+        if ev == P._EV_MESSAGE:
             events.append(("msg", proto.ev_text, bytes(proto.ev_data)))
             proto.consume()
-        elif ev == P.EV_FRAGMENT:
+        elif ev == P._EV_FRAGMENT:
             events.append(("frag", proto.ev_text, bytes(proto.ev_data), proto.ev_first, proto.ev_last))
             proto.consume()
-        elif ev == P.EV_CLOSE:
+        elif ev == P._EV_CLOSE:
             events.append(("close", proto.close_code, proto.close_reason))
-        elif ev == P.EV_ERROR:
+        elif ev == P._EV_ERROR:
             events.append(("error", proto.close_code, proto.close_reason))
-        elif ev == P.EV_BLOCKED:
+        elif ev == P._EV_BLOCKED:
             assert sink is not None, "parser blocked on a full ring"
             sink += ring_out(proto)
         else:

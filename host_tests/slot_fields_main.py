@@ -2,7 +2,7 @@
 # test_core_slot_fields.py: main.py plus /slotkeys, an HTTP route answering
 # "<entries> <names the slots hold now that none held at start-up> | <names gone>", and
 # /pongs, a WebSocket echo whose handler takes pong events (conn.ping(), on_pong).
-# A slot's attribute table is sized at start-up (every field set in Slot.__init__): a name
+# A slot's attribute table is sized at start-up (every field set by slot.new_slot): a name
 # set later grows the table of each slot that gets it.
 _START = None
 

@@ -124,5 +124,5 @@ def test_esp32_sized_builds_leave_line_numbers_out_and_can_keep_them(tmp_path):
     # gives the line.
     lean_tb, full_tb = _traceback_of_write_header(lean), _traceback_of_write_header(full)
     assert lean_tb and full_tb
-    assert all('"ringws/frames.py", line 1,' in line for line in lean_tb), lean_tb
-    assert all('"ringws/frames.py", line 1,' not in line for line in full_tb), full_tb
+    assert all('"ringws/frames.mpy", line 1,' in line for line in lean_tb), lean_tb
+    assert all('"ringws/frames.mpy", line 1,' not in line for line in full_tb), full_tb

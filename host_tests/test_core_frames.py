@@ -77,6 +77,14 @@ def test_the_protocols_private_constants_agree_with_frames():
         assert getattr(protocol, n) == getattr(frames, n[1:]), n
 
 
+def test_the_protocols_utf8_states_agree_with_kernels():
+    from ringws import kernels, protocol
+
+    assert (protocol._UTF8_ACCEPT, protocol._UTF8_REJECT) == (kernels.UTF8_ACCEPT,
+                                                              kernels.UTF8_REJECT)
+    assert protocol._UTF8_ACCEPT != protocol._UTF8_REJECT
+
+
 def test_relays_private_constants_agree_with_protocol_and_frames():
     from ringws import frames, protocol, relay
 
@@ -86,22 +94,23 @@ def test_relays_private_constants_agree_with_protocol_and_frames():
         if n.startswith("_OP_"):
             assert getattr(relay, n) == getattr(frames, n[1:]), n
         else:
-            src = n if n.startswith("_P_") else n[1:]
-            assert getattr(relay, n) == getattr(protocol, src), n
+            assert getattr(relay, n) == getattr(protocol, n), n
 
 
 def test_the_runtimes_private_constants_agree_with_protocol_and_slot():
     # The runtime's modules repeat them as private const()s so MicroPython inlines them.
-    from ringws import connection, protocol, server, slot
+    from ringws import connection, protocol, server, slot, startstop
 
     slot_names = ("_FREE", "_HTTP", "_WS", "_ANSWER")
     count = 0
-    for mod in (server, connection):
+    for mod in (server, connection, startstop):
         names = [n for n in dir(mod) if n.startswith(("_EV_", "_OPEN", "_CLOSED", "_NO_STREAM",
                                                       "_STREAM_") + slot_names)]
         for n in names:
-            src = slot if n in slot_names else protocol
-            assert getattr(mod, n) == getattr(src, n[1:]), (mod.__name__, n)
+            if n in slot_names:
+                assert getattr(mod, n) == getattr(slot, n), (mod.__name__, n)
+            else:
+                assert getattr(mod, n) == getattr(protocol, n), (mod.__name__, n)
         count += len(names)
     assert count >= 19
 
@@ -109,17 +118,17 @@ def test_the_runtimes_private_constants_agree_with_protocol_and_slot():
 def test_the_flags_bits_agree_everywhere_and_do_not_overlap():
     # flags: the protocol's bits and the runtime's in one int, all named in slot.py; the
     # modules that use them repeat them as private const()s.
-    from ringws import aio, connection, pmd, protocol, server, slot
+    from ringws import aio, connection, pmd, protocol, server, slot, startstop
 
     names = ("IN_FRAME", "STREAMING", "FAILED", "OUT_FRAG", "PONG_SEEN", "PONG_EVENTS", "PIECES", "WHOLE",
              "WANT_DRAIN", "PAUSED", "BATCHING", "BROKEN")
-    bits = {n: getattr(slot, n) for n in names}
+    bits = {n: getattr(slot, "_" + n) for n in names}
     seen = 0
     for v in bits.values():
         assert v and not v & (v - 1) and not v & seen, bits  # one bit each, all different
         seen |= v
     count = 0
-    for mod in (protocol, server, connection, aio, pmd):
+    for mod in (protocol, server, connection, aio, pmd, startstop):
         for n in bits:
             if hasattr(mod, "_" + n):
                 assert getattr(mod, "_" + n) == bits[n], (mod.__name__, n)

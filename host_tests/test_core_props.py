@@ -66,21 +66,21 @@ def feed_in_chunks(proto, wire, sizes):
     i = 0
     while True:
         ev = proto.next_event()
-        if ev == P.EV_NONE or ev == -1:  # -1: see test_next_event_returns_only_documented_events
+        if ev == P._EV_NONE or ev == -1:  # -1: see test_next_event_returns_only_documented_events
             if ev == -1:
                 continue
-            if pos >= len(wire) or proto.state == P.CLOSED:
+            if pos >= len(wire) or proto.state == P._CLOSED:
                 break
             size = sizes[i % len(sizes)]
             i += 1
             pos += proto.feed(wire[pos : pos + size])
             continue
-        if ev in (P.EV_MESSAGE, P.EV_FRAGMENT):
+        if ev in (P._EV_MESSAGE, P._EV_FRAGMENT):
             events.append((ev, proto.ev_text, bytes(proto.ev_data), proto.ev_first, proto.ev_last))
             proto.consume()
         else:
             events.append((ev, proto.close_code))
-            if ev == P.EV_ERROR:
+            if ev == P._EV_ERROR:
                 break
     return events, ring_out(proto)
 
@@ -97,7 +97,7 @@ chunkings = st.one_of(
 def test_any_chunking_yields_the_same_messages(msgs, sizes):
     wire = b"".join(m[2] for m in msgs)
     events, out = feed_in_chunks(make_proto(RECV, RING, MBUF), wire, sizes)
-    assert events == [(P.EV_MESSAGE, m[0], m[1], True, True) for m in msgs]
+    assert events == [(P._EV_MESSAGE, m[0], m[1], True, True) for m in msgs]
     pongs = parse_server_frames(out)[0]
     assert pongs == [(True, OP_PONG, p) for m in msgs for p in m[3]]
 
@@ -114,7 +114,7 @@ def test_streaming_pieces_join_to_the_same_messages(msgs, sizes):
     cur = None
     for ev, text, data, first, last in events:
         assert len(data) <= p.ring.size - 264
-        if ev == P.EV_MESSAGE:
+        if ev == P._EV_MESSAGE:
             assert cur is None
             got.append((text, data))
             continue
@@ -147,9 +147,9 @@ def test_utf8_verdict_does_not_depend_on_chunking(payload, sizes):
     )
     events, _ = feed_in_chunks(make_proto(RECV, RING, MBUF), wire, sizes)
     if valid:
-        assert events == [(P.EV_MESSAGE, True, payload, True, True)]
+        assert events == [(P._EV_MESSAGE, True, payload, True, True)]
     else:
-        assert events == [(P.EV_ERROR, 1007)]
+        assert events == [(P._EV_ERROR, 1007)]
 
 
 # -- kernels against references -----------------------------------------------------------------

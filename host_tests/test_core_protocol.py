@@ -42,7 +42,7 @@ def assert_failed(proto, data, code, chunk=None):
     assert error_code(events) == code
     # Failed: nothing more is delivered; the peer's frames are followed to its close
     # (CLOSING), or the peer had closed already (CLOSED) or they cannot be followed.
-    assert proto.state != P.OPEN and (proto.flags & S.FAILED or proto.state == P.CLOSED)
+    assert proto.state != P._OPEN and (proto.flags & S._FAILED or proto.state == P._CLOSED)
     assert sent_close_code(proto) == code
     return events
 
@@ -85,11 +85,11 @@ def test_next_event_returns_only_documented_events():
     for _ in range(10):
         ev = p.next_event()
         seen.append(ev)
-        if ev == P.EV_MESSAGE:
+        if ev == P._EV_MESSAGE:
             p.consume()
-        if ev == P.EV_NONE:
+        if ev == P._EV_NONE:
             break
-    assert seen == [P.EV_MESSAGE, P.EV_NONE]
+    assert seen == [P._EV_MESSAGE, P._EV_NONE]
 
 
 # -- framing rules ------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def test_invalid_utf8_fails_before_the_frame_is_complete():
     frame = client_frame(OP_TEXT, b"ok \xc0\xaf" + b"a" * 3000)
     # Only the header and the first 5 payload bytes have arrived.
     p.feed(frame[:8 + 5])
-    assert p.next_event() == P.EV_ERROR
+    assert p.next_event() == P._EV_ERROR
     assert p.close_code == 1007
     assert sent_close_code(p) == 1007
 
@@ -256,7 +256,7 @@ def test_valid_close_code_is_echoed(code):
     p = make_proto()
     events = drive(p, client_frame(OP_CLOSE, close_payload(code, "bye ✓")))
     assert events == [("close", code, "bye ✓")]
-    assert p.state == P.CLOSED and not p.flags & S.FAILED
+    assert p.state == P._CLOSED and not p.flags & S._FAILED
     assert server_frames(p) == [(True, OP_CLOSE, code.to_bytes(2, "big"))]
 
 
@@ -285,15 +285,15 @@ def test_nothing_is_parsed_after_the_peer_closed():
     assert drive(p, data) == [("close", 1000, "")]
     assert server_frames(p) == [(True, OP_CLOSE, b"\x03\xe8")]
     # What follows is dropped, so the runtime can go on reading until the close is out.
-    assert p.next_event() == P.EV_NONE and p.rpos == p.rlen
-    assert p.feed(client_frame(OP_TEXT, b"later")) and p.next_event() == P.EV_NONE
+    assert p.next_event() == P._EV_NONE and p.rpos == p.rlen
+    assert p.feed(client_frame(OP_TEXT, b"later")) and p.next_event() == P._EV_NONE
     assert p.rpos == p.rlen and p.recv_window() == 0
 
 
 def test_we_close_first_then_data_is_dropped_and_peer_close_finishes():
     p = make_proto()
     assert p.close(4001, "going")
-    assert p.state == P.CLOSING
+    assert p.state == P._CLOSING
     assert not p.close(1000)  # only once
     assert not p.send(b"no more")
     assert not p.send_ping(b"x")
@@ -307,7 +307,7 @@ def test_we_close_first_then_data_is_dropped_and_peer_close_finishes():
     )
     events = drive(p, data, 5)
     assert events == [("close", 1000, "ok")]
-    assert p.state == P.CLOSED and not p.flags & S.FAILED
+    assert p.state == P._CLOSED and not p.flags & S._FAILED
     assert server_frames(p) == []  # no pong while closing, no second close frame
 
 
@@ -335,7 +335,7 @@ def test_after_failing_the_peer_close_ends_it_and_our_code_stays(bad, code, chun
     assert [e[0] for e in events] == ["error", "close"], events
     assert events[0][1] == code
     # Done: the runtime closes TCP as soon as our close frame is out (not after a timeout).
-    assert p.state == P.CLOSED and not p.flags & S.FAILED
+    assert p.state == P._CLOSED and not p.flags & S._FAILED
     assert p.close_code == code  # the failure's code, not the peer's answer
     assert [f[1] for f in server_frames(p)] == [OP_CLOSE]  # one close, no pong
 
@@ -348,7 +348,7 @@ def test_after_failing_later_violations_are_dropped_too():
             + client_frame(OP_CLOSE, close_payload(999)))  # the close, its code not valid
     events = drive(p, data, 3)
     assert events == [("error", 1007, "invalid UTF-8 in text message")]  # reported once
-    assert p.state == P.CLOSED and not p.flags & S.FAILED and p.close_code == 1007
+    assert p.state == P._CLOSED and not p.flags & S._FAILED and p.close_code == 1007
     assert [f[1] for f in server_frames(p)] == [OP_CLOSE]
 
 
@@ -358,14 +358,14 @@ def test_a_refused_close_is_still_the_peer_close(bad):
     # The peer sent its close, malformed: it waits for ours and nothing else.
     p = make_proto()
     assert error_code(drive(p, bad)) == 1002
-    assert p.state == P.CLOSED and not p.flags & S.FAILED
+    assert p.state == P._CLOSED and not p.flags & S._FAILED
 
 
 def test_a_length_that_cannot_be_followed_leaves_only_dropping():
     p = make_proto()
     bad = bytes([0x82, 0xFF]) + (1 << 63).to_bytes(8, "big") + b"\0\0\0\0"
     assert_failed(p, bad + client_frame(OP_CLOSE, b""), 1002)
-    assert p.state == P.CLOSED and p.flags & S.FAILED
+    assert p.state == P._CLOSED and p.flags & S._FAILED
 
 
 @pytest.mark.parametrize("payload", [b"\x03", close_payload(999), b"\x03\xe8\xff"])
@@ -373,7 +373,7 @@ def test_a_bad_close_from_the_peer_is_answered_and_ends_it(payload):
     p = make_proto()
     events = drive(p, client_frame(OP_CLOSE, payload))
     assert [e[0] for e in events] == ["error"]
-    assert p.state == P.CLOSED and not p.flags & S.FAILED  # it closed: nothing to await
+    assert p.state == P._CLOSED and not p.flags & S._FAILED  # it closed: nothing to await
 
 
 def test_close_reason_is_truncated_to_valid_utf8():
@@ -399,10 +399,10 @@ def test_unsolicited_pong_is_ignored_but_noted():
     p = make_proto()
     assert drive(p, client_frame(OP_PONG, b"whatever")) == []
     assert server_frames(p) == []
-    assert p.flags & S.PONG_SEEN
+    assert p.flags & S._PONG_SEEN
     # A keepalive ping queued starts the wait for its own pong.
-    assert p.send_ping(b"k") and not p.flags & S.PONG_SEEN
-    assert drive(p, client_frame(OP_PONG, b"k")) == [] and p.flags & S.PONG_SEEN
+    assert p.send_ping(b"k") and not p.flags & S._PONG_SEEN
+    assert drive(p, client_frame(OP_PONG, b"k")) == [] and p.flags & S._PONG_SEEN
 
 
 def test_pong_that_does_not_fit_blocks_until_drained():
@@ -425,7 +425,7 @@ def test_too_big_single_frame_is_1009_at_the_header():
     p = make_proto(recv=512, ring=2048, mbuf=1024)
     frame = client_frame(OP_BINARY, b"x" * 1025)
     p.feed(frame[:8])  # only the header has arrived
-    assert p.next_event() == P.EV_ERROR
+    assert p.next_event() == P._EV_ERROR
     assert p.close_code == 1009
     assert sent_close_code(p) == 1009
 
@@ -493,23 +493,23 @@ def test_unconsumed_event_is_returned_again_without_unmasking_twice():
     p = make_proto()
     p.feed(client_frame(OP_TEXT, b"hello") + client_frame(OP_BINARY, b"second"))
     for _ in range(3):
-        assert p.next_event() == P.EV_MESSAGE
+        assert p.next_event() == P._EV_MESSAGE
         assert bytes(p.ev_data) == b"hello"  # XOR twice would give the masked bytes back
     p.consume()
-    assert p.next_event() == P.EV_MESSAGE
+    assert p.next_event() == P._EV_MESSAGE
     assert bytes(p.ev_data) == b"second"
     p.consume()
-    assert p.next_event() == P.EV_NONE
+    assert p.next_event() == P._EV_NONE
 
 
 def test_unconsumed_assembled_message_stays_pending():
     p = make_proto()
     p.feed(client_frame(OP_TEXT, b"ab", fin=False) + client_frame(OP_CONT, b"cd"))
-    assert p.next_event() == P.EV_MESSAGE
-    assert p.next_event() == P.EV_MESSAGE
+    assert p.next_event() == P._EV_MESSAGE
+    assert p.next_event() == P._EV_MESSAGE
     assert bytes(p.ev_data) == b"abcd"
     p.consume()
-    assert p.next_event() == P.EV_NONE
+    assert p.next_event() == P._EV_NONE
 
 
 def test_unconsumed_stream_piece_stays_pending():
@@ -517,9 +517,9 @@ def test_unconsumed_stream_piece_stays_pending():
     payload = bytes(range(256)) * 4
     frame = client_frame(OP_BINARY, payload)
     p.feed(frame[:400])
-    assert p.next_event() == P.EV_FRAGMENT
+    assert p.next_event() == P._EV_FRAGMENT
     first = bytes(p.ev_data)
-    assert p.next_event() == P.EV_FRAGMENT
+    assert p.next_event() == P._EV_FRAGMENT
     assert bytes(p.ev_data) == first == payload[: len(first)]
     p.consume()
     rest = drive(p, frame[400:], 50)
@@ -582,7 +582,7 @@ def test_writable_is_exactly_what_send_accepts():
             bad.append((room, w, "refused"))
             continue
         p.ring.used = filler
-        fits = P.header_size(w + 1) + w + 1 + P.CONTROL_RESERVE <= p.ring.size  # else send raises
+        fits = P.header_size(w + 1) + w + 1 + P._CONTROL_RESERVE <= p.ring.size  # else send raises
         if fits and p.send(b"\0" * (w + 1)):
             bad.append((room, w, "writable() too small"))
     assert bad == []
@@ -652,7 +652,7 @@ def test_after_failure_nothing_more_is_parsed_or_sent():
     p = make_proto()
     data = client_frame(OP_TEXT, b"x", rsv=4) + client_frame(OP_PING, b"x") + client_frame(OP_TEXT, b"y")
     assert_failed(p, data, 1002)
-    assert p.next_event() == P.EV_NONE
+    assert p.next_event() == P._EV_NONE
     assert not p.send(b"z")
     assert not p.close()
     assert ring_out(p) == b""
@@ -662,5 +662,5 @@ def test_reset_makes_the_protocol_reusable():
     p = make_proto()
     assert_failed(p, client_frame(OP_TEXT, b"\xff"), 1007)
     p.reset()
-    assert p.state == P.OPEN and not p.flags & S.FAILED and p.ring.used == 0
+    assert p.state == P._OPEN and not p.flags & S._FAILED and p.ring.used == 0
     assert drive(p, client_frame(OP_TEXT, b"fresh")) == [("msg", True, b"fresh")]

@@ -36,9 +36,9 @@ def relay_all(proto, data, relay_copy=False):
     assert proto.feed(data) == len(data)
     while True:
         ev = proto.next_event()
-        if ev == P.EV_NONE:
+        if ev == P._EV_NONE:
             return
-        assert ev == P.EV_FRAGMENT, ev
+        assert ev == P._EV_FRAGMENT, ev
         d = proto.ev_data
         assert proto.relay(bytes(d) if relay_copy else d)
         proto.consume()
@@ -93,14 +93,14 @@ def test_limits_follow_the_own_buffer_not_the_lent_one():
     # the lent buffer, so what a handler gets never depends on which buffer was in use.
     p = lent(make_proto(recv=512, ring=1024, mbuf=64, can_stream=True))
     p.feed(client_frame(OP_BINARY, payload(600, 8)))
-    assert p.next_event() == P.EV_FRAGMENT
+    assert p.next_event() == P._EV_FRAGMENT
     q = lent(make_proto(recv=512, ring=1024, mbuf=64, can_stream=False))
     q.feed(client_frame(OP_BINARY, payload(600, 8)))
-    assert q.next_event() == P.EV_ERROR and q.close_code == 1009
+    assert q.next_event() == P._EV_ERROR and q.close_code == 1009
 
 
 def whole(proto):
-    proto.flags |= S.PIECES | S.WHOLE  # upgrade(STREAM_WHOLE): what Server.route sets for a handler with whole_frames
+    proto.flags |= S._PIECES | S._WHOLE  # upgrade(STREAM_WHOLE): what Server.route sets for a handler with whole_frames
     return proto
 
 
@@ -108,12 +108,12 @@ def test_a_whole_frame_comes_as_one_piece_for_a_whole_frames_handler():
     a = payload(3000, 11)
     p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
     p.feed(client_frame(OP_BINARY, a))
-    assert p.next_event() == P.EV_FRAGMENT
+    assert p.next_event() == P._EV_FRAGMENT
     assert (bytes(p.ev_data), p.ev_first, p.ev_last, p.ev_text) == (a, True, True, False)
     # Without the opt-in the same frame comes in pieces that fit the ring.
     q = lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True))
     q.feed(client_frame(OP_BINARY, a))
-    assert q.next_event() == P.EV_FRAGMENT and len(q.ev_data) == 776 - 254 - 10
+    assert q.next_event() == P._EV_FRAGMENT and len(q.ev_data) == 776 - 254 - 10
 
 
 def test_whole_frames_join_one_span_each_unmasked_straight_into_place():
@@ -122,13 +122,13 @@ def test_whole_frames_join_one_span_each_unmasked_straight_into_place():
     p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True), size=70000))
     p.feed(b"".join(client_frame(op, d) for op, d in frames))
     for i, (op, d) in enumerate(frames):
-        assert p.next_event() == P.EV_FRAGMENT
+        assert p.next_event() == P._EV_FRAGMENT
         assert bytes(p.ev_data) == d
         if i:  # after the previous frame's outgoing bytes, not where it arrived
             assert p.ev_off == p.tx_end + 4 < p.rpos - len(d)
         assert p.relay(p.ev_data)
         p.consume()
-    assert p.next_event() == P.EV_NONE and p.ring.used == 0
+    assert p.next_event() == P._EV_NONE and p.ring.used == 0
     assert span(p) == b"".join(encode_frame(op, d) for op, d in frames)
 
 
@@ -137,9 +137,9 @@ def relay_pieces(proto):
     got = []
     while True:
         ev = proto.next_event()
-        if ev == P.EV_NONE:
+        if ev == P._EV_NONE:
             return got
-        assert ev == P.EV_FRAGMENT and proto.relay(proto.ev_data)
+        assert ev == P._EV_FRAGMENT and proto.relay(proto.ev_data)
         got.append((proto.ev_first, proto.ev_last, len(proto.ev_data)))
         proto.consume()
         if proto.tx_end:  # the runtime writes the span out
@@ -176,22 +176,22 @@ def test_a_frame_cut_by_a_full_buffer_waits_for_the_rest_and_comes_whole():
 def test_a_whole_frame_the_handler_does_not_relay_is_stepped_over():
     p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
     p.feed(client_frame(OP_BINARY, payload(1000, 4)) + client_frame(OP_TEXT, b"after"))
-    assert p.next_event() == P.EV_FRAGMENT
+    assert p.next_event() == P._EV_FRAGMENT
     p.consume()  # taken without a reply
-    assert p.next_event() == P.EV_MESSAGE and bytes(p.ev_data) == b"after"
+    assert p.next_event() == P._EV_MESSAGE and bytes(p.ev_data) == b"after"
     assert p.tx_end == 0 and p.ring.used == 0
 
 
 def test_a_refused_whole_frame_is_offered_again_unchanged():
     p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
     p.feed(client_frame(OP_BINARY, payload(1000, 5)) + client_frame(OP_BINARY, payload(1100, 6)))
-    assert p.next_event() == P.EV_FRAGMENT and p.relay(p.ev_data)
+    assert p.next_event() == P._EV_FRAGMENT and p.relay(p.ev_data)
     p.consume()
-    assert p.next_event() == P.EV_FRAGMENT
+    assert p.next_event() == P._EV_FRAGMENT
     first = p.ev_data
     assert p.send(b"queued first")  # the ring is no longer empty: the copy does not fit
     assert not p.relay(first)
-    assert p.next_event() == P.EV_FRAGMENT and p.ev_data is first
+    assert p.next_event() == P._EV_FRAGMENT and p.ev_data is first
     ring_out(p)  # the runtime drains the ring
     assert p.relay(first)
     p.consume()
@@ -201,7 +201,7 @@ def test_a_refused_whole_frame_is_offered_again_unchanged():
 def test_a_whole_frame_is_relayed_whole_or_not_at_all():
     p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
     p.feed(client_frame(OP_BINARY, payload(1000, 7)))
-    assert p.next_event() == P.EV_FRAGMENT
+    assert p.next_event() == P._EV_FRAGMENT
     with pytest.raises(ValueError, match="can only be relayed unchanged"):
         p.relay(bytes(p.ev_data))  # a copy: it would have to fit the ring
     with pytest.raises(ValueError, match="relayed whole"):
@@ -215,12 +215,12 @@ def test_a_later_piece_of_a_frame_is_relayed_unchanged_or_refused_loudly():
     p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
     frame = client_frame(OP_BINARY, payload(10000, 7))
     p.feed(frame[:4096])
-    assert p.next_event() == P.EV_FRAGMENT and len(p.ev_data) == 4096 - 8
+    assert p.next_event() == P._EV_FRAGMENT and len(p.ev_data) == 4096 - 8
     assert p.relay(p.ev_data)
     p.consume()
     p.sent_span(p.tx_end - p.tx_off)  # the runtime wrote the span out
     p.feed(frame[4096:8192])
-    assert p.next_event() == P.EV_FRAGMENT and len(p.ev_data) == 4096
+    assert p.next_event() == P._EV_FRAGMENT and len(p.ev_data) == 4096
     with pytest.raises(ValueError, match="can only be relayed unchanged"):
         p.relay(bytes(p.ev_data))
     assert p.relay(p.ev_data)  # the piece itself goes in place
@@ -230,7 +230,7 @@ def test_a_later_piece_of_a_frame_is_relayed_unchanged_or_refused_loudly():
 def test_a_whole_text_frame_with_bad_utf8_fails_with_1007():
     p = whole(lent(make_proto(recv=512, ring=776, mbuf=64, can_stream=True)))
     p.feed(client_frame(OP_TEXT, b"a" * 700 + b"\xff" + b"b" * 300))
-    assert p.next_event() == P.EV_ERROR and p.close_code == 1007
+    assert p.next_event() == P._EV_ERROR and p.close_code == 1007
 
 
 # -- the runtime (fake sockets) ---------------------------------------------------------
@@ -441,7 +441,7 @@ def test_a_frame_larger_than_the_buffer_comes_in_pieces_as_large_as_the_reads(he
     h = PieceLog()
     data = payload(10000, 5)
     frame = client_frame(OP_BINARY, data)
-    max_piece = CFG["send_ring"] - P.CONTROL_RESERVE - 10
+    max_piece = CFG["send_ring"] - P._CONTROL_RESERVE - 10
 
     async def scenario(ctx):
         c = await ctx.client().handshake()

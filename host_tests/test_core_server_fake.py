@@ -15,7 +15,7 @@ from conftest import client_frame, close_payload, parse_server_frames
 from fakesock import FakeNet, every, storm
 from ringws.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 from ringws.server import Server
-from ringws.slot import FREE
+from ringws.slot import _FREE as FREE
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -1,10 +1,10 @@
-"""Every field of a Slot is set in Slot.__init__ (and Protocol's), so its attribute table is
-sized once at start-up: a name set later, on some path, would grow the table of every slot
-that takes that path (MicroPython sizes it by primes, 16 B an entry on x86-64), in a heap
-in pieces. Under the MicroPython unix port with permessage-deflate on: echo, streamed
-messages, compressed ones, pings both ways, pong events, closes both ways, a failed
-connection, HTTP pages, errors and a request body, then the slots' names are compared with
-those they had at start-up. And the table stays within 47 entries (the prime the field
+"""Every field of a Slot is set when it is made (Protocol.__init__, then slot.new_slot), so its
+attribute table is sized once at start-up: a name set later, on some path, would grow the
+table of every slot that takes that path (MicroPython sizes it by primes, 16 B an entry on
+x86-64), in a heap in pieces. Under the MicroPython unix port with permessage-deflate on:
+echo, streamed messages, compressed ones, pings both ways, pong events, closes both ways, a
+failed connection, HTTP pages, errors and a request body, then the slots' names are compared
+with those they had at start-up. And the table stays within 47 entries (the prime the field
 count is budgeted for)."""
 import os
 import time

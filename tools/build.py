@@ -52,9 +52,10 @@ def firmware_files(src=None):
 
 
 def compile_file(src, dst, arch, name=None, lines=True):
-    # -s: the name tracebacks show. The relative path, not where the checkout happens to
-    # be: it is interned in the heap when the module loads, so a long absolute path costs
-    # memory on the board and makes the heap layout depend on the build machine.
+    # -s: the name tracebacks show, interned in the heap when the module loads. The .mpy's
+    # own path relative to the tree's root is what the importer sets as __file__ anyway, so
+    # the two are one interned string and the name costs nothing (the .py path would be a
+    # second one per module); an absolute path would also tie the heap to the build machine.
     cmd = [mpy_cross(), "-march=" + arch, "-o", dst]
     if not lines:
         cmd[1:1] = ["-X", "no-source-lines"]  # the board's source_lines (tools/boards.py)
@@ -78,7 +79,7 @@ def build(board_name, out, arch=None, overrides=None, source=False, secrets=None
         if full.endswith(".py") and rel not in SOURCE_ONLY and not source:
             dst = os.path.join(out, rel[:-3] + ".mpy")
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            compile_file(full, dst, arch, rel, lines)
+            compile_file(full, dst, arch, rel[:-3] + ".mpy", lines)
         else:
             dst = os.path.join(out, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -140,7 +141,7 @@ def add_app_file(config, out, arch, source=False, lines=True):
     if source:
         shutil.copyfile(path, os.path.join(out, name + ".py"))
     else:
-        compile_file(path, os.path.join(out, name + ".mpy"), arch, name + ".py", lines)
+        compile_file(path, os.path.join(out, name + ".mpy"), arch, name + ".mpy", lines)
     app["module"] = name
 
 

@@ -54,9 +54,10 @@ def build_arch(arch, out, version):
     for name in library_modules():
         rel = "ringws/" + name[:-3] + ".mpy"
         # No line-number tables: they cost heap on a 110 KiB board (tools/boards.py's
-        # source_lines); tracebacks still name the file and the function.
-        build.compile_file(os.path.join(LIB, name), os.path.join(folder, rel), arch,
-                           "ringws/" + name, lines=False)
+        # source_lines); tracebacks still name the file (the .mpy, as build.py names it)
+        # and the function.
+        build.compile_file(os.path.join(LIB, name), os.path.join(folder, rel), arch, rel,
+                           lines=False)
         urls.append([rel, rel])
     # mip reads only urls, deps and version; the description is for people.
     pkg = {"description": "ringws %s as .mpy for mpy arch %s (a 110 KiB heap imports "

@@ -28,14 +28,14 @@ sys.path.insert(0, os.path.join(ROOT, "firmware"))
 
 from ringws import handshake  # noqa: E402
 from ringws.handshake import HttpError  # noqa: E402
-from ringws.protocol import (  # noqa: E402
-    CLOSED,
-    EV_BLOCKED,
-    EV_CLOSE,
-    EV_ERROR,
-    EV_FRAGMENT,
-    EV_MESSAGE,
-    EV_NONE,
+from ringws.protocol import (  # noqa: E402  (the core's names are private const()s)
+    _CLOSED as CLOSED,
+    _EV_BLOCKED as EV_BLOCKED,
+    _EV_CLOSE as EV_CLOSE,
+    _EV_ERROR as EV_ERROR,
+    _EV_FRAGMENT as EV_FRAGMENT,
+    _EV_MESSAGE as EV_MESSAGE,
+    _EV_NONE as EV_NONE,
     Protocol,
 )
 

@@ -8,7 +8,9 @@ from app import echo
 def install(srv, cfg, board):
     srv.route("/echo", echo.EchoHandler())
     srv.static("/", "www")
-    srv.route("/ws", LazyDashboard(srv, cfg, board))
+    # The dashboard reads only the app's settings: the whole config.json (every section,
+    # parsed at start-up) would stay in the heap for as long as the stand-in keeps it.
+    srv.route("/ws", LazyDashboard(srv, {"app": cfg.get("app")}, board))
 
 
 class LazyDashboard:

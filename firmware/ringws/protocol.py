@@ -7,7 +7,7 @@
 # upgrade(), move_input() (the shared buffer), send_ping(), close(), reset() (slot freed).
 from ringws.compat import MICROPYTHON, const, why
 from ringws.frames import FrameHeader, fits_or_raise, close_code_valid, header_size, unmask, write_header
-from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, frame_scan, move, unmask_move, utf8_step
+from ringws.kernels import frame_scan, move, unmask_move, utf8_step
 from ringws.kernels import utf8_valid as is_valid
 from ringws.relay import SCRATCH as _SCRATCH
 from ringws.relay import relay as _relay_piece
@@ -27,19 +27,23 @@ _OP_PING = const(0x9)
 _OP_PONG = const(0xa)
 _OP_TEXT = const(0x1)
 
-EV_NONE = const(0)  # nothing complete yet: read more
-EV_MESSAGE = const(1)  # ev_data (memoryview), ev_text
-EV_FRAGMENT = const(2)  # ev_data, ev_text, ev_first, ev_last (streamed large message)
-EV_CLOSE = const(3)  # close handshake done or answered: close_code, close_reason
-EV_ERROR = const(4)  # peer broke the protocol; a close frame is queued: close_code/_reason
-EV_BLOCKED = const(5)  # a pong or close reply does not fit the ring yet: wait for a drain
-EV_PONG = const(6)  # a pong (only after upgrade(pongs=True)): ev_data, its payload
+# The core's own names, private const()s like their copies in the runtime (test_core_frames.py
+# checks they agree): a public const() is a module global whose name stays interned.
+_UTF8_ACCEPT = const(0)  # kernels.py's DFA states
+_UTF8_REJECT = const(1)
+_EV_NONE = const(0)  # nothing complete yet: read more
+_EV_MESSAGE = const(1)  # ev_data (memoryview), ev_text
+_EV_FRAGMENT = const(2)  # ev_data, ev_text, ev_first, ev_last (streamed large message)
+_EV_CLOSE = const(3)  # close handshake done or answered: close_code, close_reason
+_EV_ERROR = const(4)  # peer broke the protocol; a close frame is queued: close_code/_reason
+_EV_BLOCKED = const(5)  # a pong or close reply does not fit the ring yet: wait for a drain
+_EV_PONG = const(6)  # a pong (only after upgrade(pongs=True)): ev_data, its payload
 
-OPEN = const(0)  # connection states
-CLOSING = const(1)  # we sent a close frame and wait for the peer's
-CLOSED = const(2)  # close handshake finished (or connection failed): only flush remains
+_OPEN = const(0)  # connection states
+_CLOSING = const(1)  # we sent a close frame and wait for the peer's
+_CLOSED = const(2)  # close handshake finished (or connection failed): only flush remains
 
-CONTROL_RESERVE = const(254)  # kept free for a pong and a close (2 * (2 + 125)): never starved
+_CONTROL_RESERVE = const(254)  # kept free for a pong and a close (2 * (2 + 125)): never starved
 
 # flags: booleans as bits of one int (a field costs each slot a table entry); named in slot.py
 _IN_FRAME = const(1)  # a frame's header was taken, its payload not all consumed
@@ -50,9 +54,9 @@ _PONG_SEEN = const(16)  # a pong came after our last ping (unless pongs are even
 _PONG_EVENTS = const(32)  # each pong is an event (EV_PONG)
 _PIECES = const(64)  # can_stream, in flags: the handler takes pieces,
 _WHOLE = const(128)  # and whole frames it relays in place
-NO_STREAM = const(0)  # can_stream, what the handler takes: whole messages only,
-STREAM_PIECES = const(1)  # large ones in pieces,
-STREAM_WHOLE = const(2)  # or whole frames it relays in place
+_NO_STREAM = const(0)  # can_stream, what the handler takes: whole messages only,
+_STREAM_PIECES = const(1)  # large ones in pieces,
+_STREAM_WHOLE = const(2)  # or whole frames it relays in place
 
 _P_RBUF = const(0)  # p_kind, where ev_data lies: in rbuf at rpos (the frame being parsed)
 _P_MBUF = const(1)  # in mbuf: a message (or a message's start) assembled from frames
@@ -87,7 +91,7 @@ class Protocol(FrameHeader):
         self.tx_off = self.tx_end = 0
         self.j_off = -1
         self.rpos = self.rlen = 0
-        self.state = OPEN
+        self.state = _OPEN
         self.flags = 0  # (the runtime's bits too: a slot starts a connection with none)
         self.close_code = _CLOSE_NO_STATUS  # what the peer sent, for on_close
         self.close_reason = ""
@@ -95,12 +99,12 @@ class Protocol(FrameHeader):
         # already unmasked (and validated) from rpos; msg_op: the message's opcode, or 0.
         self.f_left = self.f_seen = self.msg_op = self.mlen = 0
         self.out_left = 0  # payload owed to a relayed frame
-        self.pending, self.p_kind = EV_NONE, _P_RBUF
+        self.pending, self.p_kind = _EV_NONE, _P_RBUF
         self.ev_data, self.ev_off = None, 0
         self.ev_text = self.ev_last = False
         self.ev_first = True  # the next piece handed over is its message's first
         self.ring.clear()
-        self.u8 = UTF8_ACCEPT  # incremental UTF-8 state of the text message in progress
+        self.u8 = _UTF8_ACCEPT  # incremental UTF-8 state of the text message in progress
 
     def recv_window(self):
         """Offset in rbuf for the next read; unparsed bytes move to the front first."""
@@ -145,7 +149,7 @@ class Protocol(FrameHeader):
     def next_event(self):
         if self.pending:
             return self.pending
-        if not self.flags & _IN_FRAME and not self.msg_op and self.state == OPEN:
+        if not self.flags & _IN_FRAME and not self.msg_op and self.state == _OPEN:
             # Fast path: a whole FIN data frame, found by one native call (r), stepped over at
             # once (_P_WHOLE). Inline, within 11 words: a larger frame is heap-allocated.
             r = frame_scan(self.rbuf, self.rpos, self.rlen, self.mask)
@@ -160,28 +164,28 @@ class Protocol(FrameHeader):
                     unmask_move(at, start, start + n, self.rbuf, self.mask)
                     self.ev_text = r >> 20 == _OP_TEXT
                     if self.ev_text:
-                        r = utf8_step(self.rbuf, at, at + n, UTF8_ACCEPT)
-                        if r != UTF8_ACCEPT:
+                        r = utf8_step(self.rbuf, at, at + n, _UTF8_ACCEPT)
+                        if r != _UTF8_ACCEPT:
                             self.rpos = start + n  # (stepped over: the next frame is found)
                             # invalid UTF-8 in text message; text message ends inside a character
-                            return self._fail(_CLOSE_INVALID_DATA, why("faults", 1 if r == UTF8_REJECT else 2))
+                            return self._fail(_CLOSE_INVALID_DATA, why("faults", 1 if r == _UTF8_REJECT else 2))
                     self.rpos = start + n
                     self.ev_off = at
                     self.ev_data = self.rbuf[at : at + n]
                     self.ev_first = self.ev_last = True
                     self.p_kind = _P_WHOLE
-                    self.pending = EV_MESSAGE if n <= len(self.own_rbuf) else EV_FRAGMENT
+                    self.pending = _EV_MESSAGE if n <= len(self.own_rbuf) else _EV_FRAGMENT
                     return self.pending
             elif (r < -1 and self.flags & _WHOLE and self.rlen == len(self.rbuf)
                   and -r <= len(self.rbuf)):
                 # A full read cut a frame that fits rbuf: the next one completes it.
-                return EV_NONE
+                return _EV_NONE
             elif self.rpos == self.rlen:
-                return EV_NONE  # all parsed (recv_window starts the buffer over)
+                return _EV_NONE  # all parsed (recv_window starts the buffer over)
         return _parse(self)
 
     def _parse(self):
-        while self.state != CLOSED:  # next_event's general case: any frame, any state.
+        while self.state != _CLOSED:  # next_event's general case: any frame, any state.
             if not self.flags & _IN_FRAME:
                 ev = self._start_frame()
                 if ev >= 0:
@@ -189,7 +193,7 @@ class Protocol(FrameHeader):
                 continue
             if self.opcode >= _OP_CLOSE:
                 if self.rlen - self.rpos < self.f_left:
-                    return EV_NONE
+                    return _EV_NONE
                 ev = self._control()
                 if ev >= 0:
                     return ev
@@ -198,13 +202,13 @@ class Protocol(FrameHeader):
             if ev >= 0:
                 return ev
         self.rpos = self.rlen  # closed: what the peer sends now is read and dropped
-        return EV_NONE
+        return _EV_NONE
 
     def _start_frame(self):
         h = self  # Returns an event, or -1 when a header was taken and parsing goes on.
         size = h.parse(self.rbuf, self.rpos, self.rlen)
         if size == 0:
-            return EV_NONE
+            return _EV_NONE
         op = h.opcode
         rsv = self.rbuf[self.rpos] & 0x70  # (RSV and MASK bits: read in the header, not kept)
         masked = self.rbuf[self.rpos + 1] & 0x80
@@ -215,7 +219,7 @@ class Protocol(FrameHeader):
         self.f_seen = 0
         if self.flags & _FAILED:  # only the peer's close is looked for now: the rest is dropped
             if h.length < 0:
-                self.state = CLOSED
+                self.state = _CLOSED
             elif op < _OP_CLOSE or not h.fin or h.length > _MAX_CONTROL:
                 self.opcode = _OP_CONT
             return -1
@@ -244,8 +248,8 @@ class Protocol(FrameHeader):
             self.mlen = 0
             self.flags &= ~_STREAMING
             self.ev_first = True
-            self.u8 = UTF8_ACCEPT
-        if op < _OP_CLOSE and not self.flags & _PIECES and self.state == OPEN and not self.zmsg:
+            self.u8 = _UTF8_ACCEPT
+        if op < _OP_CLOSE and not self.flags & _PIECES and self.state == _OPEN and not self.zmsg:
             total = self.mlen + h.length
             if total > len(self.mbuf) and not (op != _OP_CONT and h.fin and h.length <= len(self.own_rbuf)):
                 return self._fail(_CLOSE_TOO_BIG, why("faults", 11, self.limit()))  # message larger than %d bytes
@@ -265,19 +269,19 @@ class Protocol(FrameHeader):
             self.f_seen = have
             if text:
                 self.u8 = utf8_step(self.rbuf, start, end, self.u8)
-                if self.u8 == UTF8_REJECT:
+                if self.u8 == _UTF8_REJECT:
                     return False
         return True
 
     def _data(self):
         text = self.msg_op == _OP_TEXT
-        if self.state == CLOSING:
+        if self.state == _CLOSING:
             # After our close frame the peer's data is read and dropped (RFC 6455 1.4).
             n = min(self.rlen - self.rpos, self.f_left)
             self.rpos += n
             self.f_left -= n
             if self.f_left:
-                return EV_NONE
+                return _EV_NONE
             self.flags &= ~_IN_FRAME
             if self.fin:
                 self.msg_op = 0
@@ -289,10 +293,10 @@ class Protocol(FrameHeader):
         if (self.fin and self.opcode != _OP_CONT and not self.flags & _STREAMING and self.mlen == 0
                 and self.length <= len(self.own_rbuf)):
             if self.rlen - self.rpos < n:
-                return EV_NONE
-            if text and self.u8 != UTF8_ACCEPT:
+                return _EV_NONE
+            if text and self.u8 != _UTF8_ACCEPT:
                 return self._fail(_CLOSE_INVALID_DATA, why("faults", 2))  # text message ends inside a character
-            return self._deliver(EV_MESSAGE, self.rpos, n, False, text, True)
+            return self._deliver(_EV_MESSAGE, self.rpos, n, False, text, True)
         have = self.f_seen
         # 2. Assemble a fragmented (or rbuf-sized) message in mbuf while it fits.
         if not self.flags & _STREAMING and self.mlen + n <= len(self.mbuf):
@@ -300,13 +304,13 @@ class Protocol(FrameHeader):
             self.mlen += have
             self._advance(have)
             if self.f_left:
-                return EV_NONE
+                return _EV_NONE
             self.flags &= ~_IN_FRAME
             if not self.fin:
                 return -1
-            if text and self.u8 != UTF8_ACCEPT:
+            if text and self.u8 != _UTF8_ACCEPT:
                 return self._fail(_CLOSE_INVALID_DATA, why("faults", 2))  # text message ends inside a character
-            return self._deliver(EV_MESSAGE, 0, self.mlen, True, text, True)
+            return self._deliver(_EV_MESSAGE, 0, self.mlen, True, text, True)
         if not self.flags & _PIECES:
             return self._fail(_CLOSE_TOO_BIG, why("faults", 11, self.limit()))  # message larger than %d bytes
         return self._stream(text, n, have)
@@ -316,8 +320,8 @@ class Protocol(FrameHeader):
         if not self.flags & _STREAMING:
             self.flags |= _STREAMING
             if self.mlen:
-                return self._deliver(EV_FRAGMENT, 0, self.mlen, True, text, False)
-        cap = self.ring.size - (CONTROL_RESERVE + 10)  # the largest piece beside the reserve
+                return self._deliver(_EV_FRAGMENT, 0, self.mlen, True, text, False)
+        cap = self.ring.size - (_CONTROL_RESERVE + 10)  # the largest piece beside the reserve
         if self.flags & _WHOLE and (
                 self.f_left != self.length or self.rpos >= header_size(self.length)):
             # In place: all that came, unless no room for the header (then via the ring).
@@ -328,10 +332,10 @@ class Protocol(FrameHeader):
             if n == 0:
                 self.flags &= ~_IN_FRAME  # empty non-final fragment: nothing to hand over
                 return -1
-            return EV_NONE
-        if last and text and self.u8 != UTF8_ACCEPT:
+            return _EV_NONE
+        if last and text and self.u8 != _UTF8_ACCEPT:
             return self._fail(_CLOSE_INVALID_DATA, why("faults", 2))  # text message ends inside a character
-        return self._deliver(EV_FRAGMENT, self.rpos, take, False, text, last)
+        return self._deliver(_EV_FRAGMENT, self.rpos, take, False, text, last)
 
     def _deliver(self, ev, start, n, from_mbuf, text, last):
         self.ev_off = start  # (ev_first is kept by _start_frame and consume)
@@ -352,17 +356,17 @@ class Protocol(FrameHeader):
         ev = self.pending
         if not ev:
             return
-        self.pending = EV_NONE
+        self.pending = _EV_NONE
         kind = self.p_kind
         # (A _P_WHOLE frame was stepped over when it was parsed: only a join is left.)
-        if kind != _P_WHOLE and (ev == EV_MESSAGE or ev == EV_FRAGMENT):
+        if kind != _P_WHOLE and (ev == _EV_MESSAGE or ev == _EV_FRAGMENT):
             if kind == _P_MBUF:
                 self.mlen = 0
             else:
                 self._advance(len(self.ev_data))
                 if self.f_left == 0:
                     self.flags &= ~_IN_FRAME
-            if ev == EV_FRAGMENT:
+            if ev == _EV_FRAGMENT:
                 self.ev_first = False
             if self.ev_last:
                 self.msg_op = 0
@@ -386,17 +390,17 @@ class Protocol(FrameHeader):
         n = self.f_left
         start = self.rpos
         if op == _OP_PING:
-            if self.state == OPEN:
+            if self.state == _OPEN:
                 # A pong leaves room for a close frame: a failure right after can say why.
                 if not self._queue(_OP_PONG, True, self.rbuf[start : start + n], 2 + _MAX_CONTROL):
-                    return EV_BLOCKED
+                    return _EV_BLOCKED
         elif op != _OP_PONG:
             return self._peer_close(start, n)
         self._advance(n)
         self.flags &= ~_IN_FRAME
         if op == _OP_PONG:
             if self.flags & _PONG_EVENTS:  # (consume has nothing to step over)
-                return self._deliver(EV_PONG, start, n, False, False, False)
+                return self._deliver(_EV_PONG, start, n, False, False, False)
             self.flags |= _PONG_SEEN
         return -1
 
@@ -414,17 +418,17 @@ class Protocol(FrameHeader):
             if not is_valid(raw):
                 return self._fail(_CLOSE_INVALID_DATA, "close reason is not valid UTF-8")
             reason = str(bytes(raw), "utf-8")
-        if self.state == OPEN:
+        if self.state == _OPEN:
             # Answer with the same code (RFC 6455 5.5.1); an empty close gets an empty one.
             if not self._queue(_OP_CLOSE, True, buf[start : start + (2 if n >= 2 else 0)], 0):
-                return EV_BLOCKED
+                return _EV_BLOCKED
         self._advance(n)
         self.flags &= ~_IN_FRAME
         if not self.flags & _FAILED:  # (after our failure, its code is the one that stays)
             self.close_code, self.close_reason = code, reason
-        self.state = CLOSED  # done: TCP closes once our close frame is out (RFC 6455 7.1.1)
+        self.state = _CLOSED  # done: TCP closes once our close frame is out (RFC 6455 7.1.1)
         self.flags &= ~_FAILED
-        return EV_CLOSE
+        return _EV_CLOSE
 
     def _fail(self, code, reason):
         # Fail the connection (RFC 6455 7.1.7): queue a close frame, deliver nothing more,
@@ -432,20 +436,20 @@ class Protocol(FrameHeader):
         # only dropping until EOF or the close timeout (CLOSED with FAILED).
         first = not self.flags & _FAILED
         if first:
-            if self.state == OPEN:
+            if self.state == _OPEN:
                 self._queue_close(code, reason)
             self.close_code, self.close_reason = code, reason
         self.flags |= _FAILED
-        self.pending = EV_NONE
+        self.pending = _EV_NONE
         if self.opcode == _OP_CLOSE and self.flags & _IN_FRAME:
-            self.state = CLOSED  # the peer's close, refused: it waits only for ours
+            self.state = _CLOSED  # the peer's close, refused: it waits only for ours
             self.flags &= ~_FAILED
         elif self.f_left < 0 or not first:
-            self.state = CLOSED
+            self.state = _CLOSED
         else:
-            self.state = CLOSING
+            self.state = _CLOSING
             self.opcode = _OP_CONT  # (the refused frame is dropped as data)
-        return EV_ERROR if first else EV_NONE
+        return _EV_ERROR if first else _EV_NONE
 
     def _queue(self, opcode, fin, data, reserve):
         if self.out_left:
@@ -466,7 +470,7 @@ class Protocol(FrameHeader):
 
     def writable(self):
         """Largest payload a data frame may have right now."""
-        room = self.ring.free() - CONTROL_RESERVE
+        room = self.ring.free() - _CONTROL_RESERVE
         if room - 2 <= 125:
             return room - 2 if room > 2 else 0
         if room - 4 < 126:
@@ -477,24 +481,24 @@ class Protocol(FrameHeader):
 
     def send(self, data, text=False):
         """Queue one whole message as one frame, or nothing. True if queued."""
-        if self.state != OPEN or self.flags & _OUT_FRAG or self.out_left:
+        if self.state != _OPEN or self.flags & _OUT_FRAG or self.out_left:
             return False
         n = len(data)
         ring = self.ring
         # _queue, inline: this is the per-message path.
-        if header_size(n) + n + CONTROL_RESERVE <= ring.size - ring.used:
+        if header_size(n) + n + _CONTROL_RESERVE <= ring.size - ring.used:
             ring.write_frame(0x81 if text else 0x82, data)
             return True
-        fits_or_raise(n, ring.size, CONTROL_RESERVE)
+        fits_or_raise(n, ring.size, _CONTROL_RESERVE)
         return False
 
     def send_fragment(self, data, text, first, last):
-        if self.state != OPEN or (not first) == (not self.flags & _OUT_FRAG):
+        if self.state != _OPEN or (not first) == (not self.flags & _OUT_FRAG):
             return False
         n = len(data)
-        fits_or_raise(n, self.ring.size, CONTROL_RESERVE)
+        fits_or_raise(n, self.ring.size, _CONTROL_RESERVE)
         op = (_OP_TEXT if text else _OP_BINARY) if first else _OP_CONT
-        if not self._queue(op, last, data, CONTROL_RESERVE):
+        if not self._queue(op, last, data, _CONTROL_RESERVE):
             return False
         self.flags = (self.flags & ~_OUT_FRAG) if last else (self.flags | _OUT_FRAG)
         return True
@@ -503,7 +507,7 @@ class Protocol(FrameHeader):
 
     def send_ping(self, payload=b""):
         # _PONG_SEEN then says whether a pong came after this ping.
-        if self.state != OPEN or not self._queue(_OP_PING, True, payload, 0):
+        if self.state != _OPEN or not self._queue(_OP_PING, True, payload, 0):
             return False
         self.flags &= ~_PONG_SEEN
         return True
@@ -528,10 +532,10 @@ class Protocol(FrameHeader):
 
     def close(self, code=_CLOSE_NORMAL, reason=""):
         """Start the close handshake. False if it was already started or finished."""
-        if self.state != OPEN:
+        if self.state != _OPEN:
             return False
         self._queue_close(code, reason)
-        self.state = CLOSING
+        self.state = _CLOSING
         self.close_code, self.close_reason = code, reason
         return True
 

@@ -31,64 +31,85 @@
 # Protocol's fields (protocol.py) are written by the protocol only: the runtime reads them
 # and reports through its methods (received, sent_span, upgrade, move_input, send_ping; the
 # seam is in protocol.py's header); the ring's head moves by ring.consume() as bytes go out.
-# Every field is set in __init__: one set later would grow each slot's attribute table
-# (host_tests/test_core_slot_fields.py checks it).
+# Every field is set when the slot is made (new_slot): one set later would grow each slot's
+# attribute table (host_tests/test_core_slot_fields.py checks it).
 from ringws.compat import const
 from ringws.protocol import Protocol
 
+# Private const()s, like every copy of them in the modules that use them (host_tests/
+# test_core_frames.py checks that they agree): a public const() would be a module global with
+# an interned name, kept for good (the slots' class keeps this module's globals alive).
 # Slot phases
-FREE = 0
-HTTP = 1  # reading or answering an HTTP request (maybe a handshake)
-WS = 2  # WebSocket open or closing
-ANSWER = 3  # sending the answer to an HTTP request
+_FREE = const(0)
+_HTTP = const(1)  # reading or answering an HTTP request (maybe a handshake)
+_WS = const(2)  # WebSocket open or closing
+_ANSWER = const(3)  # sending the answer to an HTTP request
 
-# The bits of flags: the protocol's (protocol.py keeps them as private const()s, so does the
-# runtime with these; host_tests/test_core_frames.py checks that they agree), then the runtime's.
-IN_FRAME = const(1)
-STREAMING = const(2)
-FAILED = const(4)
-OUT_FRAG = const(8)
-PONG_SEEN = const(16)
-PONG_EVENTS = const(32)
-PIECES = const(64)  # can_stream (protocol.STREAM_PIECES or STREAM_WHOLE)
-WHOLE = const(128)  # can_stream STREAM_WHOLE
-WANT_DRAIN = const(0x100)
-PAUSED = const(0x200)
-BATCHING = const(0x400)  # the reader is dispatching: sends wait for its one flush
-BROKEN = const(0x800)  # a send failed: the connection is gone
+# The bits of flags: the protocol's (protocol.py), then the runtime's.
+_IN_FRAME = const(1)
+_STREAMING = const(2)
+_FAILED = const(4)
+_OUT_FRAG = const(8)
+_PONG_SEEN = const(16)
+_PONG_EVENTS = const(32)
+_PIECES = const(64)  # can_stream (protocol.STREAM_PIECES or STREAM_WHOLE)
+_WHOLE = const(128)  # can_stream STREAM_WHOLE
+_WANT_DRAIN = const(0x100)
+_PAUSED = const(0x200)
+_BATCHING = const(0x400)  # the reader is dispatching: sends wait for its one flush
+_BROKEN = const(0x800)  # a send failed: the connection is gone
 
 
 class Slot(Protocol):
     """A preallocated connection: the protocol state and buffers plus the runtime's
-    bookkeeping, in one object (each object costs an attribute table on MicroPython)."""
+    bookkeeping, in one object (each object costs an attribute table on MicroPython).
+    new_slot() makes one. No method is defined here: a function keeps its module's globals,
+    so one on the class would keep this start-up code in the heap as long as the slots."""
 
     pool = None  # the free list it returns to: the server's (None) or the TLS slots' (tls.py)
+    # The fields new_slot sets (annotations only: no code, no heap on MicroPython).
+    block: memoryview
+    gen: int
+    phase: int
+    sock: object
+    conn: object
+    handler: object
+    reader: object
+    writer: object
+    cause: object
+    t_phase: int
+    last_rx: int
+    stuck_at: int
+    pollent: object
 
-    def __init__(self, index, cfg, arena):
-        from ringws.config import slot_bytes  # start-up only (see launch.forget)
 
-        mv = memoryview(arena)
-        a = index * slot_bytes(cfg)
-        b = a + cfg["recv_buf"]
-        c = b + cfg["send_ring"]
-        Protocol.__init__(self, mv[a:b], mv[b:c], mv[c : c + cfg["max_message"]])
-        # All three buffers in one view: an HTTP request head may use the whole slot
-        # (nothing else is in use before the response), so the header limit is the slot
-        # size, not recv_buf.
-        self.block = mv[a : c + cfg["max_message"]]
-        self.gen = 0
-        self.phase = FREE
-        self.sock = None
-        self.conn = None  # (the peer's address until the upgrade)
-        self.handler = None
-        self.reader = None  # the slot's reader task, kept from connection to connection
-        self.writer = None
-        self.cause = None
-        self.t_phase = 0  # (see the table above)
-        self.last_rx = 0
-        self.stuck_at = 0
-        # The socket's entry in asyncio's poller, kept for every later wait (compat._park).
-        self.pollent = None
+def new_slot(index, cfg, arena):
+    """Slot `index` of the arena, with every field set (Protocol's, then these)."""
+    from ringws.config import slot_bytes  # start-up only (see launch.forget)
+
+    mv = memoryview(arena)
+    a = index * slot_bytes(cfg)
+    b = a + cfg["recv_buf"]
+    c = b + cfg["send_ring"]
+    s = Slot(mv[a:b], mv[b:c], mv[c : c + cfg["max_message"]])
+    # All three buffers in one view: an HTTP request head may use the whole slot
+    # (nothing else is in use before the response), so the header limit is the slot
+    # size, not recv_buf.
+    s.block = mv[a : c + cfg["max_message"]]
+    s.gen = 0
+    s.phase = _FREE
+    s.sock = None
+    s.conn = None  # (the peer's address until the upgrade)
+    s.handler = None
+    s.reader = None  # the slot's reader task, kept from connection to connection
+    s.writer = None
+    s.cause = None
+    s.t_phase = 0  # (see the table above)
+    s.last_rx = 0
+    s.stuck_at = 0
+    # The socket's entry in asyncio's poller, kept for every later wait (compat._park).
+    s.pollent = None
+    return s
 
 
 def allocate_slots(cfg, deflate=True):
@@ -100,7 +121,7 @@ def allocate_slots(cfg, deflate=True):
     n = cfg["max_connections"] + cfg.get("tls_max", 0)  # (TLS slots last: see tls.py)
     lend = cfg["shared_recv"]
     arena = bytearray(slot_bytes(cfg) * n + lend)
-    slots = [Slot(i, cfg, arena) for i in range(n)]
+    slots = [new_slot(i, cfg, arena) for i in range(n)]
     if deflate and cfg["inflaters"]:  # permessage-deflate's start-up part (launch.py: see there)
         __import__("ringws.compat_inflate").compat_inflate.start(cfg, True)
     # The shared receive buffer sits at the end of the arena (see Server._borrow).

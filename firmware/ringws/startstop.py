@@ -6,13 +6,13 @@
 import asyncio
 import socket
 
-from ringws.compat import drop_entry, sleep_ms, ticks_diff, ticks_ms, wake
+from ringws.compat import const, drop_entry, sleep_ms, ticks_diff, ticks_ms, wake
 from ringws.server import close_quietly, housekeeping
 
-_CLOSE_GOING_AWAY = 1001  # frames.CLOSE_GOING_AWAY
-_BATCHING = 0x400  # flags' bits (slot.py)
-_FREE = 0  # slot phases (slot.py)
-_WS = 2
+_CLOSE_GOING_AWAY = const(1001)  # frames.CLOSE_GOING_AWAY
+_BATCHING = const(0x400)  # flags' bits (slot.py)
+_FREE = const(0)  # slot phases (slot.py)
+_WS = const(2)
 
 CLOSE_CAUSES = (
     "normal",  # close handshake completed (either side started it)
