@@ -27,6 +27,7 @@
 #               clears it at the pong: PONG_SEEN or a pong event), 0 if none; WS closing, the
 #               close's start (Server._close, or the reader at the peer's close or an error)
 #   last_rx     the reader (reads)
+#   srv         startstop.build, once: the server (a live Conn reaches it through its slot)
 #   stuck_at    housekeeping starts the clock; progress (writer, pause, http.send) resets
 # Protocol's fields (protocol.py) are written by the protocol only: the runtime reads them
 # and reports through its methods (received, sent_span, upgrade, move_input, send_ping; the
@@ -77,6 +78,7 @@ class Slot(Protocol):
         # size, not recv_buf.
         self.block = mv[a : c + cfg["max_message"]]
         self.gen = 0
+        self.srv = None  # the server it belongs to (startstop.build)
         self.phase = FREE
         self.sock = None
         self.conn = None  # (the peer's address until the upgrade)
