@@ -73,8 +73,8 @@ OOM_503 = b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nCont
 async def reader(srv, slot):
     # Its frame stays on the heap as long as the slot's task: few locals (ev holds what
     # read_head found, then the handler, then each event) and one exception handler, no
-    # finally (each handler and each local is room in that frame). Every end comes to
-    # the teardown at the bottom, or to failure()'s and abort()'s.
+    # finally (each handler and each local is room in that frame). Every end comes to a
+    # teardown here (an HTTP answer's, the WebSocket's) or in failure() or abort().
     while True:
         if slot.phase == _FREE:
             ev = None  # the last connection's handler: not kept while parked
@@ -90,39 +90,40 @@ async def reader(srv, slot):
                 if ev is not None:
                     cause = "http"
                     await ev
-            else:
-                kept = False  # the shared buffer was kept at the last dry read
-                if hasattr(ev, "pause"): await pause(srv, slot)  # ringws.aio: its handler starts
-                while True:
-                    ev = next_event(slot)
-                    if ev == _EV_NONE:
-                        ev = end_of_batch(srv, slot, kept)
-                        if ev == _WAIT:
-                            slot.flags &= ~_BATCHING
-                            await wait_readable(slot.sock, slot)
-                            slot.flags |= _BATCHING
-                        elif ev == _PAUSE:
-                            await pause(srv, slot)
-                        elif ev == _DONE:
-                            break
-                        kept = ev == _AGAIN or (kept and ev == _WAIT)
-                    elif ev == _EV_MESSAGE or ev == _EV_FRAGMENT:
-                        if ev != _EV_MESSAGE:
-                            ev = slot.handler.on_fragment(slot.conn, slot.ev_data, slot.ev_text,
-                                                          slot.ev_first, slot.ev_last)
-                        elif slot.handler._ringws_msg:
-                            ev = slot.handler.on_message(slot.conn, slot.ev_data, slot.ev_text)
-                        if ev is False:
-                            await pause(srv, slot)
-                            continue
-                        if slot.ev_last:
-                            srv.messages_in += 1
-                        consume(slot)
-                    elif ev == _EV_BLOCKED:
+                srv._teardown(slot, slot.cause or cause, gen)
+                continue
+            kept = False  # the shared buffer was kept at the last dry read
+            if hasattr(ev, "pause"): await pause(srv, slot)  # ringws.aio: its handler starts
+            while True:
+                ev = next_event(slot)
+                if ev == _EV_NONE:
+                    ev = end_of_batch(srv, slot, kept)
+                    if ev == _WAIT:
+                        slot.flags &= ~_BATCHING
+                        await wait_readable(slot.sock, slot)
+                        slot.flags |= _BATCHING
+                    elif ev == _PAUSE:
                         await pause(srv, slot)
-                    else:
-                        closing(slot, ev)
-                cause = slot.cause or "peer_reset"
+                    elif ev == _DONE:
+                        break
+                    kept = ev == _AGAIN or (kept and ev == _WAIT)
+                elif ev == _EV_MESSAGE or ev == _EV_FRAGMENT:
+                    if ev != _EV_MESSAGE:
+                        ev = slot.handler.on_fragment(slot.conn, slot.ev_data, slot.ev_text,
+                                                      slot.ev_first, slot.ev_last)
+                    elif slot.handler._ringws_msg:
+                        ev = slot.handler.on_message(slot.conn, slot.ev_data, slot.ev_text)
+                    if ev is False:
+                        await pause(srv, slot)
+                        continue
+                    if slot.ev_last:
+                        srv.messages_in += 1
+                    consume(slot)
+                elif ev == _EV_BLOCKED:
+                    await pause(srv, slot)
+                else:
+                    closing(slot, ev)
+            cause = slot.cause or "peer_reset"
         except BaseException as ev:  # CancelledError and KeyboardInterrupt too: see failure
             cause = failure(srv, slot, ev, cause, gen)
             if cause == "app_error" or (cause == "memory" and slot.phase == _WS):
