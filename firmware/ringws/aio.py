@@ -197,7 +197,7 @@ class AsyncConn(Conn):
             log_exc("async handler", e)
             if self._slot is not None:
                 e = isinstance(e, MemoryError)
-                self._server._close(self._slot, _CLOSE_INTERNAL, "out of memory" if e else
+                self._slot.srv._close(self._slot, _CLOSE_INTERNAL, "out of memory" if e else
                                     "internal error", "memory" if e else "app_error")
         if self.open:
             Conn.close(self)
@@ -213,7 +213,7 @@ def _drive(a, st):
         r = a._out
         a._out = None
         s.flags &= ~_BATCHING
-        flush(a._server, s)  # (the batch so far)
+        flush(s.srv, s)  # (the batch so far)
         return r
     if k != _START and k != _AWAY and k != _ROOM:
         return _give(_NONE)  # waits for a piece (or the end): the reader reads on
@@ -226,7 +226,7 @@ def _drive(a, st):
         if r is _SUSPEND and a._st & _KIND != _ROOM:
             return _give(_NONE)
         s.flags &= ~_BATCHING
-        if flush(a._server, s) or r is not _SUSPEND or s.ring.used or not again:
+        if flush(s.srv, s) or r is not _SUSPEND or s.ring.used or not again:
             break
         again = False  # the socket took the whole ring: the send may fit now
     if r is _SUSPEND:  # send(): on_writable wakes the reader

@@ -71,32 +71,36 @@ OOM_503 = b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nCont
 
 
 async def reader(srv, slot):
+    # Its frame stays on the heap as long as the slot's task: few locals (ev holds what
+    # read_head found, then the handler, then each event) and one exception handler, no
+    # finally (each handler and each local is room in that frame). Every end comes to a
+    # teardown here (an HTTP answer's, the WebSocket's) or in failure() or abort().
     while True:
         if slot.phase == _FREE:
-            sock = handler = None  # the last connection's: not kept while parked
+            ev = None  # the last connection's handler: not kept while parked
             while slot.phase == _FREE:
                 await park()
         gen = slot.gen
         cause = "peer_reset"
         try:
-            sock = slot.sock
-            while (handler := read_head(srv, slot)) is None:
-                await wait_readable(sock, slot)
-            handler = answer_or_open(srv, slot, handler)  # (one local: a word of frame)
+            while (ev := read_head(srv, slot)) is None:
+                await wait_readable(slot.sock, slot)
+            ev = answer_or_open(srv, slot, ev)
             if slot.phase != _WS:
-                if handler is not None:
+                if ev is not None:
                     cause = "http"
-                    await handler
+                    await ev
+                srv._teardown(slot, slot.cause or cause, gen)
                 continue
             kept = False  # the shared buffer was kept at the last dry read
-            if hasattr(handler, "pause"): await pause(srv, slot)  # ringws.aio: its handler starts
+            if hasattr(ev, "pause"): await pause(srv, slot)  # ringws.aio: its handler starts
             while True:
                 ev = next_event(slot)
                 if ev == _EV_NONE:
                     ev = end_of_batch(srv, slot, kept)
                     if ev == _WAIT:
                         slot.flags &= ~_BATCHING
-                        await wait_readable(sock, slot)
+                        await wait_readable(slot.sock, slot)
                         slot.flags |= _BATCHING
                     elif ev == _PAUSE:
                         await pause(srv, slot)
@@ -120,15 +124,11 @@ async def reader(srv, slot):
                 else:
                     closing(slot, ev)
             cause = slot.cause or "peer_reset"
-        except KeyboardInterrupt:  # Ctrl-C here: main.py's shutdown() says 1001 to all
-            gen = None  # (so the teardown below skips)
-            raise
-        except Exception as e:  # (not CancelledError: a BaseException)
-            cause = failure(srv, slot, e)
+        except BaseException as ev:  # CancelledError and KeyboardInterrupt too: see failure
+            cause = failure(srv, slot, ev, cause, gen)
             if cause == "app_error" or (cause == "memory" and slot.phase == _WS):
                 await abort(srv, slot, gen, cause)
-        finally:
-            srv._teardown(slot, slot.cause or cause, gen)
+        srv._teardown(slot, slot.cause or cause, gen)
 
 
 def closing(slot, ev):
@@ -197,34 +197,50 @@ def read_more(srv, slot, kept):
     return _GO_ON
 
 
-def failure(srv, slot, e):
-    """The cause for an exception that ends the connection; reports it."""
-    if isinstance(e, MemoryError):
-        if slot.phase == _HTTP:
-            try:  # first, while nothing else has taken the little memory there is
-                send_from(slot.sock, OOM_503, 0, len(OOM_503))
-            except Exception:
+def failure(srv, slot, e, cause, gen):
+    """The cause for an exception that ends the connection (cause: the reader's until
+    then); reports it. A BaseException goes on up: Ctrl-C (main.py's shutdown() then says
+    1001 to all) without a teardown, a cancellation (or a coroutine closed) after it."""
+    try:
+        if not isinstance(e, Exception):
+            if isinstance(e, KeyboardInterrupt):
+                gen = None  # (so the teardown below skips)
+        elif isinstance(e, MemoryError):
+            if slot.phase == _HTTP:
+                try:  # first, while nothing else has taken the little memory there is
+                    send_from(slot.sock, OOM_503, 0, len(OOM_503))
+                except Exception:
+                    pass
+            try:
+                print("ringws: out of memory on a connection")
+            except MemoryError:
                 pass
-        try:
-            print("ringws: out of memory on a connection")
-        except MemoryError:
-            pass
-        return "memory"
-    if isinstance(e, OSError):
-        if compat.errno_of(e) not in RESET_ERRNOS:
-            print("ringws: socket error", e)
-        return slot.cause or "peer_reset"
-    log_exc("connection", e)
-    return "app_error"
+            return "memory"
+        elif isinstance(e, OSError):
+            if compat.errno_of(e) not in RESET_ERRNOS:
+                print("ringws: socket error", e)
+            return slot.cause or "peer_reset"
+        else:
+            log_exc("connection", e)
+            return "app_error"
+    except BaseException:  # (printing it may fail too: the teardown still comes)
+        pass
+    srv._teardown(slot, slot.cause or cause, gen)
+    raise e
 
 
 async def abort(srv, slot, gen, cause):
-    # Close with 1011 and give the close frame a moment to leave.
-    srv._close(slot, CLOSE_INTERNAL, "out of memory" if cause == "memory" else "internal error", cause)
-    flush(srv, slot)
-    start = ticks_ms()
-    while slot.gen == gen and slot.writer is not None and ticks_diff(ticks_ms(), start) < 200:
-        await sleep_ms(10)
+    # Close with 1011 and give the close frame a moment to leave. (The reader tears down
+    # after it; if this is cancelled or fails, here.)
+    try:
+        srv._close(slot, CLOSE_INTERNAL, "out of memory" if cause == "memory" else "internal error", cause)
+        flush(srv, slot)
+        start = ticks_ms()
+        while slot.gen == gen and slot.writer is not None and ticks_diff(ticks_ms(), start) < 200:
+            await sleep_ms(10)
+    except BaseException:
+        srv._teardown(slot, slot.cause or cause, gen)
+        raise
 
 
 # -- the request head: an HTTP answer or the upgrade ------------------------------------
@@ -417,7 +433,7 @@ def ping(conn, payload=b""):
             s.flags |= _WANT_DRAIN
         return False
     if not s.flags & _BATCHING:
-        flush(conn._server, s)
+        flush(s.srv, s)
     return True
 
 

@@ -66,7 +66,8 @@ class Conn:
     ping = ping  # ping(payload=b"") -> True/False; its pong: handler.on_pong(conn, rtt_ms)
 
     def __init__(self, server, slot, req, subprotocol, remote):
-        self._server = server
+        # (The server is the slot's, s.srv, reached only while the handle is live: four
+        # fields keep a plain handle's table at its smallest size but one.)
         self._slot = slot
         self.id = server.http_requests  # (counts every request: unique)
         self.path = req.path
@@ -89,7 +90,7 @@ class Conn:
             data = data.encode()
             text = True
         if send(s, data, text):
-            srv = self._server
+            srv = s.srv
             srv.messages_out += 1
             if not s.flags & _BATCHING:  # (the reader flushes a batch once)
                 flush(srv, s)
@@ -103,9 +104,9 @@ class Conn:
             return False
         if s.send_fragment(data, text, first, last):
             if last:
-                self._server.messages_out += 1
+                s.srv.messages_out += 1
             if not s.flags & _BATCHING:
-                flush(self._server, s)
+                flush(s.srv, s)
             return True
         s.flags |= _WANT_DRAIN
         return False
@@ -117,7 +118,7 @@ class Conn:
         if s is None:
             return False
         if relay(s, data):
-            srv = self._server
+            srv = s.srv
             if s.ev_last and not s.out_left:
                 srv.messages_out += 1
             if not s.flags & _BATCHING:
@@ -138,7 +139,7 @@ class Conn:
     def close(self, code=1000, reason=""):
         s = self._slot
         if s is not None:
-            self._server._close(s, code, reason, "normal")
+            s.srv._close(s, code, reason, "normal")
 
 
 class Server:

@@ -27,6 +27,7 @@
 #               clears it at the pong: PONG_SEEN or a pong event), 0 if none; WS closing, the
 #               close's start (Server._close, or the reader at the peer's close or an error)
 #   last_rx     the reader (reads)
+#   srv         startstop.build, once: the server (a live Conn reaches it through its slot)
 #   stuck_at    housekeeping starts the clock; progress (writer, pause, http.send) resets
 # Protocol's fields (protocol.py) are written by the protocol only: the runtime reads them
 # and reports through its methods (received, sent_span, upgrade, move_input, send_ping; the
@@ -70,6 +71,7 @@ class Slot(Protocol):
     # The fields new_slot sets (annotations only: no code, no heap on MicroPython).
     block: memoryview
     gen: int
+    srv: object
     phase: int
     sock: object
     conn: object
@@ -97,6 +99,7 @@ def new_slot(index, cfg, arena):
     # size, not recv_buf.
     s.block = mv[a : c + cfg["max_message"]]
     s.gen = 0
+    s.srv = None  # the server it belongs to (startstop.build)
     s.phase = _FREE
     s.sock = None
     s.conn = None  # (the peer's address until the upgrade)

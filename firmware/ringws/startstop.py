@@ -51,6 +51,8 @@ def build(srv, config, platform, slots):
 
         slots = allocate_slots(cfg)
     srv.slots, srv.shared = slots
+    for s in srv.slots:
+        s.srv = srv  # (a live Conn reaches its server through its slot)
     srv.pollent = None  # the listener's poller entry, kept between accepts
     srv.shared_owner = None  # the slot the shared receive buffer is lent to
     srv.free = list(srv.slots)
