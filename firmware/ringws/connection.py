@@ -356,7 +356,8 @@ def deflate(srv, k, req, handler):
     only while the heap keeps deflate_reserve bytes for each of the k connections the free
     slots may still open, and twice more for /stats. Short of that (or of the memory to
     load them) the offer is declined, counted in /stats deflate, and if no connection uses
-    them they leave."""
+    them they leave. While one does, every offer is taken: the inflaters are a pool that
+    compressing connections share, so another one takes no more heap."""
     pkg = sys.modules["ringws"]
     st = pkg.inflaters[2]
     # (+2: a request on the last slot, /stats, loads its module beside what a WebSocket takes)
@@ -385,13 +386,15 @@ def deflate(srv, k, req, handler):
     if zin is not None and (not zin or not ext or 0 <= free < need):
         for s in srv.slots:
             if s.zin is not None:
-                break
+                break  # in use: another compressing connection costs no more heap
         else:
             sys.modules.pop("ringws.pmd", None)
             if hasattr(pkg, "pmd"):
                 delattr(pkg, "pmd")
             setattr(pkg, "inflaters", (None, None, st))  # (the buffers go with the code)
-        zin = None
+            zin = None
+        if not ext:
+            zin = None
     if zin is None:
         st["declined"] += 1
         return None, None
