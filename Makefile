@@ -23,7 +23,7 @@ SIM_SLOTS = --set max_connections=9
 
 help:
 	@echo "make sim [PORT=8080] [HEAP=110k] [APP=module|file.py]   run the firmware under the MicroPython unix port"
-	@echo "make sim DEFLATE=1                 with permessage-deflate: 7 slots at 110k, where its code fits beside them"
+	@echo "make sim DEFLATE=0                 without permessage-deflate (on by default: one inflater)"
 	@echo "make cert BOARD=.. HOST=..         EC key + self-signed certificate: certs/BOARD.pem (wss/https)"
 	@echo "make test                          set up .venv from scratch and run every test"
 	@echo "make bench | bench-quick           speed and memory against peers"
@@ -44,7 +44,7 @@ venv: $(STAMP)
 
 # APP=name: a module in firmware/; APP=path/to/mine.py: that file goes into the build.
 build: $(STAMP)
-	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(SIM_SLOTS) $(if $(APP),--set app=$(APP)) $(if $(filter 1,$(DEFLATE)),--set inflaters=1 $(if $(filter 110k,$(SIM_HEAP)),--set max_connections=7))
+	$(PY) tools/build.py --board host --out build/sim --port $(PORT) --tls-port $(TLS_PORT) $(SIM_SLOTS) $(if $(APP),--set app=$(APP)) $(if $(filter 0,$(DEFLATE)),--set inflaters=0)
 
 # HOST: the board's names and addresses, space- or comma-separated (subjectAltName).
 cert: $(STAMP)
@@ -91,7 +91,7 @@ soak: $(STAMP)
 	$(PY) tools/soak.py $(SOAK_ARGS)
 
 # The Autobahn testsuite (Python 2.7, in .venv-autobahn) against /echo of make sim
-# DEFLATE=1 (host board, 7 slots, compression taken), 110k; CASES="1.*,12.1.1" picks
+# (host board, 9 slots, one inflater), 110k; CASES="1.*,12.1.1" picks
 # cases (default 12.*,13.*: about 1.5 hours). Not in make test.
 autobahn: $(STAMP)
 	$(PY) tools/autobahn.py $(if $(CASES),--cases "$(CASES)") $(AUTOBAHN_ARGS)

@@ -134,16 +134,16 @@ def test_an_offer_without_heap_for_the_free_slots_is_declined_counted_and_pmd_le
         st = ctx.srv.stats()["deflate"]
         c = await open_pmd(ctx)  # loaded, unused, 500 B >= (3 + 2) x 100: accepted
         assert ext_of(c) is not None and st["declined"] == 0
-        heap[0] = (2 + 2) * 100 - 1  # one byte short (2 free then), but a connection uses pmd: it stays
+        heap[0] = 0  # no heap to spare, but a connection uses pmd: the next offer shares its pool
         d = await open_pmd(ctx)
-        assert ext_of(d) is None and st["declined"] == 1 and "ringws.pmd" in sys.modules
-        d.send_raw(frames(b"plain", True, rsv=0))
-        assert await d.message() == (True, b"plain")
+        assert ext_of(d) is not None and st["declined"] == 0 and st["loads"] == 0
+        d.send_raw(frames(squeeze(b"y" * 200), False))
+        assert await d.message() == (False, b"y" * 200)
         await close_handshake(c)
         await close_handshake(d)
         heap[0] = (3 + 2) * 100 - 1  # unused and short: declined, and the code leaves the heap
         c = await open_pmd(ctx)
-        assert ext_of(c) is None and st["declined"] == 2 and "ringws.pmd" not in sys.modules
+        assert ext_of(c) is None and st["declined"] == 1 and "ringws.pmd" not in sys.modules
         await close_handshake(c)
         heap[0] = (3 + 2) * 100  # room again: loaded anew (a new module, the pool handed over)
         c = await open_pmd(ctx)

@@ -2,13 +2,13 @@
 
     make autobahn                              12.* and 13.* (permessage-deflate), 110k
     make autobahn CASES="1.*,2.*,12.1.1"       any case set
-    tools/autobahn.py --cases 12.1.1 --heap 110k --set max_connections=7 --out DIR
+    tools/autobahn.py --cases 12.1.1 --heap 110k --set max_connections=9 --out DIR
 
 The testsuite (autobahntestsuite, wstest) runs on Python 2.7 only: it is installed into
 .venv-autobahn, a virtualenv made from pyenv's 2.7.18 (~/.pyenv/versions/2.7.18) when that
 interpreter exists; without one the tool says so and exits 2. A fresh firmware build is
-started in `make sim DEFLATE=1`'s configuration (the host board, compression on with
-its one inflater, 7 slots at 110k), the cases run, and the counts per behaviour are printed (reports: DIR/reports/index.json and
+started in `make sim`'s configuration (the host board: compression on with its one
+inflater, 9 slots, 110k), the cases run, and the counts per behaviour are printed (reports: DIR/reports/index.json and
 HTML). Exit 0 when every case is OK, NON-STRICT or INFORMATIONAL.
 
 Not part of `make test`: 12.* and 13.* send 216 x 1000 messages (up to 128 KiB each) and
@@ -62,10 +62,8 @@ def run_cases(cases, out, heap="110k", server=None, timeout=None):
     if wstest is None:
         raise RuntimeError("the Autobahn testsuite needs Python 2.7: install it with "
                            "`pyenv install 2.7.18` (looked for %s and python2.7 on PATH)" % PY27)
-    # As make sim DEFLATE=1: at 110k its 7 slots leave pmd.py room beside the reserve for
-    # the rest (make sim's 9 decline every offer there, to keep 8 WebSockets and /stats).
-    server = dict({"inflaters": 1, "max_connections": 7 if heap == "110k" else 9, "ping_interval_ms": 0},
-                  **(server or {}))
+    # As make sim: the host board's one inflater, 9 slots.
+    server = dict({"inflaters": 1, "max_connections": 9}, **(server or {}))
     os.makedirs(out, exist_ok=True)
     fw = Firmware(os.path.join(out, "fw"), heap=heap, server=server).start()
     try:

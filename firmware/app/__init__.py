@@ -22,6 +22,10 @@ class LazyDashboard:
     simulated LED's state (the host has no pin) is kept across, as a real pin keeps its.
     """
 
+    # The page sends only short commands: permessage-deflate (which browsers always offer)
+    # would load its 8 KB of code and inflater for nothing.
+    compression = False
+
     def __init__(self, srv, cfg, board):
         self.args = (srv, cfg, board)
         self.real = None
