@@ -388,6 +388,7 @@ def deflate(srv, k, req, handler):
     if ext is None:
         return None, None  # (not an offer we take: no heap question)
     if zin is None:
+        compat.collect()  # (pmdoffer.py's code is garbage now)
         free = compat.mem_free()  # (-1 under CPython: no fixed heap, nothing declined)
         try:
             zin = __import__("ringws.pmd").pmd
