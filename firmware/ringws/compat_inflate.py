@@ -42,7 +42,7 @@ def _zeros(bits):
 
 
 
-def _one(bits, out, zeros):
+def _one(bits, out, fill):
     if not compat.MICROPYTHON:
         return None, bytearray(out), bits
     import deflate
@@ -53,14 +53,13 @@ def _one(bits, out, zeros):
     src.seek(0)
     dio = deflate.DeflateIO(src, deflate.RAW, bits)
     dio.readinto(bytearray(1))  # its window and state are made now; the next read starts a block
-    fill, nfill, rfill = zeros
-    # The RFC's tail (00 00 ff ff), the end mark (a stored block of 128 zeros), the zeros.
-    return src, bytearray(out), bits, dio, b"\x00\x00\xff\xff\x00\x80\x00\x7f\xff" + bytes(128) + fill, nfill, rfill
+    return src, bytearray(out), dio, fill
 
 
 def start(cfg, line=False):
-    """The buffers for cfg's inflaters: [(input stream, output buffer, decoder), ...]
-    (stream and decoder None under CPython's zlib), made when pmd.py loads. With line (at
+    """The buffers for cfg's inflaters: [(input stream, output buffer, decoder, what
+    follows each message), ...] ((None, output buffer, bits) under CPython's zlib), made
+    when pmd.py loads. With line (at
     start-up, launch.py): no buffers yet, only the request header the handshake keeps and
     /stats' figures; returns the start-up line, for launch.py to print with what it took."""
     made = k, bits, mbuf, ring = cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]
@@ -85,10 +84,13 @@ def start(cfg, line=False):
             st["can_compress"] = write is not None and write(b"x") == 1
         except Exception:  # ImportError, OSError
             pass
-        zeros = _zeros(bits)
+        fill, nfill, rfill = _zeros(bits)
+        # What follows each message, the same for every inflater: the RFC's tail
+        # (00 00 ff ff), the end mark (a stored block of 128 zeros), the window's zeros.
+        fill = (bits, b"\x00\x00\xff\xff\x00\x80\x00\x7f\xff" + bytes(128) + fill, nfill, rfill)
         # (BytesIO(size) is preallocated: writes within it never grow it. getattr: the stubs
         # leave out its size argument.)
-        bufs = [_one(bits, out, zeros) for _ in range(k)]
+        bufs = [_one(bits, out, fill) for _ in range(k)]
     setattr(ringws, "inflaters", (made if bufs else None, bufs, st))
     from ringws import handshake
 
