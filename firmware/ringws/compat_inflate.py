@@ -44,7 +44,7 @@ def _zeros(bits):
 
 def _one(bits, out, fill):
     if not compat.MICROPYTHON:
-        return None, bytearray(out), bits
+        return None, out, bits
     import deflate
     import io
 
@@ -53,22 +53,32 @@ def _one(bits, out, fill):
     src.seek(0)
     dio = deflate.DeflateIO(src, deflate.RAW, bits)
     dio.readinto(bytearray(1))  # its window and state are made now; the next read starts a block
-    return src, bytearray(out), dio, fill
+    return src, out, dio, fill
 
 
-def start(cfg, line=False):
+def start(cfg, line=False, srv=None):
     """The buffers for cfg's inflaters: [(input stream, output buffer, decoder, what
     follows each message), ...] ((None, output buffer, bits) under CPython's zlib), made
-    when pmd.py loads. With line (at
-    start-up, launch.py): no buffers yet, only the request header the handshake keeps and
-    /stats' figures; returns the start-up line, for launch.py to print with what it took."""
+    when pmd.py loads. With line (at start-up, launch.py): no buffers yet, only the
+    request header the handshake keeps, /stats' figures and, given srv, the outputs'
+    memory taken from the end of its shared receive buffer; returns the start-up line,
+    for launch.py to print with what it took."""
     made = k, bits, mbuf, ring = cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]
     if not 9 <= bits <= 15:
         raise ValueError("inflate_bits: 9..15")  # (zlib cannot make 8)
     out = max(mbuf, min(1024, ring - 264))
     # /stats deflate: declined counts offers refused for want of heap (connection.deflate);
     # code is the heap pmd.py and this pool took at their last load, loads how often.
-    st = None if line else getattr(ringws, "inflaters", (0, 0, None))[2]
+    was = getattr(ringws, "inflaters", (0, 0, None))
+    st = None if line else was[2]
+    # The outputs' memory: the end of the shared receive buffer, taken at start-up where
+    # what is left still holds recv_buf (the arena was budgeted at boot: no heap). An
+    # inflater's output is only read within its connection's callbacks, never lent.
+    zout = None if line else (was[3:] or (None,))[0]
+    sh = srv and srv.shared
+    if line and sh is not None and len(sh) - k * out >= cfg["recv_buf"]:
+        zout = sh[len(sh) - k * out :]
+        srv.shared = sh[: len(sh) - k * out]
     if st is None:
         st = {"inflaters": k, "bits": bits, "can_compress": False, "declined": 0,
               "code": cfg.get("deflate_code", 0), "loads": 0}
@@ -90,8 +100,10 @@ def start(cfg, line=False):
         fill = (bits, b"\x00\x00\xff\xff\x00\x80\x00\x7f\xff" + bytes(128) + fill, nfill, rfill)
         # (BytesIO(size) is preallocated: writes within it never grow it. getattr: the stubs
         # leave out its size argument.)
-        bufs = [_one(bits, out, fill) for _ in range(k)]
-    setattr(ringws, "inflaters", (made if bufs else None, bufs, st))
+        bufs = [_one(bits, zout[i * out : i * out + out] if zout else bytearray(out), fill)
+                for i in range(k)]
+    # (connection.deflate drops made and bufs with pmd.py; st and zout stay)
+    setattr(ringws, "inflaters", (made if bufs else None, bufs, st, zout))
     from ringws import handshake
 
     if b"sec-websocket-extensions" not in handshake.KNOWN:  # it keeps only what it is told
@@ -99,5 +111,6 @@ def start(cfg, line=False):
     sys.modules.pop(__name__)  # (loaded for this call only)
     delattr(ringws, "compat_inflate")
     if line:
-        return "ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder) made with its code at an offer that fits; %%d B taken at start-up" % (k, out)
+        return "ringws: permessage-deflate: %d inflaters x (input 768 + output %d%s + decoder) made with its code at an offer that fits; %%d B taken at start-up" % (
+            k, out, " from the shared receive buffer" if zout else "")
     return bufs

@@ -19,16 +19,25 @@ class Reader(io.IOBase):  # a stream too: json.dump writes into it
     into the buffer, as many as fit; the rest of the pass only counts."""
 
     def __init__(self, obj):
-        # Every pass must write the same text: a dict value that may change meanwhile
-        # (the server's close counts) is copied now.
-        for k in obj:
-            if isinstance(obj[k], dict):
-                obj[k] = dict(obj[k])
         self.obj = obj
-        self.buf = None
-        self.done = self.n = self.got = self.room = 0
-        _dump(obj, self, separators=_SEP)  # room 0: counts only
+        self.was = None
+        self.done = 0
+        self.readinto(None)  # counts only
         self.total = self.n
+
+    def hold(self):
+        """Before the reading waits (http.send): every pass must write the same text, so a
+        dict value that may change meanwhile (the server's close counts) is copied now;
+        close() puts the original back (obj may be kept, as the server's /stats dict is).
+        A text read without waiting needs no copy."""
+        if self.was is None:
+            obj = self.obj
+            was = self.was = []
+            for k in obj:
+                if isinstance(obj[k], dict):
+                    was.append((k, obj[k]))
+            for k, v in was:
+                obj[k] = dict(v)
 
     def write(self, piece):
         if isinstance(piece, str):  # CPython hands over str; MicroPython bytes-like
@@ -48,14 +57,17 @@ class Reader(io.IOBase):  # a stream too: json.dump writes into it
 
     def readinto(self, buf):
         """The next bytes into buf; 0 once all of them have been read."""
-        if self.done >= self.total:
-            return 0
+        self.n = self.got = self.room = 0
+        if buf is not None:
+            if self.done >= self.total:
+                return 0
+            self.room = len(buf)
         self.buf = buf
-        self.room = len(buf)
-        self.n = self.got = 0
         _dump(self.obj, self, separators=_SEP)
         self.buf = None
         return self.got
 
     def close(self):
-        self.obj = None
+        for k, v in self.was or ():
+            self.obj[k] = v
+        self.obj = self.was = None

@@ -36,7 +36,7 @@ def ready(cfg):
     global _MADE
     want = (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"])
     if want != _MADE:
-        made, bufs, _ = getattr(ringws, "inflaters", (None, None, None))
+        made, bufs = getattr(ringws, "inflaters", (None, None))[:2]
         if made != want:
             # (a server made without slot.allocate_slots, or a test's settings)
             bufs = __import__("ringws.compat_inflate").compat_inflate.start(cfg)
