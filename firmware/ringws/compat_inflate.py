@@ -74,11 +74,13 @@ def start(cfg, line=False, srv=None):
     # The outputs' memory: the end of the shared receive buffer, taken at start-up where
     # what is left still holds recv_buf (the arena was budgeted at boot: no heap). An
     # inflater's output is only read within its connection's callbacks, never lent.
+    # (and the pool's 128-byte scratch, after them)
     zout = None if line else (was[3:] or (None,))[0]
     sh = srv and srv.shared
-    if line and sh is not None and len(sh) - k * out >= cfg["recv_buf"]:
-        zout = sh[len(sh) - k * out :]
-        srv.shared = sh[: len(sh) - k * out]
+    n = k * out + 128
+    if line and sh is not None and len(sh) - n >= cfg["recv_buf"]:
+        zout = sh[len(sh) - n :]
+        srv.shared = sh[: len(sh) - n]
     if st is None:
         st = {"inflaters": k, "bits": bits, "can_compress": False, "declined": 0,
               "code": cfg.get("deflate_code", 0), "loads": 0}
@@ -97,10 +99,12 @@ def start(cfg, line=False, srv=None):
         fill, nfill, rfill = _zeros(bits)
         # What follows each message, the same for every inflater: the RFC's tail
         # (00 00 ff ff), the end mark (a stored block of 128 zeros), the window's zeros.
-        fill = (bits, b"\x00\x00\xff\xff\x00\x80\x00\x7f\xff" + bytes(128) + fill, nfill, rfill)
+        # (and a scratch buffer for compaction and draining, within one call)
+        fill = (bits, b"\x00\x00\xff\xff\x00\x80\x00\x7f\xff" + bytes(128) + fill, nfill, rfill,
+                zout[k * out :] if zout else bytearray(128))
         # (BytesIO(size) is preallocated: writes within it never grow it. getattr: the stubs
         # leave out its size argument.)
-        bufs = [_one(bits, zout[i * out : i * out + out] if zout else bytearray(out), fill)
+        bufs = [_one(bits, zout[i * out : i * out + out] if zout else memoryview(bytearray(out)), fill)
                 for i in range(k)]
     # (connection.deflate drops made and bufs with pmd.py; st and zout stay)
     setattr(ringws, "inflaters", (made if bufs else None, bufs, st, zout))

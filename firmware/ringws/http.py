@@ -97,8 +97,8 @@ async def send(write_out, srv, slot, pieces, path=None):
     try:
         while True:
             if write_out(srv, slot):
-                if hasattr(path, "hold"):
-                    path.hold()  # a jsonout.Reader: its text must not change while we wait
+                if path is not None and not isinstance(path, str):
+                    path.readinto(None)  # a jsonout.Reader: its text must not change meanwhile
                 await wait_writable(slot.sock, slot)
                 slot.stuck_at = 0  # progress: the answer's deadline starts over
                 continue

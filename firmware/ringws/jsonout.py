@@ -22,22 +22,9 @@ class Reader(io.IOBase):  # a stream too: json.dump writes into it
         self.obj = obj
         self.was = None
         self.done = 0
-        self.readinto(None)  # counts only
+        self.total = 1 << 30
+        self.readinto(b"")  # room 0: counts only
         self.total = self.n
-
-    def hold(self):
-        """Before the reading waits (http.send): every pass must write the same text, so a
-        dict value that may change meanwhile (the server's close counts) is copied now;
-        close() puts the original back (obj may be kept, as the server's /stats dict is).
-        A text read without waiting needs no copy."""
-        if self.was is None:
-            obj = self.obj
-            was = self.was = []
-            for k in obj:
-                if isinstance(obj[k], dict):
-                    was.append((k, obj[k]))
-            for k, v in was:
-                obj[k] = dict(v)
 
     def write(self, piece):
         if isinstance(piece, str):  # CPython hands over str; MicroPython bytes-like
@@ -56,13 +43,27 @@ class Reader(io.IOBase):  # a stream too: json.dump writes into it
         return len(piece)
 
     def readinto(self, buf):
-        """The next bytes into buf; 0 once all of them have been read."""
-        self.n = self.got = self.room = 0
-        if buf is not None:
-            if self.done >= self.total:
-                return 0
-            self.room = len(buf)
+        """The next bytes into buf; 0 once all of them have been read. None: the reading
+        is about to wait (http.send), see below."""
+        if buf is None:
+            # Every pass must write the same text: a dict value that may change meanwhile
+            # (the server's close counts) is copied now; close() puts the original back
+            # (obj may be kept, as the server's /stats dict is). A text read without
+            # waiting needs no copy.
+            if self.was is None:
+                obj = self.obj
+                was = self.was = []
+                for k in obj:
+                    if isinstance(obj[k], dict):
+                        was.append((k, obj[k]))
+                for k, v in was:
+                    obj[k] = dict(v)
+            return 0
+        if self.done >= self.total:
+            return 0
         self.buf = buf
+        self.room = len(buf)
+        self.n = self.got = 0
         _dump(self.obj, self, separators=_SEP)
         self.buf = None
         return self.got

@@ -169,8 +169,9 @@ _MARK = const(128)  # (compat_inflate.py: more than one read after the message's
 if MICROPYTHON:
     import deflate
 
-    _SCRATCH = bytearray(128)  # compaction and draining, within one call
-    _FILL = None  # (bits, what follows each message, its zeros, bytes read to their end)
+    # (bits, what follows each message, its zeros, bytes read to their end, a 128-byte
+    # scratch buffer for compaction and draining within one call)
+    _FILL = None
 
     class Inflater:
         # (eight attributes: the smallest instance table that holds them)
@@ -178,7 +179,7 @@ if MICROPYTHON:
             global _FILL
             _FILL = fill  # (the same for every inflater of the pool)
             self.src = src
-            self.obuf = memoryview(out)
+            self.obuf = out  # (a memoryview)
             self.dio = dio  # primed at start-up: its next read starts a block
             self.r = self.w = src.tell()
             self.start()
@@ -201,12 +202,13 @@ if MICROPYTHON:
                 # What is not inflated yet moves to the front (destination below source).
                 k = self.w - self.r
                 i = 0
+                b = _FILL[4]
                 while i < k:
                     m = min(128, k - i)
                     s.seek(self.r + i)
-                    s.readinto(_SCRATCH, m)
+                    s.readinto(b, m)
                     s.seek(i)
-                    s.write(_SCRATCH, 0, m)
+                    s.write(b, 0, m)
                     i += m
                 self.r = 0
                 self.w = k
@@ -261,7 +263,7 @@ if MICROPYTHON:
                 left = _MARK - x + _FILL[2]
                 try:
                     while left > 0:
-                        m = d.readinto(_SCRATCH, min(128, left))
+                        m = d.readinto(_FILL[4], min(128, left))
                         if not m:
                             break
                         left -= m
