@@ -83,12 +83,8 @@ def _run(p, inf):
         if p.flags & _IN_FRAME and not inf.ended:
             # This frame's compressed bytes that came, unmasked, into the inflater.
             p._prepare(False)
-            fed = min(p.f_seen, inf.room())
-            if fed:
-                inf.feed(p.rbuf, p.rpos, fed)
-                p._advance(fed)
-            if not p.f_left and p.fin:
-                inf.end()
+            fed = inf.feed(p.rbuf, p.rpos, p.f_seen, p.fin and p.f_seen == p.f_left)
+            p._advance(fed)
         at = p.mlen
         room = len(obuf) - at
         if not room:
@@ -145,8 +141,9 @@ def _deliver(p, buf, n, ev, last):
 
 
 # -- the inflater ------------------------------------------------------------------------
-# start() for each message; feed(buf, off, n) up to room() compressed bytes; end() once the
-# message's last frame is fed; out(buf, off, n) inflates up to n bytes into buf[off:] and
+# start() for each message; feed(buf, off, n, last) takes up to n compressed bytes (what the
+# input holds) and returns how many, last: the message's last ones (it ends once all of
+# them are in); out(buf, off, n) inflates up to n bytes into buf[off:] and
 # returns how many (0: needs more input, or done). done: the output is complete. Errors
 # raise ValueError(close code, reason). Under CPython: zlib, a decoder per message
 # (compat_cpython.py).
@@ -187,47 +184,44 @@ if MICROPYTHON:
         def start(self):
             if self.dio is None:
                 self.r = self.w = 0
-            self.mark = 0  # (until end(): whether anything was fed)
+            self.mark = 0  # (until the message's end: whether anything was fed)
             self.ended = self.done = False
 
-        def room(self):
-            # (the input's 768, less what follows the message and an empty payload's 0x00)
-            return 1 << 30 if self.done else 767 - len(_FILL[1]) - self.w + self.r
-
-        def feed(self, buf, off, n):
+        def feed(self, buf, off, n, last):
             if self.done:
-                return  # after the final block: dropped
+                self.ended = last  # after the final block: dropped
+                return n
             s = self.src
-            if self.w + n > 767 - len(_FILL[1]):
+            size = 767 - len(_FILL[1])  # (the input's, less what follows and an empty 0x00)
+            k = min(n, size - self.w + self.r)
+            if k and self.w + k > size:
                 # What is not inflated yet moves to the front (destination below source).
-                k = self.w - self.r
+                j = self.w - self.r
                 i = 0
                 b = _FILL[4]
-                while i < k:
-                    m = min(128, k - i)
+                while i < j:
+                    m = min(128, j - i)
                     s.seek(self.r + i)
                     s.readinto(b, m)
                     s.seek(i)
                     s.write(b, 0, m)
                     i += m
                 self.r = 0
-                self.w = k
+                self.w = j
             s.seek(self.w)
-            s.write(buf, off, n)
-            self.w += n
-            self.mark = 1
-
-        def end(self):
-            self.ended = True
-            if not self.done:
-                s = self.src
-                s.seek(self.w)
+            if k:
+                s.write(buf, off, k)
+                self.w += k
+                self.mark = 1
+            if last and k == n:
+                self.ended = True
                 if not self.mark:
                     s.write(b"\x00")  # an empty payload reads as 0x00 (RFC 7692 7.2.3.6)
                     self.w += 1
                 s.write(_FILL[1])
                 self.mark = self.w + 9  # (the end mark's zeros)
                 self.w += len(_FILL[1])
+            return k
 
         def out(self, buf, off, n):
             if self.done or n <= 0:
