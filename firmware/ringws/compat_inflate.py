@@ -13,7 +13,9 @@
 #           a call (pmd.py asks for 128 at most).
 #   output  the larger of max_message (a message delivered whole is inflated into it) and
 #           the largest piece the send ring takes beside its reserve (a streamed piece is
-#           echoed as one frame), at most 1 KiB.
+#           echoed as one frame), at most 1 KiB. Taken, with a 128-byte scratch for the
+#           pool, from the end of the shared receive buffer at start-up (launch.py), where
+#           what is left still holds recv_buf; else made with the rest.
 #   decoder the deflate module's DeflateIO: its window (1 << inflate_bits) and state
 #           (about 1.4 KB on x64), made here and used message after message (pmd.py).
 import sys
@@ -57,12 +59,10 @@ def _one(bits, out, fill):
 
 
 def start(cfg, line=False, srv=None):
-    """The buffers for cfg's inflaters: [(input stream, output buffer, decoder, what
-    follows each message), ...] ((None, output buffer, bits) under CPython's zlib), made
-    when pmd.py loads. With line (at start-up, launch.py): no buffers yet, only the
-    request header the handshake keeps, /stats' figures and, given srv, the outputs'
-    memory taken from the end of its shared receive buffer; returns the start-up line,
-    for launch.py to print with what it took."""
+    """The buffers for cfg's inflaters: [(input stream, output, decoder, what follows each
+    message), ...] ((None, output, bits) under CPython's zlib), made when pmd.py loads.
+    With line (start-up, launch.py): only the request header the handshake keeps, /stats'
+    figures and, given srv, the outputs' memory; returns the line launch.py prints."""
     made = k, bits, mbuf, ring = cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]
     if not 9 <= bits <= 15:
         raise ValueError("inflate_bits: 9..15")  # (zlib cannot make 8)
@@ -71,10 +71,9 @@ def start(cfg, line=False, srv=None):
     # code is the heap pmd.py and this pool took at their last load, loads how often.
     was = getattr(ringws, "inflaters", (0, 0, None))
     st = None if line else was[2]
-    # The outputs' memory: the end of the shared receive buffer, taken at start-up where
-    # what is left still holds recv_buf (the arena was budgeted at boot: no heap). An
-    # inflater's output is only read within its connection's callbacks, never lent.
-    # (and the pool's 128-byte scratch, after them)
+    # The outputs' memory and the pool's 128-byte scratch: the end of the shared receive
+    # buffer, taken at start-up where what is left still holds recv_buf (the arena was
+    # budgeted at boot: no heap), never lent again.
     zout = None if line else (was[3:] or (None,))[0]
     sh = srv and srv.shared
     n = k * out + 128
