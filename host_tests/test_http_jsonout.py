@@ -35,15 +35,28 @@ def test_chunks_of_any_size_make_the_whole_text(size):
     assert r.readinto(bytearray(8)) == 0  # stays at the end
 
 
-def test_a_live_nested_dict_is_copied_so_every_pass_agrees():
+def test_a_live_nested_dict_is_copied_before_a_wait_so_every_pass_agrees():
     closed = {"normal": 1}
-    r = Reader({"closed": closed, "n": 1})
+    obj = {"closed": closed, "n": 1}
+    r = Reader(obj)
     first = bytearray(5)
     r.readinto(first)
+    assert r.readinto(None) == 0  # (http.send, before it waits for the socket)
     closed["normal"] = 123456  # a connection closed meanwhile
     closed["memory"] = 1
     out = bytes(first) + read_all(r, 5)
     assert len(out) == r.total and json.loads(out) == {"closed": {"normal": 1}, "n": 1}
+    r.close()
+    assert obj["closed"] is closed  # the original is back (the server keeps its dict)
+
+
+def test_without_a_wait_nothing_is_copied():
+    closed = {"normal": 1}
+    obj = {"closed": closed}
+    r = Reader(obj)
+    assert json.loads(read_all(r, 4)) == obj and obj["closed"] is closed
+    r.close()
+    assert obj["closed"] is closed
 
 
 def test_use_once_does_not_keep_the_module():

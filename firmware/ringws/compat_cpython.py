@@ -140,19 +140,17 @@ class Inflater:
         self.ended = self.done = False
         self.fed = 0
 
-    def room(self):
-        return 1 << 30 if self.done else self.size - len(self.pend)
-
-    def feed(self, buf, off, n):
+    def feed(self, buf, off, n, last):
+        k = n if self.done else min(n, self.size - len(self.pend))
         if not self.done:
-            self.pend += bytes(buf[off : off + n])
-            self.fed += n
-
-    def end(self):
-        self.ended = True
-        if not self.done:
-            # (the RFC's tail and an empty final block, or for an empty payload: 0x00, RFC 7692 7.2.3.6)
-            self.pend += (b"" if self.fed else b"\x00") + b"\x00\x00\xff\xff\x01\x00\x00\xff\xff"
+            self.pend += bytes(buf[off : off + k])
+            self.fed += k
+        if last and k == n:
+            self.ended = True
+            if not self.done:
+                # (the RFC's tail and an empty final block, or for an empty payload: 0x00, RFC 7692 7.2.3.6)
+                self.pend += (b"" if self.fed else b"\x00") + b"\x00\x00\xff\xff\x01\x00\x00\xff\xff"
+        return k
 
     def out(self, buf, off, n):
         if self.done or n <= 0:

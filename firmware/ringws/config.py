@@ -33,9 +33,9 @@ DEFAULTS = {
     # for an offer (or kept: unused, it leaves); short of it the offer is declined (counted
     # in /stats deflate). A callback echo's connection took 732 B on x64 (README).
     "deflate_reserve": 768,
-    # What pmd.py and its inflaters take when they load, until a load measures it (x64: 5.3
-    # KB of code + 4.4 KB of buffers): no load is tried where they would not fit.
-    "deflate_code": 9728,
+    # What pmd.py and its inflaters take when they load, until a load measures it (x64: 3.4
+    # KB of code + 3.5 KB of buffers): no load is tried where they would not fit.
+    "deflate_code": 7168,
 }
 
 

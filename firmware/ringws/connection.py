@@ -427,7 +427,7 @@ def _declined(srv, st):
         sys.modules.pop("ringws.pmd", None)
         if hasattr(pkg, "pmd"):
             delattr(pkg, "pmd")
-        setattr(pkg, "inflaters", (None, None, st))  # (the buffers go with the code)
+        setattr(pkg, "inflaters", (None, None) + pkg.inflaters[2:])  # (the buffers go with the code)
     return None, None
 
 

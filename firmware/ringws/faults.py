@@ -32,5 +32,9 @@ TEXTS = (
     "only GET and HEAD are served",  # 25
     # frames.fits_or_raise: a send that never fits the ring
     "%d bytes: a %d-byte send ring takes frames of up to %d bytes (send_fragment)",  # 26
+    # pmd.py: a compressed message (permessage-deflate) that cannot be inflated
+    "invalid compressed data",  # 27
+    "compressed message ends inside a block",  # 28
+    "compressed data needs more than %d bytes of lookahead",  # 29
 )
 

@@ -79,8 +79,9 @@ def answer(write_out, srv, slot, req):
     else:
         pieces, path = [error_response(HttpError(  # only GET and HEAD are served
             405, why("faults", 25), (("Allow", "GET, HEAD"),)))], None
+    co = send(write_out, srv, slot, pieces, path)  # (out of memory here: still a 503)
     slot.phase = _ANSWER
-    return send(write_out, srv, slot, pieces, path)
+    return co
 
 
 async def send(write_out, srv, slot, pieces, path=None):
@@ -96,6 +97,8 @@ async def send(write_out, srv, slot, pieces, path=None):
     try:
         while True:
             if write_out(srv, slot):
+                if path is not None and not isinstance(path, str):
+                    path.readinto(None)  # a jsonout.Reader: its text must not change meanwhile
                 await wait_writable(slot.sock, slot)
                 slot.stuck_at = 0  # progress: the answer's deadline starts over
                 continue

@@ -19,15 +19,11 @@ class Reader(io.IOBase):  # a stream too: json.dump writes into it
     into the buffer, as many as fit; the rest of the pass only counts."""
 
     def __init__(self, obj):
-        # Every pass must write the same text: a dict value that may change meanwhile
-        # (the server's close counts) is copied now.
-        for k in obj:
-            if isinstance(obj[k], dict):
-                obj[k] = dict(obj[k])
         self.obj = obj
-        self.buf = None
-        self.done = self.n = self.got = self.room = 0
-        _dump(obj, self, separators=_SEP)  # room 0: counts only
+        self.was = None
+        self.done = 0
+        self.total = 1 << 30
+        self.readinto(b"")  # room 0: counts only
         self.total = self.n
 
     def write(self, piece):
@@ -47,7 +43,22 @@ class Reader(io.IOBase):  # a stream too: json.dump writes into it
         return len(piece)
 
     def readinto(self, buf):
-        """The next bytes into buf; 0 once all of them have been read."""
+        """The next bytes into buf; 0 once all of them have been read. None: the reading
+        is about to wait (http.send), see below."""
+        if buf is None:
+            # Every pass must write the same text: a dict value that may change meanwhile
+            # (the server's close counts) is copied now; close() puts the original back
+            # (obj may be kept, as the server's /stats dict is). A text read without
+            # waiting needs no copy.
+            if self.was is None:
+                obj = self.obj
+                was = self.was = []
+                for k in obj:
+                    if isinstance(obj[k], dict):
+                        was.append((k, obj[k]))
+                for k, v in was:
+                    obj[k] = dict(v)
+            return 0
         if self.done >= self.total:
             return 0
         self.buf = buf
@@ -58,4 +69,6 @@ class Reader(io.IOBase):  # a stream too: json.dump writes into it
         return self.got
 
     def close(self):
-        self.obj = None
+        for k, v in self.was or ():
+            self.obj[k] = v
+        self.obj = self.was = None

@@ -11,7 +11,7 @@
 # handler (1009 without one), the last of them empty. Limits and UTF-8 checks apply to the
 # inflated bytes.
 import ringws
-from ringws.compat import MICROPYTHON, const
+from ringws.compat import MICROPYTHON, const, why
 from ringws.kernels import UTF8_ACCEPT, UTF8_REJECT, move, utf8_step
 
 _EV_NONE = const(0)
@@ -31,21 +31,17 @@ _MADE = None  # the settings POOL was made for
 
 
 def ready(cfg):
-    """The pool, made for cfg's settings (connection.deflate, before accepting an offer)."""
-    if (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]) != _MADE:
-        start(cfg)
-
-
-def start(cfg):
-    """The pool, over the buffers made at start-up (or new ones for other settings)."""
+    """The pool, made for cfg's settings (connection.deflate, before accepting an offer),
+    over the buffers made at start-up (or new ones for other settings)."""
     global _MADE
-    made, bufs, _ = getattr(ringws, "inflaters", (None, None, None))
-    if made != (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]):
-        # (a server made without slot.allocate_slots, or a test's settings)
-        bufs = __import__("ringws.compat_inflate").compat_inflate.start(cfg)
-        made = getattr(ringws, "inflaters")[0]
-    _MADE = made
-    POOL[:] = [Inflater(*b) for b in bufs]
+    want = (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"])
+    if want != _MADE:
+        made, bufs = getattr(ringws, "inflaters", (None, None))[:2]
+        if made != want:
+            # (a server made without slot.allocate_slots, or a test's settings)
+            bufs = __import__("ringws.compat_inflate").compat_inflate.start(cfg)
+        _MADE = want
+        POOL[:] = [Inflater(*b) for b in bufs]
 
 
 # -- inflating ---------------------------------------------------------------------------
@@ -83,14 +79,19 @@ def _run(p, inf):
     obuf = inf.obuf
     text = p.msg_op == _OP_TEXT
     while True:
-        fed = _feed(p, inf) if p.flags & _IN_FRAME and not inf.ended else 0
+        fed = 0
+        if p.flags & _IN_FRAME and not inf.ended:
+            # This frame's compressed bytes that came, unmasked, into the inflater.
+            p._prepare(False)
+            fed = inf.feed(p.rbuf, p.rpos, p.f_seen, p.fin and p.f_seen == p.f_left)
+            p._advance(fed)
         at = p.mlen
         room = len(obuf) - at
         if not room:
             if inf.done and inf.ended:
                 return _finish(p, inf, text)
             if not p.flags & _PIECES:
-                raise ValueError(1009, "message larger than %d bytes" % len(p.mbuf))
+                raise ValueError(1009, why("faults", 11, len(p.mbuf)))  # message larger than %d bytes
             p.flags |= _STREAMING
             return _deliver(p, obuf, at, _EV_FRAGMENT, False)
         k = inf.out(obuf, at, room)
@@ -98,7 +99,7 @@ def _run(p, inf):
             if text:
                 p.u8 = utf8_step(obuf, at, at + k, p.u8)
                 if p.u8 == UTF8_REJECT:
-                    raise ValueError(1007, "invalid UTF-8 in text message")
+                    raise ValueError(1007, why("faults", 1))  # invalid UTF-8 in text message
             p.mlen = at + k
             continue
         if inf.done and inf.ended:
@@ -111,29 +112,14 @@ def _run(p, inf):
         return -1  # the next frame (a continuation) brings more
 
 
-def _feed(p, inf):
-    # This frame's compressed bytes that came, unmasked, into the inflater.
-    p._prepare(False)
-    n = p.f_seen
-    room = inf.room()
-    if n > room:
-        n = room
-    if n:
-        inf.feed(p.rbuf, p.rpos, n)
-        p._advance(n)
-    if not p.f_left and p.fin:
-        inf.end()
-    return n
-
-
 def _finish(p, inf, text):
     if text and p.u8 != UTF8_ACCEPT:
-        raise ValueError(1007, "text message ends inside a character")
+        raise ValueError(1007, why("faults", 2))  # text message ends inside a character
     n = p.mlen
     if n and (p.flags & _STREAMING or n > len(p.mbuf)):
         # Out as a piece first, while the inflater still holds it; an empty last one follows.
         if not p.flags & _PIECES:
-            raise ValueError(1009, "message larger than %d bytes" % len(p.mbuf))
+            raise ValueError(1009, why("faults", 11, len(p.mbuf)))  # message larger than %d bytes
         p.flags |= _STREAMING
         return _deliver(p, inf.obuf, n, _EV_FRAGMENT, False)
     move(0, 0, n, p.mbuf, inf.obuf)
@@ -155,8 +141,9 @@ def _deliver(p, buf, n, ev, last):
 
 
 # -- the inflater ------------------------------------------------------------------------
-# start() for each message; feed(buf, off, n) up to room() compressed bytes; end() once the
-# message's last frame is fed; out(buf, off, n) inflates up to n bytes into buf[off:] and
+# start() for each message; feed(buf, off, n, last) takes up to n compressed bytes (what the
+# input holds) and returns how many, last: the message's last ones (it ends once all of
+# them are in); out(buf, off, n) inflates up to n bytes into buf[off:] and
 # returns how many (0: needs more input, or done). done: the output is complete. Errors
 # raise ValueError(close code, reason). Under CPython: zlib, a decoder per message
 # (compat_cpython.py).
@@ -175,67 +162,66 @@ def _deliver(p, buf, n, ev, last):
 # A decoder that failed, met a final block, or was left inside a message is replaced.
 
 _MARK = const(128)  # (compat_inflate.py: more than one read after the message's end asks for)
-_CUT = "compressed message ends inside a block"
 
 if MICROPYTHON:
     import deflate
 
-    _SCRATCH = bytearray(128)  # compaction and draining, within one call
+    # (bits, what follows each message, its zeros, bytes read to their end, a 128-byte
+    # scratch buffer for compaction and draining within one call)
+    _FILL = None
 
     class Inflater:
-        def __init__(self, src, out, bits, dio, tail, nfill, rfill):
+        # (eight attributes: the smallest instance table that holds them)
+        def __init__(self, src, out, dio, fill):
+            global _FILL
+            _FILL = fill  # (the same for every inflater of the pool)
             self.src = src
-            self.obuf = memoryview(out)
-            self.bits = bits
+            self.obuf = out  # (a memoryview)
             self.dio = dio  # primed at start-up: its next read starts a block
-            # (after each message: the RFC's tail, the end mark, the window's zeros)
-            self.tail, self.nfill, self.rfill = tail, nfill, rfill
-            self.size = 767 - len(tail)  # (the input's 768, less an empty payload's 0x00)
             self.r = self.w = src.tell()
             self.start()
 
         def start(self):
             if self.dio is None:
                 self.r = self.w = 0
-            self.fed = 0
+            self.mark = 0  # (until the message's end: whether anything was fed)
             self.ended = self.done = False
 
-        def room(self):
-            return 1 << 30 if self.done else self.size - self.w + self.r
-
-        def feed(self, buf, off, n):
+        def feed(self, buf, off, n, last):
             if self.done:
-                return  # after the final block: dropped
+                self.ended = last  # after the final block: dropped
+                return n
             s = self.src
-            if self.w + n > self.size:
+            size = 767 - len(_FILL[1])  # (the input's, less what follows and an empty 0x00)
+            k = min(n, size - self.w + self.r)
+            if k and self.w + k > size:
                 # What is not inflated yet moves to the front (destination below source).
-                k = self.w - self.r
+                j = self.w - self.r
                 i = 0
-                while i < k:
-                    m = min(128, k - i)
+                b = _FILL[4]
+                while i < j:
+                    m = min(128, j - i)
                     s.seek(self.r + i)
-                    s.readinto(_SCRATCH, m)
+                    s.readinto(b, m)
                     s.seek(i)
-                    s.write(_SCRATCH, 0, m)
+                    s.write(b, 0, m)
                     i += m
                 self.r = 0
-                self.w = k
+                self.w = j
             s.seek(self.w)
-            s.write(buf, off, n)
-            self.w += n
-            self.fed += n
-
-        def end(self):
-            self.ended = True
-            if not self.done:
-                s = self.src
-                s.seek(self.w)
-                if not self.fed:
+            if k:
+                s.write(buf, off, k)
+                self.w += k
+                self.mark = 1
+            if last and k == n:
+                self.ended = True
+                if not self.mark:
                     s.write(b"\x00")  # an empty payload reads as 0x00 (RFC 7692 7.2.3.6)
                     self.w += 1
-                s.write(self.tail)
+                s.write(_FILL[1])
                 self.mark = self.w + 9  # (the end mark's zeros)
-                self.w += len(self.tail)
+                self.w += len(_FILL[1])
+            return k
 
         def out(self, buf, off, n):
             if self.done or n <= 0:
@@ -246,7 +232,7 @@ if MICROPYTHON:
                     return 0
             d = self.dio
             if d is None:
-                d = self.dio = deflate.DeflateIO(self.src, deflate.RAW, self.bits)
+                d = self.dio = deflate.DeflateIO(self.src, deflate.RAW, _FILL[0])
             s = self.src
             s.seek(self.r)
             try:
@@ -259,27 +245,28 @@ if MICROPYTHON:
             if k < 0 or self.r > self.w:
                 self.dio = None
                 if k == -1 and self.r <= self.w:
-                    raise ValueError(1007, "invalid compressed data")
+                    raise ValueError(1007, why("faults", 27))  # invalid compressed data
                 if self.ended:
-                    raise ValueError(1007, _CUT)
-                raise ValueError(1009, "compressed data needs more than %d bytes of lookahead" % _MARGIN)
+                    raise ValueError(1007, why("faults", 28))  # compressed message ends inside a block
+                # compressed data needs more than %d bytes of lookahead
+                raise ValueError(1009, why("faults", 29, _MARGIN))
             if self.ended and self.r >= self.mark:
                 # Into the end mark: the message is out. The decoder reads on to the end of
                 # the window's zeros, where it must stand exactly.
                 x = self.r - self.mark
-                left = _MARK - x + self.nfill
+                left = _MARK - x + _FILL[2]
                 try:
                     while left > 0:
-                        m = d.readinto(_SCRATCH, min(128, left))
+                        m = d.readinto(_FILL[4], min(128, left))
                         if not m:
                             break
                         left -= m
                 except Exception:  # (OSError, EOFError: the message was cut inside a block)
                     left = -1
                 self.r = s.tell()
-                if left or self.r != self.mark + _MARK + self.rfill:
+                if left or self.r != self.mark + _MARK + _FILL[3]:
                     self.dio = None
-                    raise ValueError(1007, _CUT)
+                    raise ValueError(1007, why("faults", 28))  # compressed message ends inside a block
                 self.done = True
                 return k - x
             if k == 0:
