@@ -14,7 +14,7 @@ package(
     files=[
         "__init__.py", "access.py", "aio.py", "body.py", "compat.py", "compat_aio.py",
         "compat_inflate.py", "config.py", "connection.py", "faults.py", "frames.py",
-        "handshake.py", "http.py", "jsonout.py", "kernels.py", "pmd.py", "pmdoffer.py",
+        "handshake.py", "http.py", "jsonout.py", "kernels.py", "pmd.py", "pmdgate.py", "pmdoffer.py",
         "protocol.py", "refusal.py", "relay.py", "ring.py", "server.py", "slot.py",
         "startstop.py", "static.py", "tls.py",
     ],

@@ -117,7 +117,7 @@ def test_handshake_answers_the_extension_and_the_connection_always_opens():
 
 
 def test_an_offer_without_heap_for_the_free_slots_is_declined_counted_and_pmd_leaves(monkeypatch):
-    # connection.deflate: pmd's code is loaded or kept only while mem_free() keeps
+    # pmdgate.offer: pmd's code is loaded or kept only while mem_free() keeps
     # deflate_reserve for each slot still free (here 4 slots: 3 once this one opens) and
     # twice that for /stats.
     import sys

@@ -2,7 +2,7 @@
 MicroPython unix port with 9 slots: what start-up prints is what the heap loses, and several
 `websockets` clients (which offer the extension by default) open and echo at once while
 /stats answers; each offer is accepted only while the heap keeps room for the slots still
-free (connection.deflate), and a declined one is counted and opens uncompressed."""
+free (pmdgate.offer), and a declined one is counted and opens uncompressed."""
 import asyncio
 import re
 

@@ -1,5 +1,5 @@
 # permessage-deflate's buffers (the inflaters), made when pmd.py loads (pmd.start) and gone
-# with it (connection.deflate), and its start-up part: the request header the handshake
+# with it (pmdgate.offer), and its start-up part: the request header the handshake
 # keeps and /stats' figures (launch.py; slot.allocate_slots for a server made without it).
 # This module leaves the heap once it has made them; they stay with the package
 # (ringws.inflaters: the settings they were made for, the list, and what /stats shows).
@@ -67,7 +67,7 @@ def start(cfg, line=False, srv=None):
     if not 9 <= bits <= 15:
         raise ValueError("inflate_bits: 9..15")  # (zlib cannot make 8)
     out = max(mbuf, min(1024, ring - 264))
-    # /stats deflate: declined counts offers refused for want of heap (connection.deflate);
+    # /stats deflate: declined counts offers refused for want of heap (pmdgate.offer);
     # code is the heap pmd.py and this pool took at their last load, loads how often.
     was = getattr(ringws, "inflaters", (0, 0, None))
     st = None if line else was[2]
@@ -105,9 +105,9 @@ def start(cfg, line=False, srv=None):
         # leave out its size argument.)
         bufs = [_one(bits, zout[i * out : i * out + out] if zout else memoryview(bytearray(out)), fill)
                 for i in range(k)]
-    # (connection.deflate drops made and bufs with pmd.py; st and zout stay)
+    # (pmdgate.offer drops made and bufs with pmd.py; st and zout stay)
     setattr(ringws, "inflaters", (made if bufs else None, bufs, st, zout))
-    from ringws import handshake
+    from ringws import handshake, pmdgate  # noqa: F401  (pmdgate: kept, for each offer)
 
     if b"sec-websocket-extensions" not in handshake.KNOWN:  # it keeps only what it is told
         handshake.KNOWN += (b"sec-websocket-extensions",)

@@ -355,7 +355,8 @@ def request(srv, slot, end):
     ext = zin = None  # permessage-deflate (pmd.py), where the server has inflaters
     if (srv.cfg["inflaters"] and req.header("sec-websocket-extensions")
             and getattr(handler, "compression", True)):  # (a route may turn it off)
-        zin, ext = deflate(srv, m - n, req, handler)  # (m - n: slots free once this one opens)
+        # (m - n: slots free once this one opens; pmdgate.py: loaded at start-up, launch.py)
+        zin, ext = __import__("ringws.pmdgate").pmdgate.offer(srv, m - n, req, handler)
     slot.upgrade(handler._ringws_stream, hasattr(handler, "on_pong"), zin if ext else None)
     received(slot, early)
     sub = handshake.select_subprotocol(req, getattr(handler, "subprotocols", ()))
@@ -365,70 +366,6 @@ def request(srv, slot, end):
     slot.conn = getattr(handler, "Conn", srv.Conn)(srv, slot, req, sub, slot.conn)
     slot.handler = handler
     return handler
-
-
-def deflate(srv, k, req, handler):
-    """(pmd, the 101's extension line) for an offer, or (None, None). pmd.py (the inflating
-    code) and its inflaters are loaded, or kept, only while the heap keeps deflate_reserve
-    bytes for each of the k connections the free slots may still open, and twice more for
-    /stats; while a connection uses them every offer is taken (a pool the compressing
-    connections share: another one takes no more heap). The heap is judged first, so that
-    a full board does not even load pmdoffer.py (the answer to an offer, for one use).
-    A declined offer is counted in /stats deflate; unused code the heap is short of leaves."""
-    st = sys.modules["ringws"].inflaters[2]
-    zin = sys.modules.get("ringws.pmd")
-    # (+2: a request on the last slot, /stats, loads its module beside a WebSocket's)
-    need = (k + 2) * srv.cfg["deflate_reserve"]
-    if not _in_use(srv) and not _room(need if zin else need + st["code"]):  # (its last load's)
-        return _declined(srv, st)
-    try:
-        ext = compat.use_once("pmdoffer").offer(req, handler, srv.cfg)
-    except MemoryError:
-        return _declined(srv, st)
-    if ext is None:
-        return None, None  # (not an offer we take: no heap question)
-    if zin is None:
-        compat.collect()  # (pmdoffer.py's code is garbage now)
-        free = compat.mem_free()  # (-1 under CPython: no fixed heap, nothing declined)
-        try:
-            zin = __import__("ringws.pmd").pmd
-            zin.ready(srv.cfg)  # (its inflaters)
-            st["loads"] += 1
-        except MemoryError:
-            st["code"] = free  # (it needs more than that: no new try until the heap has it)
-            return _declined(srv, st)
-        room = _room(need)
-        st["code"] = free - compat.mem_free()
-        if not room:  # (it took more than its last load did)
-            return _declined(srv, st)
-    zin.ready(srv.cfg)
-    return zin, ext
-
-
-def _in_use(srv):
-    for s in srv.slots:
-        if s.zin is not None:
-            return True
-    return False
-
-
-def _room(need):
-    compat.collect()
-    free = compat.mem_free()
-    return free < 0 or free >= need
-
-
-def _declined(srv, st):
-    # Answered without the extension; pmd.py, if no connection uses it, leaves with its
-    # buffers.
-    st["declined"] += 1
-    if not _in_use(srv):
-        pkg = sys.modules["ringws"]
-        sys.modules.pop("ringws.pmd", None)
-        if hasattr(pkg, "pmd"):
-            delattr(pkg, "pmd")
-        setattr(pkg, "inflaters", (None, None) + pkg.inflaters[2:])  # (the buffers go with the code)
-    return None, None
 
 
 # -- ping and pong ----------------------------------------------------------------------

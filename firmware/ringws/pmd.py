@@ -1,5 +1,5 @@
 # permessage-deflate (RFC 7692), receive side: the protocol's data path for a compressed
-# message (RSV1 on its first frame). Loaded by connection.deflate at an offer that
+# message (RSV1 on its first frame). Loaded by pmdgate.offer at an offer that
 # pmdoffer.py accepted, where the heap has room for it; the inflaters' buffers are made at
 # start-up (compat_inflate.py).
 #
@@ -31,7 +31,7 @@ _MADE = None  # the settings POOL was made for
 
 
 def ready(cfg):
-    """The pool, made for cfg's settings (connection.deflate, before accepting an offer),
+    """The pool, made for cfg's settings (pmdgate.offer, before accepting an offer),
     over the buffers made at start-up (or new ones for other settings)."""
     global _MADE
     want = (cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"])

@@ -1,5 +1,5 @@
 # permessage-deflate (RFC 7692): the handshake's answer to an offer. Loaded for one use at
-# each request that offers it, where the server has inflaters (connection.deflate), before
+# each request that offers it, where the server has inflaters (pmdgate.offer), before
 # pmd.py: an offer declined here costs no more than this module, for a moment.
 #
 # The first acceptable offer wins. Every message stands alone (we answer
