@@ -1,9 +1,10 @@
-"""permessage-deflate (inflaters 1, as make sim DEFLATE=1 and the SPIRAM board) under the
-MicroPython unix port with 9 slots: what start-up prints is what the heap loses, and several
-`websockets` clients (which offer the extension by default) open and echo at once while
-/stats answers; each offer is accepted only while the heap keeps room for the slots still
-free (pmdgate.offer), and a declined one is counted and opens uncompressed."""
+"""permessage-deflate (inflaters 1, as every board file) under the MicroPython unix port with
+make sim's 9 slots: what start-up prints is what the heap loses, and a full board of
+`websockets` clients (which offer the extension by default) open, compressed, and echo at
+once while /stats answers. The first offer loads the code where the heap keeps room for
+the slots still free and for /stats (pmdgate.offer); the rest share its inflater."""
 import asyncio
+import json
 import re
 
 import pytest
@@ -49,7 +50,9 @@ async def clients(fw, n, rounds):
 
     async def poll():
         while not done.is_set():
-            polls.append((await loop.run_in_executor(None, fw.stats))["mem_free"])
+            # (fw.get, not fw.stats, which retries a 503: every poll must be answered)
+            status, _, body = await loop.run_in_executor(None, fw.get, "/stats")
+            polls.append(json.loads(body)["mem_free"] if status == 200 else status)
             await asyncio.sleep(0.05)
 
     poller = asyncio.create_task(poll())
@@ -65,14 +68,11 @@ async def clients(fw, n, rounds):
 def test_clients_offering_compression_open_and_echo_at_once(tmp_path, heap):
     fw = Firmware(tmp_path / "fw", heap=heap, server=SIM).start()
     try:
-        got, polls = asyncio.run(asyncio.wait_for(clients(fw, 5, 60), 180))
+        got, polls = asyncio.run(asyncio.wait_for(clients(fw, 8, 60), 180))  # (8: a full board)
         st = fw.idle()
         d = st["deflate"]
-        # Every offer answered: accepted, or declined for want of heap and counted.
-        assert d["declined"] == got.count(False)
-        assert polls and all(polls)
-        if heap == "192k":
-            assert all(got) and d["loads"] == 1 and d["code"] > 0  # room: all compressed
+        assert polls and all(m > 1000 for m in polls), polls  # /stats answered all along (no 503)
+        assert all(got) and d["declined"] == 0 and d["loads"] == 1 and d["code"] > 0
         assert st["closed"]["memory"] == 0 and st["connections"] == 0
     finally:
         fw.stop()
