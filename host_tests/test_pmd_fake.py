@@ -155,6 +155,35 @@ def test_an_offer_without_heap_for_the_free_slots_is_declined_counted_and_pmd_le
     run(scenario, cfg=dict(ON, max_connections=4, deflate_reserve=100, deflate_code=0))
 
 
+def test_the_gate_keeps_the_hungriest_routes_heap_per_connection_for_each_free_slot(monkeypatch):
+    # An async route's connection takes more than deflate_reserve (ringws.aio declares it):
+    # with such a route installed, the same heap that takes the offer otherwise declines it.
+    import sys
+
+    import ringws
+    from ringws import compat
+
+    monkeypatch.setattr(compat, "mem_free", lambda: (3 + 2) * 100)
+    monkeypatch.setitem(sys.modules, "ringws.pmd", pmd)
+    monkeypatch.setattr(ringws, "pmd", pmd, raising=False)
+
+    class Hungry(Echo):
+        heap_per_connection = 101
+
+    for hungry, taken in ((False, True), (True, False)):
+        async def scenario(ctx):
+            c = await open_pmd(ctx)
+            assert (ext_of(c) is not None) == taken
+            await close_handshake(c)
+
+        handlers = {"/echo": Echo()}
+        if hungry:
+            handlers["/other"] = Hungry()
+        monkeypatch.setitem(sys.modules, "ringws.pmd", pmd)
+        run(scenario, cfg=dict(ON, max_connections=4, deflate_reserve=100, deflate_code=0),
+            handlers=handlers)
+
+
 def test_a_memory_error_while_pmd_loads_declines_and_the_connection_opens(monkeypatch):
     import sys
 

@@ -9,15 +9,21 @@ from ringws import compat
 def offer(srv, k, req, handler):
     """(pmd, the 101's extension line) for an offer, or (None, None). pmd.py (the inflating
     code) and its inflaters are loaded, or kept, only while the heap keeps deflate_reserve
-    bytes for each of the k connections the free slots may still open, and twice more for
-    /stats; while a connection uses them every offer is taken (a pool the compressing
-    connections share: another one takes no more heap). The heap is judged first, so that
+    bytes (or a route's heap_per_connection) for each of the k connections the free slots
+    may still open, and twice more for /stats; while a connection uses them every offer is
+    taken (a pool the compressing connections share: another one takes no more heap).
+    The heap is judged first, so that
     a full board does not even load pmdoffer.py (the answer to an offer, for one use).
     A declined offer is counted in /stats deflate; unused code the heap is short of leaves."""
     st = sys.modules["ringws"].inflaters[2]
     zin = sys.modules.get("ringws.pmd")
-    # (+2: a request on the last slot, /stats, loads its module beside a WebSocket's)
-    need = (k + 2) * srv.cfg["deflate_reserve"]
+    # Each free slot may open a connection of the hungriest route (a handler may say what
+    # one of its connections takes); +2: a request on the last slot, /stats, loads its
+    # module beside a WebSocket's.
+    per = srv.cfg["deflate_reserve"]
+    for h in srv.routes.values():
+        per = max(per, getattr(h, "heap_per_connection", 0))
+    need = (k + 2) * per
     if not _in_use(srv) and not _room(need if zin else need + st["code"]):  # (its last load's)
         return _declined(srv, st)
     try:
