@@ -4,6 +4,7 @@ that imports ringws.server echoes to the real `websockets` client."""
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -139,17 +140,30 @@ def test_mip_bytecode_and_a_user_app_echo_at_110k(dist, tmp_path):
         board.stop()
 
 
-def test_the_source_package_does_not_fit_110k(tmp_path):
-    """Why dist/ exists: the top-level package.json (sources) is for PSRAM boards."""
-    if HEAP != "110k":
-        pytest.skip("about the 110 KiB heap")
+def user_app_heap(tmp_path, package):
+    """The user app's "heap free" line with the library installed from package.json
+    (None: it ran out of memory first)."""
     board = Board(tmp_path)
     try:
-        board.mpremote("mip", "install", os.path.join(ROOT, "package.json"))
+        board.mpremote("mip", "install", package)
         main = tmp_path / "main.py"
         main.write_text(USER_MAIN % free_port())
         board.mpremote("fs", "cp", str(main), ":main.py", "+", "reset")
         until(lambda: any(w in board.board_log() for w in ("MemoryError", "user app")), 30)
-        assert "MemoryError" in board.board_log(), board.board_log()
+        log = board.board_log()
+        m = re.search(r"user app: heap free (\d+)", log)
+        assert m or "MemoryError" in log, log
+        return m and int(m.group(1))
     finally:
         board.stop()
+
+
+def test_the_source_package_leaves_less_heap_than_bytecode(dist, tmp_path):
+    """Why dist/ exists: sources compile on the board, into its heap (the top-level
+    package.json is for PSRAM boards); bytecode loads as it is."""
+    if HEAP != "110k":
+        pytest.skip("about the 110 KiB heap")
+    src = user_app_heap(tmp_path / "src", os.path.join(ROOT, "package.json"))
+    mpy = user_app_heap(tmp_path / "mpy", str(dist / "host" / "package.json"))
+    print("user app heap free at 110k: sources %s, bytecode %d" % (src, mpy))
+    assert mpy and (src is None or src < mpy), (src, mpy)
