@@ -108,7 +108,7 @@ def start():
         # that fits), last: so the figure printed is all it takes, names and all.
         gc.collect()
         free = gc.mem_free()
-        line = __import__("ringws.compat_inflate").compat_inflate.start(scfg, True, srv)
+        line = __import__("ringws.compat_inflate").compat_inflate.start(scfg, True)
         gc.collect()
         print(line % (free - gc.mem_free()))
     return srv

@@ -13,9 +13,8 @@
 #           a call (pmd.py asks for 128 at most).
 #   output  the larger of max_message (a message delivered whole is inflated into it) and
 #           the largest piece the send ring takes beside its reserve (a streamed piece is
-#           echoed as one frame), at most 1 KiB. Taken, with a 128-byte scratch for the
-#           pool, from the end of the shared receive buffer at start-up (launch.py), where
-#           what is left still holds recv_buf; else made with the rest.
+#           echoed as one frame), at most 1 KiB. (Not taken from the shared receive
+#           buffer: its size is the board's reads of several frames at once.)
 #   decoder the deflate module's DeflateIO: its window (1 << inflate_bits) and state
 #           (about 1.4 KB on x64), made here and used message after message (pmd.py).
 import sys
@@ -58,11 +57,11 @@ def _one(bits, out, fill):
     return src, out, dio, fill
 
 
-def start(cfg, line=False, srv=None):
+def start(cfg, line=False):
     """The buffers for cfg's inflaters: [(input stream, output, decoder, what follows each
     message), ...] ((None, output, bits) under CPython's zlib), made when pmd.py loads.
-    With line (start-up, launch.py): only the request header the handshake keeps, /stats'
-    figures and, given srv, the outputs' memory; returns the line launch.py prints."""
+    With line (start-up, launch.py): only the request header the handshake keeps and
+    /stats' figures; returns the line launch.py prints."""
     made = k, bits, mbuf, ring = cfg["inflaters"], cfg["inflate_bits"], cfg["max_message"], cfg["send_ring"]
     if not 9 <= bits <= 15:
         raise ValueError("inflate_bits: 9..15")  # (zlib cannot make 8)
@@ -71,15 +70,6 @@ def start(cfg, line=False, srv=None):
     # code is the heap pmd.py and this pool took at their last load, loads how often.
     was = getattr(ringws, "inflaters", (0, 0, None))
     st = None if line else was[2]
-    # The outputs' memory and the pool's 128-byte scratch: the end of the shared receive
-    # buffer, taken at start-up where what is left still holds recv_buf (the arena was
-    # budgeted at boot: no heap), never lent again.
-    zout = None if line else (was[3:] or (None,))[0]
-    sh = srv and srv.shared
-    n = k * out + 128
-    if line and sh is not None and len(sh) - n >= cfg["recv_buf"]:
-        zout = sh[len(sh) - n :]
-        srv.shared = sh[: len(sh) - n]
     if st is None:
         st = {"inflaters": k, "bits": bits, "can_compress": False, "declined": 0,
               "code": cfg.get("deflate_code", 0), "loads": 0}
@@ -100,13 +90,12 @@ def start(cfg, line=False, srv=None):
         # (00 00 ff ff), the end mark (a stored block of 128 zeros), the window's zeros.
         # (and a scratch buffer for compaction and draining, within one call)
         fill = (bits, b"\x00\x00\xff\xff\x00\x80\x00\x7f\xff" + bytes(128) + fill, nfill, rfill,
-                zout[k * out :] if zout else bytearray(128))
+                bytearray(128))
         # (BytesIO(size) is preallocated: writes within it never grow it. getattr: the stubs
         # leave out its size argument.)
-        bufs = [_one(bits, zout[i * out : i * out + out] if zout else memoryview(bytearray(out)), fill)
-                for i in range(k)]
-    # (pmdgate.offer drops made and bufs with pmd.py; st and zout stay)
-    setattr(ringws, "inflaters", (made if bufs else None, bufs, st, zout))
+        bufs = [_one(bits, memoryview(bytearray(out)), fill) for _ in range(k)]
+    # (pmdgate.offer drops made and bufs with pmd.py; st stays)
+    setattr(ringws, "inflaters", (made if bufs else None, bufs, st))
     from ringws import handshake, pmdgate  # noqa: F401  (pmdgate: kept, for each offer)
 
     if b"sec-websocket-extensions" not in handshake.KNOWN:  # it keeps only what it is told
@@ -114,6 +103,5 @@ def start(cfg, line=False, srv=None):
     sys.modules.pop(__name__)  # (loaded for this call only)
     delattr(ringws, "compat_inflate")
     if line:
-        return "ringws: permessage-deflate: %d inflaters x (input 768 + output %d%s + decoder) made with its code at an offer that fits; %%d B taken at start-up" % (
-            k, out, " from the shared receive buffer" if zout else "")
+        return "ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder) made with its code at an offer that fits; %%d B taken at start-up" % (k, out)
     return bufs

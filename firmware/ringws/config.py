@@ -31,11 +31,12 @@ DEFAULTS = {
     "inflate_bits": 9,
     # Heap kept, per WebSocket the free slots may still open, before pmd.py's code is loaded
     # for an offer (or kept: unused, it leaves); short of it the offer is declined (counted
-    # in /stats deflate). A callback echo's connection took 732 B on x64 (README).
+    # in /stats deflate). A callback echo's connection took 635 B on x64 (README); a route
+    # whose connections take more says so (heap_per_connection, pmdgate.py).
     "deflate_reserve": 768,
-    # What pmd.py and its inflaters take when they load, until a load measures it (x64: 3.4
-    # KB of code + 3.5 KB of buffers): no load is tried where they would not fit.
-    "deflate_code": 7168,
+    # What pmd.py and its inflaters take when they load, until a load measures it (x64:
+    # 7,424 B, code and buffers): no load is tried where they would not fit.
+    "deflate_code": 7680,
 }
 
 
