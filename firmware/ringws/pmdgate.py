@@ -12,9 +12,9 @@ def offer(srv, k, req, handler):
     bytes (or a route's heap_per_connection) for each of the k connections the free slots
     may still open, and twice more for /stats; while a connection uses them every offer is
     taken (a pool the compressing connections share: another one takes no more heap).
-    The heap is judged first, so that
-    a full board does not even load pmdoffer.py (the answer to an offer, for one use).
-    A declined offer is counted in /stats deflate; unused code the heap is short of leaves."""
+    The heap is judged first, so that a full board does not even load pmdoffer.py (the
+    answer to an offer, for one use). A declined offer is counted in /stats deflate;
+    unused code the heap is short of leaves."""
     st = sys.modules["ringws"].inflaters[2]
     zin = sys.modules.get("ringws.pmd")
     # Each free slot may open a connection of the hungriest route (a handler may say what
