@@ -68,8 +68,7 @@ def start(cfg, line=False):
     out = max(mbuf, min(1024, ring - 264))
     # /stats deflate: declined counts offers refused for want of heap (pmdgate.offer);
     # code is the heap pmd.py and this pool took at their last load, loads how often.
-    was = getattr(ringws, "inflaters", (0, 0, None))
-    st = None if line else was[2]
+    st = None if line else getattr(ringws, "inflaters", (0, 0, None))[2]
     if st is None:
         st = {"inflaters": k, "bits": bits, "can_compress": False, "declined": 0,
               "code": cfg.get("deflate_code", 0), "loads": 0}
