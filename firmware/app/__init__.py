@@ -23,7 +23,7 @@ class LazyDashboard:
     """
 
     # The page sends only short commands: permessage-deflate (which browsers always offer)
-    # would load its 8 KB of code and inflater for nothing.
+    # would load its code and inflater (about 7 KB) for nothing.
     compression = False
 
     def __init__(self, srv, cfg, board):

@@ -355,7 +355,7 @@ def request(srv, slot, end):
     ext = zin = None  # permessage-deflate (pmd.py), where the server has inflaters
     if (srv.cfg["inflaters"] and req.header("sec-websocket-extensions")
             and getattr(handler, "compression", True)):  # (a route may turn it off)
-        # (m - n: slots free once this one opens; pmdgate.py: loaded at start-up, launch.py)
+        # (m - n: slots free once this one opens; pmdgate.py: loaded by compat_inflate.start)
         zin, ext = __import__("ringws.pmdgate").pmdgate.offer(srv, m - n, req, handler)
     slot.upgrade(handler._ringws_stream, hasattr(handler, "on_pong"), zin if ext else None)
     received(slot, early)
