@@ -110,6 +110,7 @@ def start(srv, sock):
 async def stop(srv, tasks, timeout_ms):
     """Server.shutdown: 1001 to every WebSocket, a bounded wait, then force. tasks: the
     accept loop, then housekeeping."""
+    print("ringws: closing every connection")
     if timeout_ms is None:
         timeout_ms = srv.cfg["shutdown_timeout_ms"]
     tasks[0].cancel()
