@@ -49,7 +49,7 @@ def wss(fw, certs, path="/echo", timeout=5.0):
     from websockets.sync.client import connect
 
     return connect("wss://127.0.0.1:%d%s" % (fw.tls_port, path), ssl=client_ctx(certs),
-                   open_timeout=timeout)
+                   open_timeout=timeout, legacy=True)
 
 
 def https_get(fw, certs, path):
@@ -183,6 +183,7 @@ def ssl3_hello():
     return b"\x16\x03\x00" + len(hs).to_bytes(2, "big") + hs
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")  # (on purpose)
 def test_hostile_tls_cut_off_and_counted(fw, certs):
     fds = fw.fds()
     st = fw.stats()

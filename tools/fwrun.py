@@ -308,7 +308,7 @@ class Firmware(MicroPython):
 
         def attempt():
             try:
-                return connect(self.ws_url(path), open_timeout=timeout, **kw)
+                return connect(self.ws_url(path), open_timeout=timeout, legacy=True, **kw)
             except InvalidStatus as e:
                 if e.response.status_code != 503:
                     raise
