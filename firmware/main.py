@@ -1,6 +1,7 @@
 # Entry point on the board and under the MicroPython unix port (make sim).
 # MicroPython compiles main.py from source in RAM at every boot, so it stays short: the
 # start-up lives in launch.py (bytecode), which leaves the heap before the loop starts.
+import gc
 import launch
 
 try:
@@ -8,7 +9,6 @@ try:
     launch.forget()
     del launch
     import asyncio
-    import gc
 
     try:
         asyncio.run(srv.serve())
@@ -19,6 +19,7 @@ try:
         asyncio.run(srv.shutdown())
     print("ringws: stopped")
 except KeyboardInterrupt:
+    gc.collect()
     print("ringws: stopped")
 except Exception as e:
     print("ringws: fatal error:", repr(e))

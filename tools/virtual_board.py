@@ -177,6 +177,7 @@ def _run(name):
     try:
         exec(code, {"__name__": "__main__", "__file__": name})
     except KeyboardInterrupt:
+        gc.collect()  # (a SIGINT inside a collection leaves the unix port's heap locked)
         print("KeyboardInterrupt in %%s" %% name)
     except SystemExit:
         raise
