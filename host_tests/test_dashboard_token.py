@@ -17,9 +17,8 @@ TOKEN = "s3cret token/+"  # characters a URL must escape
 
 @pytest.fixture
 def fw(tmp_path):
-    # A fresh server for each test, with the board's own sizing: at 110 KiB the heap has
-    # room for one page load with a token, not for a second one beside the first tab's
-    # dashboard (see docs/hostile.md, access).
+    # A fresh server for each test, with the board's own sizing (110 KiB; a page load
+    # beside an open dashboard tab fits with a token too: docs/hostile.md, access).
     f = Firmware(tmp_path / "fw", config={"access": {"token": TOKEN}}).start()
     yield f
     f.stop()

@@ -80,8 +80,7 @@ def test_starved_heap_keeps_open_connections_and_refuses_new_ones(fw, base, leav
             s.sendall(frame(0x8, b"\x03\xe8"))
             assert FrameReader(s).close_code() == 1000
         s.close()
-    # Every open connection went on echoing (docs/hostile.md: "all echoed in every run";
-    # the echo path allocates nothing).
+    # Every open connection went on echoing: the echo path allocates nothing.
     assert outcomes == [("echo", b"hi %d" % i) for i in range(len(olds))], outcomes
     # A new connection is answered 101 if there was memory for it, else a 503; never a
     # silent close. With 400 bytes or fewer left there is never room for a handshake.

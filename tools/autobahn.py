@@ -12,7 +12,7 @@ inflater, 9 slots, 110k), the cases run, and the counts per behaviour are printe
 HTML). Exit 0 when every case is OK, NON-STRICT or INFORMATIONAL.
 
 Not part of `make test`: 12.* and 13.* send 216 x 1000 messages (up to 128 KiB each) and
-take about an hour.
+take about an hour and a half (Makefile: make autobahn).
 """
 import argparse
 import json
