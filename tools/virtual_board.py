@@ -177,12 +177,16 @@ def _run(name):
     try:
         exec(code, {"__name__": "__main__", "__file__": name})
     except KeyboardInterrupt:
-        gc.collect()  # (a SIGINT inside a collection leaves the unix port's heap locked)
+        gc.collect()  # (below)
         print("KeyboardInterrupt in %%s" %% name)
     except SystemExit:
         raise
     except BaseException as e:
         sys.print_exception(e)
+    # A SIGINT inside a collection leaves the unix port's heap locked (main.py then ends
+    # without its shutdown): a collection unlocks it for the REPL, at a small risk of freeing
+    # a live object that a board's Ctrl-C, never raised inside a collection, does not run.
+    gc.collect()
 
 
 _run("boot.py")
