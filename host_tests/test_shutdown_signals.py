@@ -74,6 +74,17 @@ def client(port, busy, opened, codes):
     (signal.SIGTERM, True, True),    # make sim, SIGTERM to the process group
 ], ids=["sigint", "sim-sigint-group", "sim-sigterm", "sim-sigterm-group"])
 def test_signal_closes_every_client_with_1001(sig, wrapped, to_group):
+    # A signal that lands inside a garbage collection leaves the unix port's heap locked:
+    # main.py then says so and ends without the 1001s (test_sigint_in_collection). That
+    # outcome is checked, and the scenario runs again, at most twice more.
+    for _ in range(3):
+        if stop_while_clients_echo(sig, wrapped, to_group):
+            return
+    raise AssertionError("every stop landed inside a garbage collection")
+
+
+def stop_while_clients_echo(sig, wrapped, to_group):
+    """True: every client got 1001; False: the signal came inside a collection."""
     with tempfile.TemporaryDirectory(prefix="ringws-stop-") as tmp:
         proc, port, log = start(tmp, wrapped)
         try:
@@ -92,11 +103,16 @@ def test_signal_closes_every_client_with_1001(sig, wrapped, to_group):
                 os.kill(proc.pid, sig)
             for t in threads:
                 t.join(20)
-            assert codes == [1001] * CLIENTS, (codes, read(log))
             # Then the process ends by itself, cleanly.
             assert proc.wait(10) == 0, read(log)
             text = read(log)
-            assert "closing every connection" in text and "ringws: stopped" in text, text
+            assert "ringws: stopped" in text and "Traceback" not in text, text
+            if "ringws: no heap: no 1001" in text:
+                assert codes == [None] * CLIENTS, (codes, text)  # (closed without a close frame)
+                return False
+            assert codes == [1001] * CLIENTS, (codes, text)
+            assert "closing every connection" in text, text
+            return True
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
