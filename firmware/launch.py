@@ -92,10 +92,9 @@ def start():
     # Take the slots' memory first, while the heap is still one piece.
     slots = __import__("ringws.slot").slot.allocate_slots(scfg, False)
     drop("ringws.slot")  # (the slots keep their class)
-    # Then the code, one module at a time with a collection in between (load()); the
-    # server is built before the app and http load, so start-up's highest point (building
-    # it: startstop, config) does not hold them too.
+    # Then the code, one module at a time with a collection in between (load()).
     load("asyncio", "ringws.handshake", "ringws.server", "board")
+    app = load_app(cfg)  # (before the network: an app that fails to load means AP mode)
     import board
     from ringws.server import Server
 
@@ -106,8 +105,7 @@ def start():
     srv = Server(scfg, platform=board, slots=slots)
     del scfg, slots
     drop("ringws.config")
-    app = load_app(cfg)
-    load("ringws.http")
+    load("ringws.http")  # (after the server's build: start-up's highest point is there)
     if info.get("poll"):
         srv.add_timer(*info["poll"])  # keeps the WiFi link up (board.py, wifi.py)
     if cfg.get("access"):
