@@ -9,7 +9,7 @@ import sys
 # once the application is installed, before the loop starts.
 after_install = None
 
-# Needed only until the server is built (see forget()).
+# Needed only until the server is built (see drop() and forget()).
 # (ringws.slot: the slots keep their class; the module and allocate_slots can go.)
 START_ONLY = ("launch", "fallback", "netup", "otamode", "ringws.config", "ringws.slot")
 
@@ -51,6 +51,31 @@ def load_app(cfg):
         import fallback
 
         return fallback.app(cfg, name, e)
+    finally:
+        gc.collect()
+
+
+def drop(*names):
+    """Let start-up-only modules leave the heap as soon as they are done (their names stay
+    interned), so start-up's highest point is little above what it leaves in use."""
+    import ringws
+
+    for name in names:
+        sys.modules.pop(name, None)
+        if name.startswith("ringws."):
+            try:  # the package keeps its imported submodules as attributes
+                delattr(ringws, name[7:])
+            except (AttributeError, KeyError):  # (MicroPython: KeyError)
+                pass
+    gc.collect()
+
+
+def load(*names):
+    # Each module's loading garbage is freed before the next one loads, so the heap is not
+    # left in thousands of small holes (docs/performance.md has the figures).
+    for name in names:
+        __import__(name)
+        gc.collect()
 
 
 def start():
@@ -63,34 +88,26 @@ def start():
     ota = cfg.get("ota")
     ota = isinstance(ota, dict) and ota.get("token")
     lean = ota and __import__("otamode").update_mode(scfg)
+    drop("fallback", "otamode")
     # Take the slots' memory first, while the heap is still one piece.
-    from ringws.slot import allocate_slots
-
-    slots = allocate_slots(scfg, False)
-
-    # Then the code, one module at a time with a collection in between: each module's
-    # loading garbage is freed before the next one loads, so the heap is not left in
-    # thousands of small holes (docs/performance.md has the figures).
-    for name in ("asyncio", "ringws.handshake", "ringws.server", "board", "app", "ringws.http"):
-        if name == "app":
-            app = load_app(cfg)
-        else:
-            __import__(name)
-        gc.collect()
+    slots = __import__("ringws.slot").slot.allocate_slots(scfg, False)
+    drop("ringws.slot")  # (the slots keep their class)
+    # Then the code, one module at a time with a collection in between (load()).
+    load("asyncio", "ringws.handshake", "ringws.server", "board")
+    app = load_app(cfg)  # (before the network: an app that fails to load means AP mode)
     import board
     from ringws.server import Server
 
     info = board.bring_up(cfg)
+    drop("netup")
     if info.get("bind"):
         scfg["host"] = info["bind"]
     srv = Server(scfg, platform=board, slots=slots)
+    del scfg, slots
+    drop("ringws.config")
+    load("ringws.http")  # (after the server's build: start-up's highest point is there)
     if info.get("poll"):
         srv.add_timer(*info["poll"])  # keeps the WiFi link up (board.py, wifi.py)
-    # Printed from here, not by Server: this module leaves the heap after start-up.
-    print("ringws: %d slots x %d B (recv %d + ring %d + message %d) + shared recv %d = %d B budgeted"
-          % (len(srv.slots), srv.slot_size, scfg["recv_buf"], scfg["send_ring"],
-             scfg["max_message"], scfg["shared_recv"],
-             srv.slot_size * len(srv.slots) + scfg["shared_recv"]))
     if cfg.get("access"):
         from ringws import access
 
@@ -103,28 +120,28 @@ def start():
         gc.collect()
     if after_install is not None:
         after_install(srv, cfg)
-    if scfg["inflaters"]:
+    return srv
+
+
+def forget(srv):
+    """Drop the start-up-only modules, so their code leaves the heap (their names stay
+    interned), then print the figures. Importing one again later would simply load it."""
+    # This module stays until main.py lets go of it: its start-up code leaves now, so the
+    # figures (and deflate's start-up part, loaded for them) do not sit on top of it.
+    global load_config, server_settings, load_app, load, start
+    del load_config, server_settings, load_app, load, start
+    drop(*START_ONLY)
+    cfg = srv.cfg
+    print("ringws: %d slots x %d B (recv %d + ring %d + message %d) + shared recv %d = %d B budgeted"
+          % (len(srv.slots), srv.slot_size, cfg["recv_buf"], cfg["send_ring"],
+             cfg["max_message"], cfg["shared_recv"],
+             srv.slot_size * len(srv.slots) + cfg["shared_recv"]))
+    if cfg["inflaters"]:
         # permessage-deflate's start-up part (its buffers come with its code, at an offer
         # that fits), last: so the figure printed is all it takes, names and all.
         gc.collect()
         free = gc.mem_free()
-        line = __import__("ringws.compat_inflate").compat_inflate.start(scfg, True)
+        line = __import__("ringws.compat_inflate").compat_inflate.start(cfg, True)
         gc.collect()
         print(line % (free - gc.mem_free()))
-    return srv
-
-
-def forget():
-    """Drop the start-up-only modules, so their code leaves the heap (their names stay
-    interned). Importing one again later would simply load it again."""
-    import ringws
-
-    for name in START_ONLY:
-        sys.modules.pop(name, None)
-    for sub in ("config", "slot"):
-        try:
-            delattr(ringws, sub)  # the package keeps its imported submodules as attributes
-        except AttributeError:
-            pass
-    gc.collect()
     print("ringws: heap free %d alloc %d after start-up" % (gc.mem_free(), gc.mem_alloc()))

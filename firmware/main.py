@@ -5,7 +5,7 @@ import launch
 
 try:
     srv = launch.start()
-    launch.forget()
+    launch.forget(srv)
     del launch
     import asyncio
 

@@ -46,7 +46,7 @@ def start():
     return Server()
 
 
-def forget():
+def forget(srv):
     pass
 """
 
