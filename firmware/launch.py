@@ -108,6 +108,8 @@ def start():
     load("ringws.http")  # (after the server's build: start-up's highest point is there)
     if info.get("poll"):
         srv.add_timer(*info["poll"])  # keeps the WiFi link up (board.py, wifi.py)
+    if info.get("stop"):  # the unix port's stop request (simstop.py)
+        srv.add_timer(100, __import__("simstop").watch(srv))
     if cfg.get("access"):
         from ringws import access
 

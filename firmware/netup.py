@@ -25,7 +25,8 @@ def start(cfg, board):
     if board["network"] is None:
         bind = server.get("host") or "127.0.0.1"
         status.update(mode="host", wifi="none", ip=bind, reason=cfg.get("config_error"))
-        return dict(status, bind=bind)
+        getenv = getattr(__import__("os"), "getenv", None)  # (the unix port's)
+        return dict(status, bind=bind, stop=getenv is not None and getenv("RINGWS_STOP") == "stdin")
     board["_wdt_ms"], board["_led_pin"], board["_led_low"] = hardware(cfg)
     led = board["led"]
     led(False)

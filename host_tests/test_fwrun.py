@@ -1,5 +1,5 @@
 """tools/fwrun.py, the one runner of the firmware in tests and tools: what it does when the
-program fails to start, ignores Ctrl-C, or never gets ready."""
+program fails to start, ignores Ctrl-C or its stop request, or never gets ready."""
 import time
 
 import pytest
@@ -45,6 +45,24 @@ def test_stop_is_ctrl_c_first_then_forced(tmp_path):
     q.stop(grace=0.5)
     assert not q.alive() and time.monotonic() - t0 < 3
     assert "ignored" in q.log(since_start=True)
+
+
+def test_the_firmwares_stop_closes_stdin_first_then_forces(tmp_path):
+    # The firmware takes the end of its stdin as its stop request (firmware/simstop.py): a
+    # program run that way sees it; a second one ignores it and is killed.
+    p = program(tmp_path, "import os, sys\nprint('ready', os.getenv('RINGWS_STOP'))\n"
+                          "sys.stdin.read()\nprint('stdin ended')\n")
+    p.stop_on_stdin = True
+    p.start(marker="ready", timeout=10)
+    p.stop(grace=5)
+    assert "ready stdin\nstdin ended" in p.log(since_start=True)
+    q = program(tmp_path, "import time\nprint('ready')\ntime.sleep(60)\nprint('woke')\n")
+    q.stop_on_stdin = True
+    q.start(marker="ready", timeout=10)
+    t0 = time.monotonic()
+    q.stop(grace=0.5)
+    assert not q.alive() and time.monotonic() - t0 < 3
+    assert "woke" not in q.log(since_start=True)
 
 
 def test_until_returns_the_condition_value_or_gives_up():

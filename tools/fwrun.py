@@ -4,7 +4,7 @@
     fw.stats()                      # /stats as a dict (retried while the server answers 503)
     fw.get("/", {"Accept-Encoding": "gzip"})   # (status, headers, body) of one raw GET
     until(lambda: fw.stats()["connections"] == 0, 5)
-    fw.stop()                       # SIGINT, then SIGKILL after `grace` seconds
+    fw.stop()                       # stdin closed (a graceful stop), SIGKILL after `grace` s
 
 Firmware(out_dir=None, heap=HEAP, board="host", server=None, config=None, squeeze=False,
          leave_free=None, entry=None, build=True, app=None)
@@ -135,6 +135,11 @@ def http_get(port, path, headers=None, timeout=5.0, method="GET"):
 class MicroPython:
     """One MicroPython unix-port process in run_dir, its output appended to log_path."""
 
+    # How stop() asks it to end: closing its stdin (the firmware's stop request,
+    # firmware/simstop.py: taken between two steps of its loop), or SIGINT (raised inside
+    # the unix port's signal handler, wherever the program is: for programs of no loop).
+    stop_on_stdin = False
+
     def __init__(self, run_dir, argv, heap=HEAP, log_path=None):
         self.dir = str(run_dir)
         self.argv = list(argv)
@@ -148,9 +153,11 @@ class MicroPython:
         Raises RuntimeError (with the log) if the process exits or the wait times out."""
         with open(self.log_path, "ab") as log:
             self._log_from = log.tell()
+            stop = {"stdin": subprocess.PIPE, "env": dict(os.environ, RINGWS_STOP="stdin")}
             self.proc = subprocess.Popen([micropython(), "-X", "heapsize=" + self.heap]
                                          + self.argv, cwd=self.dir, stdout=log,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT,
+                                         **(stop if self.stop_on_stdin else {}))
         waiting = list(ports)
 
         def ready():
@@ -189,10 +196,14 @@ class MicroPython:
             return None
 
     def stop(self, grace=5.0):
-        """SIGINT (Ctrl-C: the firmware shuts down gracefully), SIGKILL after grace s."""
+        """The stop request (stop_on_stdin: the firmware shuts down gracefully, as make
+        sim's Ctrl-C does, tools/sim_signals.py), else SIGINT; SIGKILL after grace s."""
         if self.alive():
             self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGINT)
+            if self.stop_on_stdin:
+                self.proc.stdin.close()
+            else:
+                self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
@@ -205,6 +216,8 @@ class MicroPython:
             self.proc.kill()
         if self.proc is not None:
             self.proc.wait(5)
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
         self.proc = None
 
     def log(self, since_start=False, tail=6000):
@@ -232,6 +245,8 @@ def _merge(cfg, extra):
 
 class Firmware(MicroPython):
     """The firmware built from firmware/ and run as the board runs it (main.py)."""
+
+    stop_on_stdin = True
 
     def __init__(self, out_dir=None, heap=HEAP, board="host", server=None, config=None,
                  squeeze=False, leave_free=None, entry=None, build=True, certs=None,

@@ -1,25 +1,26 @@
 #!/usr/bin/env python3
-"""Run the firmware under the MicroPython unix port so that SIGTERM stops it gracefully.
+"""Run the firmware under the MicroPython unix port so that Ctrl-C and SIGTERM stop it
+gracefully, every client getting a 1001 close.
 
     tools/sim_signals.py .venv/bin/micropython -X heapsize=110k main.py
 
-main.py answers Ctrl-C (SIGINT, raised as KeyboardInterrupt) with srv.shutdown(): 1001 to
-every client, a wait of at most shutdown_timeout_ms, then the rest closed by force. The
-unix port has no way to handle SIGTERM (no `signal` or `ffi` module; only SIGINT gets a
-handler), so SIGTERM would end it on the spot. Here SIGTERM is blocked for the interpreter,
-so that it stays pending, and a small watcher process sends the interpreter a SIGINT once
-one is pending. The interpreter's SIGINT handler unblocks every signal; SIGTERM is also
-ignored, so the pending one is then dropped instead of ending the process (a blocked
-signal is kept pending even when ignored). The interpreter replaces this process (exec):
-its process id is the one the caller started, whichever way the signal comes (to that id,
-to its process group, or forwarded by make).
+The unix port raises SIGINT's KeyboardInterrupt inside its signal handler, wherever the
+interpreter is: inside a garbage collection it leaves the heap locked, between a frame's
+header and its payload the stream cut. So the interpreter never gets the signal here: SIGINT
+and SIGTERM are blocked for it (a blocked signal stays pending, even a SIGTERM it ignores),
+its stdin is a pipe, and RINGWS_STOP=stdin makes the firmware watch that pipe between two
+steps of its loop (firmware/simstop.py). A small watcher process holds the pipe's other end
+and closes it once either signal is pending for the interpreter: the firmware then shuts
+down as srv.shutdown() does. The interpreter replaces this process (exec): its process id
+is the one the caller started, whichever way the signal comes (to that id, to its process
+group, or forwarded by make).
 """
 import os
 import signal
 import sys
 import time
 
-SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+STOP_BITS = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
 POLL_S = 0.05
 
 
@@ -33,10 +34,10 @@ def pending(pid):
     return mask
 
 
-def watch(pid):
-    """In the forked watcher: until the interpreter exits, turn its first pending SIGTERM
-    into a SIGINT. The watcher ignores the signals itself (a Ctrl-C or a SIGTERM to the
-    process group reaches it too) and ends with the interpreter."""
+def watch(pid, stop_fd):
+    """In the forked watcher: until the interpreter exits, close its stdin's other end once
+    a SIGINT or SIGTERM is pending for it. The watcher ignores the signals itself (a Ctrl-C
+    or a SIGTERM to the process group reaches it too) and ends with the interpreter."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
@@ -45,9 +46,9 @@ def watch(pid):
         os.dup2(null, fd)
     try:
         while os.getppid() == pid:
-            if pending(pid) & SIGTERM_BIT:
-                os.kill(pid, signal.SIGINT)
-                break
+            if stop_fd is not None and pending(pid) & STOP_BITS:
+                os.close(stop_fd)  # the firmware sees the end of its stdin: it shuts down
+                stop_fd = None
             time.sleep(POLL_S)
     except OSError:
         pass
@@ -58,10 +59,16 @@ def main(argv):
     if not argv:
         raise SystemExit(__doc__)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # both survive exec
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     pid = os.getpid()
+    read_end, stop_fd = os.pipe()
     if os.fork() == 0:
-        watch(pid)
+        os.close(read_end)
+        watch(pid, stop_fd)
+    os.close(stop_fd)
+    os.dup2(read_end, 0)
+    os.close(read_end)
+    os.environ["RINGWS_STOP"] = "stdin"
     os.execvp(argv[0], argv)
 
 

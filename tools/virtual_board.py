@@ -255,6 +255,7 @@ class Board:
     def start(self, cause, run_main):
         env = dict(os.environ, VBOARD_RESET=cause, VBOARD_MAIN="1" if run_main else "0",
                    VBOARD_WDT=os.path.join(self.rt, "wdt"))
+        env.pop("RINGWS_STOP", None)  # (its stdin is the REPL: a board stops on Ctrl-C)
         if self.wifi is not None:
             env["VBOARD_WIFI"] = self.wifi
         try:
