@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fwrun import Firmware
-from test_dashboard_browser import CHROMIUM, FLAGS, wait_live
+from test_dashboard_browser import CHROMIUM, FLAGS, WAIT
 from test_tls_wss import HEAP, certs  # noqa: F401  (the module's certificate fixture)
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,12 @@ def test_dashboard_over_https_and_wss(fw, certs, tmp_path):  # noqa: F811
             pg.on("pageerror", lambda e: errors.append(str(e)))
             r = pg.goto(url)
             assert r.status == 200
-            wait_live(pg)  # the page's WebSocket is open: wss to the same port
+            # The page's WebSocket is open: wss to the same port. Chromium also opens
+            # speculative connections that send nothing, and TLS handshakes go one at a
+            # time: each holds the wss back until it is cut off (tls_handshake_ms, 5 s;
+            # /stats tls.failed.timeout), so the page may need a few more seconds here.
+            pg.wait_for_function("document.getElementById('st').textContent == 'live'",
+                                 timeout=WAIT + 3 * 5000)
             assert pg.evaluate("location.protocol") == "https:"
             st = fw.stats()["tls"]
             assert st["connections"] >= 1 and st["handshakes"] >= 2
