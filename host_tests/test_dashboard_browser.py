@@ -205,8 +205,10 @@ def test_screenshot_shows_the_live_board(fw, page_of):
     if fig(pg, "led") != "true":
         pg.click("#led")
         wait_led(pg, True)
-    # Let the heap chart collect some history.
-    start = int(fig(pg, "up") or 0)
+    # Let the heap chart collect some history, counted from the first sample this tab got:
+    # before it, "up" is empty and any later sample would look like fifteen periods on.
+    pg.wait_for_function("document.getElementById('up').dataset.v !== ''", timeout=WAIT)
+    start = int(fig(pg, "up"))
     wait_sample_after(pg, start + 15 * PERIOD)
     st = fw.stats()
     # What the picture shows: connected, the chat line, the LED on as the board has it,
