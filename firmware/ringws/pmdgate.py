@@ -5,6 +5,10 @@ import sys
 
 from ringws import compat
 
+# The last offer taken: (its header value, the answer). Clients of one kind send the same
+# offer, so a full board answers them without loading pmdoffer.py on a tight heap.
+_memo = None
+
 
 def offer(srv, k, req, handler):
     """(pmd, the 101's extension line) for an offer, or (None, None). pmd.py (the inflating
@@ -13,8 +17,10 @@ def offer(srv, k, req, handler):
     may still open, and twice more for /stats; while a connection uses them every offer is
     taken (a pool the compressing connections share: another one takes no more heap).
     The heap is judged first, so that a full board does not even load pmdoffer.py (the
-    answer to an offer, for one use). A declined offer is counted in /stats deflate;
-    unused code the heap is short of leaves."""
+    answer to an offer, for one use), and an offer the same as the last one taken gets its
+    answer again without it. A declined offer is counted in /stats deflate; unused code the
+    heap is short of leaves."""
+    global _memo
     st = sys.modules["ringws"].inflaters[2]
     zin = sys.modules.get("ringws.pmd")
     # Each free slot may open a connection of the hungriest route (a handler may say what
@@ -26,10 +32,16 @@ def offer(srv, k, req, handler):
     need = (k + 2) * per
     if not _in_use(srv) and not _room(need if zin else need + st["code"]):  # (its last load's)
         return _declined(srv, st)
-    try:
-        ext = compat.use_once("pmdoffer").offer(req, handler, srv.cfg)
-    except MemoryError:
-        return _declined(srv, st)
+    value = req.header("sec-websocket-extensions")
+    if _memo is not None and _memo[0] == value:
+        ext = _memo[1]
+    else:
+        try:
+            ext = compat.use_once("pmdoffer").offer(req, handler, srv.cfg)
+            if ext is not None:
+                _memo = (value, ext)
+        except MemoryError:
+            return _declined(srv, st)
     if ext is None:
         return None, None  # (not an offer we take: no heap question)
     if zin is None:
@@ -66,8 +78,10 @@ def _room(need):
 def _declined(srv, st):
     # Answered without the extension; pmd.py, if no connection uses it, leaves with its
     # buffers.
+    global _memo
     st["declined"] += 1
     if not _in_use(srv):
+        _memo = None
         pkg = sys.modules["ringws"]
         sys.modules.pop("ringws.pmd", None)
         if hasattr(pkg, "pmd"):
