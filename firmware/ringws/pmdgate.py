@@ -68,9 +68,7 @@ def _declined(srv, st):
     # buffers.
     st["declined"] += 1
     if not _in_use(srv):
+        compat.unload("ringws.pmd")
         pkg = sys.modules["ringws"]
-        sys.modules.pop("ringws.pmd", None)
-        if hasattr(pkg, "pmd"):
-            delattr(pkg, "pmd")
         setattr(pkg, "inflaters", (None, None) + pkg.inflaters[2:])  # (the buffers go with the code)
     return None, None
