@@ -58,15 +58,10 @@ def load_app(cfg):
 def drop(*names):
     """Let start-up-only modules leave the heap as soon as they are done (their names stay
     interned), so start-up's highest point is little above what it leaves in use."""
-    import ringws
+    from ringws.compat import unload
 
     for name in names:
-        sys.modules.pop(name, None)
-        if name.startswith("ringws."):
-            try:  # the package keeps its imported submodules as attributes
-                delattr(ringws, name[7:])
-            except (AttributeError, KeyError):  # (MicroPython: KeyError)
-                pass
+        unload(name)
     gc.collect()
 
 

@@ -95,3 +95,30 @@ def test_use_once_without_room_raises_memoryerror_on_micropython(tmp_path):
     r = subprocess.run([os.path.join(root, ".venv", "bin", "micropython"), "-X", "heapsize=64k",
                         str(script)], capture_output=True, text=True, timeout=30)
     assert "RAISED MemoryError" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
+def test_unload_lets_a_module_go_whether_or_not_it_is_loaded(tmp_path, interpreter):
+    # compat.unload: what use_once, launch.drop, pmdgate and compat_inflate drop modules
+    # with. Out of sys.modules and off the package; a name not (or no longer) loaded is no
+    # error (MicroPython's delattr raises KeyError for a missing attribute).
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "top.py").write_text("X = 1\n")
+    script = tmp_path / "unload.py"
+    script.write_text(
+        "import sys\n"
+        "sys.path[:0] = [%r, %r]\n"
+        "import ringws, ringws.jsonout, top\n"
+        "from ringws import compat\n"
+        "for name in ('ringws.jsonout', 'top', 'ringws.jsonout', 'ringws.never', 'never'):\n"
+        "    compat.unload(name)\n"
+        "print('LEFT', 'ringws.jsonout' in sys.modules, hasattr(ringws, 'jsonout'),\n"
+        "      'top' in sys.modules, 'ringws.compat' in sys.modules)\n"
+        % (os.path.join(root, "firmware"), str(tmp_path)))
+    exe = (os.path.join(root, ".venv", "bin", "micropython") if interpreter == "micropython"
+           else sys.executable)
+    r = subprocess.run([exe, str(script)], capture_output=True, text=True, timeout=30)
+    assert "LEFT False False False True" in r.stdout, r.stdout + r.stderr

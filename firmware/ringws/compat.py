@@ -8,23 +8,18 @@ import sys
 MICROPYTHON = sys.implementation.name == "micropython"
 
 if MICROPYTHON:
-    import asyncio
-    import gc
-    import select
+    # Names imported one by one: each global takes a place in the module's dict, which
+    # grows by a quarter at a time once full (asyncio, gc, select and time are not kept).
     import socket
-    import time
-    from asyncio import core as _core
+    from asyncio import core as _core, sleep_ms
     from micropython import const  # noqa: F401  (re-exported)
 
     # @micropython.viper / .native are compiler directives, not attributes: the kernels
     # module uses them directly inside its MicroPython branch.
-    ticks_ms = time.ticks_ms
-    ticks_diff = time.ticks_diff
+    from time import ticks_diff, ticks_ms
 
     # Bound to the builtins, not wrapped: each function costs heap once imported.
-    mem_free = gc.mem_free
-    mem_alloc = gc.mem_alloc
-    collect = gc.collect
+    from gc import collect, mem_alloc, mem_free
 
     # The task parks itself on the poller entry of the socket, as MicroPython's asyncio
     # streams do (`yield core._io_queue.queue_read(s)`), and awaits _PARKED, which
@@ -61,8 +56,7 @@ if MICROPYTHON:
     # A connection's socket (one waited on with an owner) instead stays registered, with
     # an empty mask while nobody waits, in the entry the owner keeps (owner.pollent)
     # from its first wait until drop_entry() at its teardown: two objects per connection.
-    _POLLIN = select.POLLIN
-    _POLLOUT = select.POLLOUT
+    from select import POLLIN as _POLLIN, POLLOUT as _POLLOUT
     # id(socket) -> True while it sits on the poller with an empty mask, False while a
     # task waits on it. Only kept sockets are here, so it holds at most one key per slot
     # and the listener, and a dict reuses the places of keys that left: like asyncio's
@@ -179,7 +173,6 @@ if MICROPYTHON:
         recv_into = socket.socket.readinto
         send_from = socket.socket.write
 
-    sleep_ms = asyncio.sleep_ms
     print_exception = sys.print_exception
 
 else:
@@ -212,15 +205,22 @@ def use_once(name):
     attribute of the package), so its code leaves the heap once the caller lets go of
     it. For what only some requests need; a MemoryError while it loads goes to the
     caller (a request the runtime then answers with its prebuilt 503)."""
-    pkg = sys.modules["ringws"]
     full = "ringws." + name
     try:
-        __import__(full)
-        return getattr(pkg, name)
+        return getattr(__import__(full), name)  # (__import__ returns the package)
     finally:
-        sys.modules.pop(full, None)
+        unload(full)
+
+
+def unload(name):
+    """Let the module called name go: out of sys.modules and off its package's attributes,
+    so its code leaves the heap once nothing else holds it (its names stay interned).
+    Whether or not it was loaded, or is loaded only in part (a failed import)."""
+    sys.modules.pop(name, None)
+    i = name.rfind(".")
+    if i > 0:
         try:
-            delattr(pkg, name)
+            delattr(sys.modules[name[:i]], name[i + 1:])
         except (AttributeError, KeyError):  # (MicroPython: KeyError when it is not there)
             pass
 

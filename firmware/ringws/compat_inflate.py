@@ -17,7 +17,6 @@
 #           buffer: its size is the board's reads of several frames at once.)
 #   decoder the deflate module's DeflateIO: its window (1 << inflate_bits) and state
 #           (about 1.4 KB on x64), made here and used message after message (pmd.py).
-import sys
 
 import ringws
 from ringws import compat
@@ -99,8 +98,7 @@ def start(cfg, line=False):
 
     if b"sec-websocket-extensions" not in handshake.KNOWN:  # it keeps only what it is told
         handshake.KNOWN += (b"sec-websocket-extensions",)
-    sys.modules.pop(__name__)  # (loaded for this call only)
-    delattr(ringws, "compat_inflate")
+    compat.unload(__name__)  # (loaded for this call only)
     if line:
         return "ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder) made with its code at an offer that fits; %%d B taken at start-up" % (k, out)
     return bufs

@@ -82,9 +82,7 @@ def _declined(srv, st):
     st["declined"] += 1
     if not _in_use(srv):
         _memo = None
+        compat.unload("ringws.pmd")
         pkg = sys.modules["ringws"]
-        sys.modules.pop("ringws.pmd", None)
-        if hasattr(pkg, "pmd"):
-            delattr(pkg, "pmd")
         setattr(pkg, "inflaters", (None, None) + pkg.inflaters[2:])  # (the buffers go with the code)
     return None, None
