@@ -184,6 +184,35 @@ def test_the_gate_keeps_the_hungriest_routes_heap_per_connection_for_each_free_s
             handlers=handlers)
 
 
+def test_slots_already_reading_a_request_are_kept_a_quarter_of_the_reserve(monkeypatch):
+    # Clients that connect at once (a page's reconnect after the router's): each slot
+    # already reading its request holds most of what its connection will take.
+    import sys
+
+    import ringws
+    from ringws import compat
+
+    heap = [0]
+    monkeypatch.setattr(compat, "mem_free", lambda: heap[0])
+    monkeypatch.setitem(sys.modules, "ringws.pmd", pmd)
+    monkeypatch.setattr(ringws, "pmd", pmd, raising=False)
+
+    async def scenario(ctx):
+        st = ctx.srv.stats()["deflate"]
+        waiting = [ctx.client(), ctx.client()]
+        for w in waiting:
+            w.send_raw(b"GET /echo HTTP/1.1\r\n")  # (half a request head)
+        await until(lambda: sum(s.phase == 1 for s in ctx.srv.slots) == 2)
+        # 3 slots free once this one opens, 2 of them reading: (1 + 2) x 100 + 2 x 25.
+        for free, taken in ((349, False), (350, True)):
+            heap[0] = free
+            c = await open_pmd(ctx)
+            assert (ext_of(c) is not None) == taken and st["declined"] == 1
+            await close_handshake(c)
+
+    run(scenario, cfg=dict(ON, max_connections=4, deflate_reserve=100, deflate_code=0))
+
+
 def test_a_memory_error_while_pmd_loads_declines_and_the_connection_opens(monkeypatch):
     import sys
 

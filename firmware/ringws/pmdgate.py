@@ -4,6 +4,9 @@
 import sys
 
 from ringws import compat
+from ringws.compat import const
+
+_HTTP = const(1)  # (slot.py's phases)
 
 # The last offer taken: (its header value, the answer). Clients of one kind send the same
 # offer, so a full board answers them without loading pmdoffer.py on a tight heap.
@@ -23,13 +26,10 @@ def offer(srv, k, req, handler):
     global _memo
     st = sys.modules["ringws"].inflaters[2]
     zin = sys.modules.get("ringws.pmd")
-    # Each free slot may open a connection of the hungriest route (a handler may say what
-    # one of its connections takes); +2: a request on the last slot, /stats, loads its
-    # module beside a WebSocket's.
     per = srv.cfg["deflate_reserve"]
     for h in srv.routes.values():
         per = max(per, getattr(h, "heap_per_connection", 0))
-    need = (k + 2) * per
+    need = _need(srv, k, per)
     if not _in_use(srv) and not _room(need if zin else need + st["code"]):  # (its last load's)
         return _declined(srv, st)
     value = req.header("sec-websocket-extensions")
@@ -60,6 +60,19 @@ def offer(srv, k, req, handler):
             return _declined(srv, st)
     zin.ready(srv.cfg)
     return zin, ext
+
+
+def _need(srv, k, per):
+    # Each free slot may open a connection of the hungriest route (a handler may say what
+    # one of its connections takes); +2: a request on the last slot, /stats, loads its
+    # module beside a WebSocket's. A slot already reading a request holds most of what
+    # its connection will take (x64: about 540 of a callback echo's 635 B): a quarter.
+    h = -1  # (this request's slot is one)
+    for s in srv.slots:
+        if s.pool is None and s.phase == _HTTP:
+            h += 1
+    h = max(0, min(h, k))
+    return (k - h + 2) * per + h * (per >> 2)
 
 
 def _in_use(srv):
