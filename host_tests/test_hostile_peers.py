@@ -69,8 +69,8 @@ def closed_count(fw, cause):
 
 def test_slowloris_gets_408_after_the_handshake_timeout(fw, base):
     before = closed_count(fw, "handshake_timeout")
+    t0 = time.monotonic()  # before the server can start the connection's clock
     s = connect(fw.port)
-    t0 = time.monotonic()
     stop = threading.Event()
 
     def trickle():  # a header byte every 100 ms: never completes within the timeout
@@ -197,8 +197,8 @@ def test_vanish_mid_frame(fw, base, how):
 
 def test_never_answering_pings_closes_1011_after_keepalive_timeout(fw, base):
     before = closed_count(fw, "ping_timeout")
+    t0 = time.monotonic()  # before the server can open it and start the keepalive's clock
     s = ws_open(fw.port)
-    t0 = time.monotonic()
     r = FrameReader(s, auto_pong=False)
     op, _, payload = r.next()
     assert op == 0x9, "expected a keepalive ping"
