@@ -60,15 +60,17 @@ def _ephemeral_low():
         return None
 
 
-def free_port():
-    """A 127.0.0.1 TCP port that no socket uses now, below the kernel's ephemeral range
-    where there is room: a port in that range may be handed to any outgoing connection
-    (of the test run, or of other runs on the machine) between this choice and the
-    firmware's bind, whose start then fails with EADDRINUSE."""
+def free_port(besides=()):
+    """A 127.0.0.1 TCP port that no socket uses now (and not one of `besides`), below the
+    kernel's ephemeral range where there is room: a port in that range may be handed to
+    any outgoing connection (of the test run, or of other runs on the machine) between
+    this choice and the firmware's bind, whose start then fails with EADDRINUSE."""
     low = _ephemeral_low()
     rng = random.SystemRandom()
     for _ in range(50 if low and low > 12000 else 0):
         port = rng.randrange(10000, low)
+        if port in besides:
+            continue
         s = socket.socket()
         try:
             s.bind(("127.0.0.1", port))  # (no SO_REUSEADDR: fails on TIME_WAIT too)
@@ -295,7 +297,7 @@ class Firmware(MicroPython):
         # certs: a folder with host.pem and host-key.pem (tools/cert.py): wss and https
         # on self.tls_port as well.
         self.certs = certs
-        self.tls_port = free_port() if certs else None
+        self.tls_port = free_port([self.port]) if certs else None
         if build:
             self.build(board, server, config, app)
         access = (config or {}).get("access") or {}
@@ -346,7 +348,7 @@ class Firmware(MicroPython):
                         or "EADDRINUSE" not in self.log(since_start=True, tail=None)):
                     raise
             self.port = free_port()
-            self.tls_port = free_port() if self.tls_port else None
+            self.tls_port = free_port([self.port]) if self.tls_port else None
 
     def url(self, path="/"):
         return "http://127.0.0.1:%d%s" % (self.port, path)
