@@ -191,7 +191,7 @@ class MicroPython:
         def ready():
             if self.proc.poll() is not None:
                 return "exited"
-            if marker is not None and marker not in self.log(since_start=True):
+            if marker is not None and marker not in self.log(since_start=True, tail=None):
                 return None
             while waiting and port_open(waiting[0]):
                 waiting.pop(0)
