@@ -67,8 +67,9 @@ def free_port(besides=()):
     this choice and the firmware's bind, whose start then fails with EADDRINUSE."""
     low = _ephemeral_low()
     rng = random.SystemRandom()
+    # (From 11000: browsers refuse a few ports, 10080 the highest of them.)
     for _ in range(50 if low and low > 12000 else 0):
-        port = rng.randrange(10000, low)
+        port = rng.randrange(11000, low)
         if port in besides:
             continue
         s = socket.socket()
