@@ -6,7 +6,7 @@
 - encode_frame(): a whole frame, masked (a client's) or not (a server's).
 - parse_server_frames(): split what the server wrote into (fin, opcode, payload) tuples.
 - make_proto(): a sans-I/O Protocol over fresh buffers; ring_out(): drain its send ring.
-- free_port(): a TCP port on 127.0.0.1 that nothing listens on now.
+- free_port(): a TCP port on 127.0.0.1 that nothing uses now (tools/fwrun.py).
 - FAST: server timeouts short enough that every timeout case ends in about a second.
 - assert_baseline(fw, base): a running firmware's resources back at a baseline.
 

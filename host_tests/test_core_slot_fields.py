@@ -64,6 +64,6 @@ def test_no_path_adds_a_field_to_a_slot(fw):
     assert fw.get("/")[0] == 200 and fw.get("/nothing-here")[0] == 404
     assert fw.get("/echo")[0] == 400  # not an upgrade
     fw.stats()
-    until(lambda: fw.stats()["connections"] == 0, 5)
+    assert until(lambda: fw.stats()["connections"] == 0, 5)
     n, added, gone = slotkeys(fw)
     assert (added, gone) == ("-", "-") and n <= 47, (n, added, gone, fw.log())

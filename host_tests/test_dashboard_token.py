@@ -8,7 +8,7 @@ token comes from the page's own address (/?token=...), else from what this tab k
 import pytest
 
 from fwrun import Firmware
-from test_dashboard_browser import WAIT, browser  # noqa: F401 (fixture)
+from test_dashboard_browser import RECONNECT, WAIT, browser  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow  # real firmware, Chromium
 
@@ -42,14 +42,14 @@ def tab(browser):  # noqa: F811
     pg.close()
 
 
-def wait_status(pg, prefix):
+def wait_status(pg, prefix, timeout=WAIT):
     # (The element is looked up on each poll: a reload replaces the document meanwhile.)
     pg.wait_for_function("p => (document.getElementById('st') || {textContent: ''})"
-                         ".textContent.startsWith(p)", arg=prefix, timeout=WAIT)
+                         ".textContent.startsWith(p)", arg=prefix, timeout=timeout)
 
 
-def wait_live(pg):
-    wait_status(pg, "live")
+def wait_live(pg, timeout=WAIT):
+    wait_status(pg, "live", timeout)
 
 
 def test_token_from_the_address_connects_and_is_kept_for_the_tab(fw, tab):
@@ -80,7 +80,7 @@ def test_page_asks_once_when_the_board_needs_a_token(fw, tab):
     fw.kill()
     wait_status(tab, "reconnecting")
     fw.start()
-    wait_live(tab)
+    wait_live(tab, RECONNECT)  # (the page's own backoff)
     assert len(tab.prompts) == 1, tab.prompts
 
 

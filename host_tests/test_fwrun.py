@@ -71,3 +71,33 @@ def test_until_returns_the_condition_value_or_gives_up():
     t1 = time.monotonic()
     assert until(lambda: 0, 0.2) == 0
     assert 0.2 <= time.monotonic() - t1 < 1
+
+
+@pytest.mark.slow
+def test_a_port_taken_before_the_first_start_is_exchanged(tmp_path):
+    # An outgoing connection that got the chosen port as its own (what the kernel may do
+    # for any connection while the firmware builds): the bind fails, another port is used.
+    import socket
+
+    from fwrun import Firmware
+
+    fw = Firmware(tmp_path / "fw")
+    taken = fw.port
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    c = socket.socket()
+    c.bind(("127.0.0.1", taken))
+    c.connect(lst.getsockname())
+    try:
+        fw.start()
+        assert fw.port != taken and fw.stats()["slots_total"] >= 1
+        assert "EADDRINUSE" in fw.log(tail=None)
+        port = fw.port
+        fw.kill()
+        fw.start()  # a restart keeps the port it has
+        assert fw.port == port and fw.stats()["slots_total"] >= 1
+    finally:
+        fw.stop()
+        c.close()
+        lst.close()

@@ -6,6 +6,7 @@ descriptors and mem_alloc (after gc.collect(), from /stats) must be back at the 
 taken before it, and well-behaved clients must have been served throughout.
 """
 import os
+import select
 import socket
 import threading
 import time
@@ -69,8 +70,8 @@ def closed_count(fw, cause):
 
 def test_slowloris_gets_408_after_the_handshake_timeout(fw, base):
     before = closed_count(fw, "handshake_timeout")
+    t0 = time.monotonic()  # before the server can start the connection's clock
     s = connect(fw.port)
-    t0 = time.monotonic()
     stop = threading.Event()
 
     def trickle():  # a header byte every 100 ms: never completes within the timeout
@@ -197,8 +198,8 @@ def test_vanish_mid_frame(fw, base, how):
 
 def test_never_answering_pings_closes_1011_after_keepalive_timeout(fw, base):
     before = closed_count(fw, "ping_timeout")
+    t0 = time.monotonic()  # before the server can open it and start the keepalive's clock
     s = ws_open(fw.port)
-    t0 = time.monotonic()
     r = FrameReader(s, auto_pong=False)
     op, _, payload = r.next()
     assert op == 0x9, "expected a keepalive ping"
@@ -262,6 +263,32 @@ def test_client_that_stops_reading_is_dropped_and_bounded(fw, base):
     reset(s)
 
 
+def flood(port, n, timeout=10):
+    """n connections begun at once, each sending its upgrade request as soon as it is up.
+    (Connected one after another, the listener's short backlog drops SYNs: a connect can
+    take 1-3 s, and a connection already accepted into the slot kept for HTTP waited that
+    long for its request, beyond handshake_timeout_ms: a 408 that depended on timing.)"""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+    waiting = list(socks)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        _, up, _ = select.select([], waiting, [], 0.5)
+        for s in up:
+            waiting.remove(s)
+            s.settimeout(5)
+            try:
+                s.sendall(ws_request())
+            except OSError:
+                pass
+    assert not waiting, "connections never established"
+    return socks
+
+
 def test_flood_more_clients_than_slots(calm):
     from contextlib import ExitStack
 
@@ -274,14 +301,9 @@ def test_flood_more_clients_than_slots(calm):
     with ExitStack() as stack:
         admitted = [stack.enter_context(ws_connect("ws://127.0.0.1:%d/echo" % fw.port))
                     for _ in range(SLOTS - 1)]  # (every slot but the one kept for HTTP)
-        extra = [connect(fw.port) for _ in range(12)]
+        extra = flood(fw.port, 12)
         t0 = time.monotonic()
         answers = []
-        for s in extra:
-            try:
-                s.sendall(ws_request())
-            except OSError:
-                pass
         for s in extra:
             answers.append(read_all(s, 3))
             s.close()

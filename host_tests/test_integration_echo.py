@@ -200,17 +200,21 @@ def test_byte_at_a_time_equals_all_at_once(fw):
 
 
 def test_server_sends_one_frame_per_small_message_and_uses_nodelay(fw):
-    # 200 round trips of 1 KiB must not pay a 40 ms delayed-ACK each (Nagle).
+    # Round trips of 1 KiB must not pay a 40 ms delayed-ACK each (Nagle). The median of
+    # 200: a loaded machine stalls some of them, a Nagle stall would be in every one.
     async def go():
         async with websockets.connect(fw.ws_url()) as ws:
-            t0 = time.monotonic()
+            took = []
             for _ in range(200):
+                t0 = time.monotonic()
                 await ws.send(b"x" * 1024)
                 await ws.recv()
-            return time.monotonic() - t0
+                took.append(time.monotonic() - t0)
+            return sorted(took)
 
-    elapsed = run(go())
-    assert elapsed < 200 * 0.04 / 2, "round trips stall: %.3f s for 200" % elapsed
+    took = run(go())
+    assert took[len(took) // 2] < 0.04 / 2, "round trips stall: median %.3f s, slowest " \
+        "%.3f s" % (took[len(took) // 2], took[-1])
 
 
 def test_echo_negotiates_no_subprotocol_and_plain_http_gets_404(fw):

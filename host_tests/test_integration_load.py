@@ -97,10 +97,13 @@ def test_client_that_never_reads_does_not_grow_the_heap_or_stall_others(fw):
 
         async def stall_and_echo():
             async with websockets.connect(fw.ws_url()) as a, websockets.connect(fw.ws_url()) as b:
+                # 3 s and at least 4 samples (80 rounds), however slowly a loaded machine
+                # runs them.
                 t_end = time.monotonic() + 3
                 k = 0
                 pending = frame
-                while time.monotonic() < t_end:
+                while time.monotonic() < t_end or (len(samples) < 4
+                                                   and time.monotonic() < t_end + 60):
                     for _ in range(20):
                         try:  # a partial send keeps its rest: the stream stays valid
                             n = stalled.send(pending)

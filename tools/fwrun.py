@@ -22,12 +22,14 @@ MicroPython(run_dir, argv, heap=HEAP, log_path=None)
     Any program: .start(ports=(), marker=None) waits until each port accepts a connection
     and/or `marker` appears in its output. Bench targets use it directly.
 until(condition, timeout=5, step=0.05): condition's last value, truthy unless timed out.
-free_port(): a 127.0.0.1 TCP port nothing listens on now.
+free_port(): a 127.0.0.1 TCP port nothing uses now (below the ephemeral range: no outgoing
+connection takes it before the firmware binds it).
 The heap defaults to $RINGWS_HEAP or 110k (an ESP32's free heap). The log is out_dir + ".log"
 and is kept after stop().
 """
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -50,7 +52,34 @@ def micropython():
     return "micropython"
 
 
-def free_port():
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def free_port(besides=()):
+    """A 127.0.0.1 TCP port that no socket uses now (and not one of `besides`), below the
+    kernel's ephemeral range where there is room: a port in that range may be handed to
+    any outgoing connection (of the test run, or of other runs on the machine) between
+    this choice and the firmware's bind, whose start then fails with EADDRINUSE."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    # (From 11000: browsers refuse a few ports, 10080 the highest of them.)
+    for _ in range(50 if low and low > 12000 else 0):
+        port = rng.randrange(11000, low)
+        if port in besides:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))  # (no SO_REUSEADDR: fails on TIME_WAIT too)
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -163,7 +192,7 @@ class MicroPython:
         def ready():
             if self.proc.poll() is not None:
                 return "exited"
-            if marker is not None and marker not in self.log(since_start=True):
+            if marker is not None and marker not in self.log(since_start=True, tail=None):
                 return None
             while waiting and port_open(waiting[0]):
                 waiting.pop(0)
@@ -264,11 +293,12 @@ class Firmware(MicroPython):
         module = os.path.basename(entry)[:-3] if entry else "main"
         MicroPython.__init__(self, out_dir, ["-m", module], heap)
         self.port = free_port()
+        self.started = False  # once it has started, the port stays
         self.config = None
         # certs: a folder with host.pem and host-key.pem (tools/cert.py): wss and https
         # on self.tls_port as well.
         self.certs = certs
-        self.tls_port = free_port() if certs else None
+        self.tls_port = free_port([self.port]) if certs else None
         if build:
             self.build(board, server, config, app)
         access = (config or {}).get("access") or {}
@@ -297,14 +327,29 @@ class Firmware(MicroPython):
             json.dump(self.config, f, indent=1, sort_keys=True)
 
     def start(self, timeout=15.0):
-        """Start (on self.port) and wait for the firmware's "listening on" line."""
+        """Start (on self.port) and wait for the firmware's "listening on" line. At the
+        first start a port taken meanwhile by someone else (EADDRINUSE) is exchanged for
+        another; after that the port stays (a restarted board keeps its address)."""
         if self.config is None:
             with open(os.path.join(self.dir, "config.json")) as f:
                 self.config = json.load(f)
-        if self.config["server"].get("port") != self.port:
-            self.config["server"]["port"] = self.port
-            self._write_config()
-        return MicroPython.start(self, marker="listening on", timeout=timeout)
+        for attempt in range(3):
+            server = self.config["server"]
+            if (server.get("port"), server.get("tls_port")) != (self.port, self.tls_port):
+                server["port"] = self.port
+                if self.tls_port:
+                    server["tls_port"] = self.tls_port
+                self._write_config()
+            try:
+                MicroPython.start(self, marker="listening on", timeout=timeout)
+                self.started = True
+                return self
+            except RuntimeError:
+                if (self.started or attempt == 2
+                        or "EADDRINUSE" not in self.log(since_start=True, tail=None)):
+                    raise
+            self.port = free_port()
+            self.tls_port = free_port([self.port]) if self.tls_port else None
 
     def url(self, path="/"):
         return "http://127.0.0.1:%d%s" % (self.port, path)
