@@ -99,11 +99,11 @@ def test_relays_private_constants_agree_with_protocol_and_frames():
 
 def test_the_runtimes_private_constants_agree_with_protocol_and_slot():
     # The runtime's modules repeat them as private const()s so MicroPython inlines them.
-    from ringws import connection, pmdgate, protocol, server, slot, startstop
+    from ringws import connection, http, pmdgate, protocol, server, slot, startstop
 
     slot_names = ("_FREE", "_HTTP", "_WS", "_ANSWER")
     count = 0
-    for mod in (server, connection, startstop, pmdgate):
+    for mod in (server, connection, startstop, pmdgate, http):
         names = [n for n in dir(mod) if n.startswith(("_EV_", "_OPEN", "_CLOSED", "_NO_STREAM",
                                                       "_STREAM_") + slot_names)]
         for n in names:

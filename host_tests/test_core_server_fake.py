@@ -1117,3 +1117,34 @@ def test_shutdown_without_room_for_its_code_still_ends_everything(monkeypatch):
         assert [c[1] for c in ctx.handlers["/echo"].closes] == [1006]
 
     run(scenario, settle=False, expect={"shutdown": 2})
+
+
+@pytest.mark.parametrize("fails, status", [(1, 200), (3, 200), (4, 503)])
+def test_an_answer_short_of_heap_is_tried_again_before_its_503(monkeypatch, fails, status):
+    # On a full board the messages other connections have in flight can leave the heap in
+    # pieces too small for /stats' code for a moment: it is answered a little later, and
+    # the prebuilt 503 comes only when three more tries have failed too.
+    from ringws import http
+
+    real = http.respond
+    left = [fails]
+
+    def starved(srv, req):
+        if left[0]:
+            left[0] -= 1
+            raise MemoryError("heap in pieces")
+        return real(srv, req)
+
+    monkeypatch.setattr(http, "respond", starved)
+
+    async def scenario(ctx):
+        c = ctx.client()
+        assert await c.http(b"GET /stats HTTP/1.1\r\nHost: board\r\n\r\n") == status, c.head
+        body = await c.body()
+        if status == 200:
+            assert json.loads(body)["slots_total"] == len(ctx.srv.slots)
+        else:
+            assert body == b"503 Service Unavailable: out of memory, retry\n"
+        assert left[0] == 0
+
+    run(scenario, expect={"http": 1} if status == 200 else {"memory": 1})

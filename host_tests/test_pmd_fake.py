@@ -244,42 +244,6 @@ def test_a_memory_error_while_pmd_loads_declines_and_the_connection_opens(monkey
     assert sys.modules["ringws.pmd"] is pmd
 
 
-def test_an_offer_like_the_last_one_taken_needs_no_code_loaded(monkeypatch):
-    # A full board's heap may not fit pmdoffer.py (the answer's code, loaded per offer) for a
-    # moment; clients of one kind send the same offer, whose answer the gate keeps.
-    import sys
-
-    from ringws import pmdgate
-
-    class Boom:  # pmdoffer.py's import runs out of memory
-        def find_spec(self, name, path=None, target=None):
-            if name == "ringws.pmdoffer" and short[0]:
-                raise MemoryError
-            return None
-
-    short = [False]
-    monkeypatch.setattr(pmdgate, "_memo", None, raising=False)
-    monkeypatch.setattr(sys, "meta_path", [Boom()] + sys.meta_path)
-    monkeypatch.delitem(sys.modules, "ringws.pmdoffer", raising=False)
-
-    async def scenario(ctx):
-        st = ctx.srv.stats()["deflate"]
-        c = await open_pmd(ctx)
-        short[0] = True
-        d = await open_pmd(ctx)  # the same offer: answered, nothing loaded
-        assert ext_of(d) is not None and ext_of(d) == ext_of(c) and st["declined"] == 0
-        other = OFFER.replace("client_max_window_bits", "client_max_window_bits=10")
-        e = await open_pmd(ctx, other)  # another offer needs the code: declined, counted
-        assert ext_of(e) is None and st["declined"] == 1
-        for x, payload in ((d, b"d" * 300), (e, b"e")):
-            x.send_raw(frames(squeeze(payload) if x is d else payload, False, rsv=4 if x is d else 0))
-            assert await x.message() == (False, payload)
-        for x in (c, d, e):
-            await close_handshake(x)
-
-    run(scenario, cfg=dict(ON, max_connections=4))
-
-
 def test_no_inflaters_no_extension():
     async def scenario(ctx):
         c = await open_pmd(ctx)

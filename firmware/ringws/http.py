@@ -75,13 +75,38 @@ def answer(write_out, srv, slot, req):
     """The coroutine that answers a request at a path that takes only GET (and HEAD):
     a route's, a file's, /stats. The slot enters the ANSWER phase."""
     if req.method == "GET" or req.method == "HEAD":
-        pieces, path = respond(srv, req)
+        try:
+            pieces, path = respond(srv, req)
+        except MemoryError:
+            co = _later(write_out, srv, slot, req)
+            slot.phase = _ANSWER
+            return co
     else:
         pieces, path = [error_response(HttpError(  # only GET and HEAD are served
             405, why("faults", 25), (("Allow", "GET, HEAD"),)))], None
     co = send(write_out, srv, slot, pieces, path)  # (out of memory here: still a 503)
     slot.phase = _ANSWER
     return co
+
+
+async def _later(write_out, srv, slot, req):
+    # The messages other connections have in flight can leave the heap, for a moment, in
+    # pieces too small for an answer's code (static.py, jsonout.py): a full board answers
+    # a little later rather than 503 at once. (Names imported here: this module stays.)
+    from ringws.compat import collect, sleep_ms
+
+    for _ in range(3):
+        collect()
+        await sleep_ms(20)
+        try:
+            pieces, path = respond(srv, req)
+            break
+        except MemoryError:
+            pass
+    else:
+        slot.phase = 1  # (slot.HTTP) nothing sent yet: connection.failure answers its prebuilt 503
+        raise MemoryError
+    await send(write_out, srv, slot, pieces, path)
 
 
 async def send(write_out, srv, slot, pieces, path=None):
@@ -127,15 +152,17 @@ async def send(write_out, srv, slot, pieces, path=None):
 
 
 def response_head(status, content_type=None, length=None, headers=()):
-    head = "HTTP/1.1 %d %s\r\n" % (status, reason(status))
+    # Joined once: adding line after line makes a new string each time, and on a full
+    # board the kept slot's answer has only a few KB of heap.
+    parts = ["HTTP/1.1 %d %s\r\n" % (status, reason(status))]
     if content_type:
-        head += "Content-Type: " + content_type + "\r\n"
+        parts.append("Content-Type: %s\r\n" % content_type)
     if length is not None:
-        head += "Content-Length: %d\r\n" % length
-    for name, value in headers:
-        head += name + ": " + value + "\r\n"
-    head += "Connection: close\r\n\r\n"
-    return head.encode()
+        parts.append("Content-Length: %d\r\n" % length)
+    for h in headers:
+        parts.append("%s: %s\r\n" % h)
+    parts.append("Connection: close\r\n\r\n")
+    return "".join(parts).encode()
 
 
 def error_response(err):

@@ -8,10 +8,6 @@ from ringws.compat import const
 
 _HTTP = const(1)  # (slot.py's phases)
 
-# The last offer taken: (its header value, the answer). Clients of one kind send the same
-# offer, so a full board answers them without loading pmdoffer.py on a tight heap.
-_memo = None
-
 
 def offer(srv, k, req, handler):
     """(pmd, the 101's extension line) for an offer, or (None, None). pmd.py (the inflating
@@ -20,10 +16,8 @@ def offer(srv, k, req, handler):
     may still open, and twice more for /stats; while a connection uses them every offer is
     taken (a pool the compressing connections share: another one takes no more heap).
     The heap is judged first, so that a full board does not even load pmdoffer.py (the
-    answer to an offer, for one use), and an offer the same as the last one taken gets its
-    answer again without it. A declined offer is counted in /stats deflate; unused code the
-    heap is short of leaves."""
-    global _memo
+    answer to an offer, for one use). A declined offer is counted in /stats deflate;
+    unused code the heap is short of leaves."""
     st = sys.modules["ringws"].inflaters[2]
     zin = sys.modules.get("ringws.pmd")
     per = srv.cfg["deflate_reserve"]
@@ -32,16 +26,10 @@ def offer(srv, k, req, handler):
     need = _need(srv, k, per)
     if not _in_use(srv) and not _room(need if zin else need + st["code"]):  # (its last load's)
         return _declined(srv, st)
-    value = req.header("sec-websocket-extensions")
-    if _memo is not None and _memo[0] == value:
-        ext = _memo[1]
-    else:
-        try:
-            ext = compat.use_once("pmdoffer").offer(req, handler, srv.cfg)
-            if ext is not None:
-                _memo = (value, ext)
-        except MemoryError:
-            return _declined(srv, st)
+    try:
+        ext = compat.use_once("pmdoffer").offer(req, handler, srv.cfg)
+    except MemoryError:
+        return _declined(srv, st)
     if ext is None:
         return None, None  # (not an offer we take: no heap question)
     if zin is None:
@@ -91,10 +79,8 @@ def _room(need):
 def _declined(srv, st):
     # Answered without the extension; pmd.py, if no connection uses it, leaves with its
     # buffers.
-    global _memo
     st["declined"] += 1
     if not _in_use(srv):
-        _memo = None
         compat.unload("ringws.pmd")
         pkg = sys.modules["ringws"]
         setattr(pkg, "inflaters", (None, None) + pkg.inflaters[2:])  # (the buffers go with the code)

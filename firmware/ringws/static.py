@@ -12,8 +12,8 @@ TYPES = ("\nhtml text/html; charset=utf-8\njs text/javascript; charset=utf-8"
 
 
 def content_type(name):
-    ext = name.rpartition(".")[2]
-    i = TYPES.find("\n" + ext + " ") if ext else -1
+    ext = name[name.rfind(".") + 1 :]  # (a slice: no tuple of three strings)
+    i = TYPES.find("\n%s " % ext) if ext else -1
     if i < 0:
         return "application/octet-stream"
     i += len(ext) + 2
