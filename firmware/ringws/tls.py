@@ -7,16 +7,21 @@
 # ordinary one: the slot's reader, ring, drain callback, pauses and teardown are the plain
 # ones, reading and writing the SSL socket through compat's stream functions.
 #
-# The budget: one handshake at a time (the accept loop runs it before it accepts again), a
-# free slot of the pool and tls_min_free bytes of heap before each one; otherwise the client
-# gets a TLS alert and a closed socket, counted. A handshake ends with the first byte of the
-# request (the 1-byte read drives it): late after tls_handshake_ms, it is cut off.
+# The budget: an accepted socket waits, unwrapped, until its client sends something (a
+# fixed few of them at once); only then is it wrapped, which takes a free slot of the pool
+# and tls_min_free bytes of heap (else a TLS alert and a closed socket, counted). So a
+# client that connects and says nothing costs a socket, never an SSL context, and holds
+# up nobody. The handshake ends with the first byte of the request (the 1-byte read drives
+# it): late after tls_handshake_ms from accept, it is cut off. A handshake gone quiet (a
+# browser's preconnect shakes hands and then sends no request) gives way to a client that
+# is ready when no slot is free.
 import asyncio
 import errno
+import select
 import ssl
 
 from ringws import compat
-from ringws.compat import recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable
+from ringws.compat import const, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable
 from ringws.connection import log_exc, received
 from ringws.ring import RingBuffer
 
@@ -31,7 +36,23 @@ DEFAULTS = {
     "tls_min_free": 8192,
 }
 
-FAILURES = ("timeout", "closed", "protocol", "version", "not_tls", "memory")
+# idle: a silent client closed early to make room (a quiet handshake when no slot was
+# free, the oldest waiting socket when the waiting list was full).
+FAILURES = ("timeout", "closed", "protocol", "version", "not_tls", "memory", "idle")
+
+_WAITING = const(4)  # accepted sockets waiting for their client's first bytes, at most
+_POLL_MS = const(10)  # how often they (and handshakes under way) are looked at
+_POLLIN = select.POLLIN
+
+# An entry, for an accepted socket until the request's first byte: [socket, peer address,
+# accepted at, readable, last heard at, slot, SSL socket] (slot and SSL once wrapped).
+_SOCK = const(0)
+_REMOTE = const(1)
+_T0 = const(2)
+_READY = const(3)
+_LAST = const(4)
+_SLOT = const(5)
+_SSL = const(6)
 
 # A fatal alert, record version TLS 1.2: internal_error (80) for a refusal.
 _ALERT_BUSY = b"\x15\x03\x03\x00\x02\x02\x50"
@@ -114,8 +135,10 @@ class Tls:
         self.listener = None
         self.pollent = None
         self.task = None
+        self.poller = None  # (made by start: it watches the listener and every entry)
         self.first = bytearray(1)
-        self.shaking = None  # (socket, started) of the handshake under way
+        self.waiting = []  # entries of accepted sockets not yet wrapped, oldest first
+        self.shaking = []  # entries of the handshakes under way, each with its slot
         self.handshakes = 0
         self.handshake_ms = 0  # the last one's
         self.refused = {"busy": 0, "memory": 0}
@@ -123,10 +146,13 @@ class Tls:
         for cause in FAILURES:
             self.failed[cause] = 0
         self.cfg_ms = cfg["tls_handshake_ms"]
-        srv.add_timer(cfg["tick_ms"], self.tick)
+        self.quiet_ms = self.cfg_ms // 5
 
     def start(self, srv):
         # (its listener made by startstop.start, with the plain port's)
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(self.listener, _POLLIN)
         self.task = asyncio.create_task(accept_loop(srv, self))
         return self.task
 
@@ -134,18 +160,19 @@ class Tls:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        # What waits is closed now: the loop, cancelled, does nothing more.
+        for e in self.waiting:
+            _drop(self, e)
+        for e in self.shaking:
+            _drop(self, e)
+            self.free.append(e[_SLOT])
+        self.waiting = []
+        self.shaking = []
         if self.listener is not None:
             compat.drop_entry(self)
             _close(self.listener)
             self.listener = None
-
-    def tick(self, now):
-        # A handshake past its deadline: cancel the accept loop's wait (it counts the
-        # timeout and goes on).
-        h = self.shaking
-        if h is not None and ticks_diff(now, h[1]) > self.cfg_ms and self.task is not None:
-            self.shaking = None
-            self.task.cancel()
+        self.poller = None
 
     def stats(self, srv, out):
         busy = len(self.slots) - len(self.free)
@@ -160,6 +187,7 @@ class Tls:
             "max": len(self.slots),
             "active": busy,
             "connections": ws,
+            "waiting": len(self.waiting),
             "handshakes": self.handshakes,
             "handshake_ms": self.handshake_ms,
             "refused": self.refused,
@@ -181,59 +209,169 @@ def _close(sock):
         pass
 
 
+def _drop(t, e):
+    """Close an entry's sockets, off the poller first. Once: the entry forgets them."""
+    sock = e[_SOCK]
+    if sock is None:
+        return
+    e[_SOCK] = None
+    try:
+        t.poller.unregister(sock)
+    except Exception:
+        pass
+    _close(e[_SSL])  # (closing the SSL socket after an error leaves the TCP one open)
+    e[_SSL] = None
+    _close(sock)
+
+
 async def accept_loop(srv, t):
-    lsock = t.listener
+    # One task for the listener and for every socket between accept and the request's
+    # first byte. With none of those it sleeps on the listener; otherwise it looks at them
+    # all every _POLL_MS: an asyncio task waits on one socket only, and a task per client
+    # would be an allocation per accept.
+    pause = False
     while True:
-        try:
-            await wait_readable(lsock, t)
-            sock, remote = lsock.accept()
-        except asyncio.CancelledError:
-            if t.task is None:
-                raise  # stop()
-            continue  # a late cancel from tick(): nothing to time now
-        except OSError as e:
-            if compat.errno_of(e) != errno.EAGAIN:  # (EAGAIN: a spurious wake-up)
-                srv.accept_errors += 1
-                await sleep_ms(50)
-            continue
-        except MemoryError:
-            srv.accept_errors += 1
+        if pause:
             await sleep_ms(50)
-            continue
+        elif t.waiting or t.shaking:
+            await sleep_ms(_POLL_MS)
+        else:
+            await wait_readable(t.listener, t)
         try:
-            await serve_one(srv, t, sock, remote)
-        except asyncio.CancelledError:
-            _close(sock)
-            if t.task is None:
-                raise
+            pause = step(srv, t, ticks_ms())
         except Exception as e:  # never the end of the TLS listener
-            _close(sock)
             log_exc("tls", e)
-        t.shaking = None
+            pause = True
 
 
-async def serve_one(srv, t, sock, remote):
+def step(srv, t, now):
+    """One look at every socket. True if accept() failed (the loop then pauses)."""
+    listen = False
+    for obj, _ in t.poller.ipoll(0):
+        if obj is t.listener:
+            listen = True
+        elif not _mark(t.waiting, obj):
+            _mark(t.shaking, obj)
+    pause = accept_one(srv, t, now) if listen else False
+    expire(t, t.waiting, now)
+    expire(t, t.shaking, now)
+    hs = t.shaking
+    i = 0
+    while i < len(hs):
+        if hs[i][_READY] and shake(srv, t, hs[i], now):
+            del hs[i]  # served or failed
+        else:
+            i += 1
+    while True:
+        e = None
+        for w in t.waiting:
+            if w[_READY]:
+                e = w
+                break
+        if e is None or not begin(srv, t, e, now):
+            return pause
+
+
+def _mark(entries, obj):
+    for e in entries:
+        if e[_SOCK] is obj:
+            e[_READY] = True
+            return True
+    return False
+
+
+def accept_one(srv, t, now):
+    try:
+        sock, remote = t.listener.accept()
+    except OSError as e:
+        if compat.errno_of(e) == errno.EAGAIN:  # (a spurious wake-up)
+            return False
+        srv.accept_errors += 1
+        return True
+    except MemoryError:
+        srv.accept_errors += 1
+        return True
     try:
         sock.setblocking(False)
         compat.set_nodelay(sock)
     except OSError:
         pass
+    w = t.waiting
+    if len(w) >= _WAITING:
+        # Full: the oldest that has sent nothing makes room (a client that speaks sends
+        # its hello at once), else the oldest.
+        old = w[0]
+        for e in w:
+            if not e[_READY]:
+                old = e
+                break
+        w.remove(old)
+        _drop(t, old)
+        t.failed["idle"] += 1
+    try:
+        w.append([sock, remote, now, False, now, None, None])
+    except MemoryError:
+        _close(sock)
+        srv.accept_errors += 1
+        return False
+    try:
+        t.poller.register(sock, _POLLIN)
+    except MemoryError:
+        w.pop()
+        _close(sock)
+        srv.accept_errors += 1
+    return False
+
+
+def expire(t, entries, now):
+    """Past tls_handshake_ms since accept without the request's first byte: cut off."""
+    i = 0
+    while i < len(entries):
+        e = entries[i]
+        if ticks_diff(now, e[_T0]) > t.cfg_ms:
+            del entries[i]
+            _drop(t, e)
+            t.failed["timeout"] += 1
+            if e[_SLOT] is not None:
+                t.free.append(e[_SLOT])
+        else:
+            i += 1
+
+
+def begin(srv, t, e, now):
+    """A waiting client spoke (its hello, most likely): wrap it and start its handshake,
+    or refuse it. False if it must wait for a slot held by a handshake under way."""
+    if not t.free and t.shaking:
+        # The handshake quiet the longest gives way, once it has been quiet for a while:
+        # a client that has shaken hands and sends no request (a browser's preconnect).
+        q = t.shaking[0]
+        for h in t.shaking:
+            if ticks_diff(h[_LAST], q[_LAST]) < 0:
+                q = h
+        if ticks_diff(now, q[_LAST]) < t.quiet_ms:
+            return False
+        t.shaking.remove(q)
+        _drop(t, q)
+        t.failed["idle"] += 1
+        t.free.append(q[_SLOT])
+    t.waiting.remove(e)
     cause = admit(srv, t)
     if cause is not None:
         t.refused[cause] += 1
-        await refuse(srv, sock)
-        return
-    slot = t.free.pop()
+        refuse(srv, e[_SOCK])
+        _drop(t, e)
+        return True
+    e[_SLOT] = t.free.pop()
     try:
-        cause = await handshake(srv, t, slot, sock, remote)
-    except asyncio.CancelledError:
-        if t.task is None:
-            t.free.append(slot)
-            raise
-        cause = "timeout"  # tick() found it late
-    if cause is not None:
-        t.failed[cause] += 1
-        t.free.append(slot)
+        e[_SSL] = t.ctx.wrap_socket(e[_SOCK], server_side=True, do_handshake_on_connect=False)
+    except MemoryError:
+        fail(t, e, "memory")
+        return True
+    except OSError as ex:
+        fail(t, e, _cause(ex))
+        return True
+    t.shaking.append(e)
+    return True
 
 
 def admit(srv, t):
@@ -247,68 +385,65 @@ def admit(srv, t):
     return None
 
 
-async def refuse(srv, sock):
-    # A moment for the client's hello first: closing with it unread would reset the
-    # connection, and the client could lose the alert.
+def refuse(srv, sock):
+    # The hello read first: closing with it unread would reset the connection, and the
+    # client could lose the alert.
     try:
-        for _ in range(5):
-            if recv_into(sock, srv.scratch, len(srv.scratch)) is not None:
+        for _ in range(40):
+            if not recv_into(sock, srv.scratch, len(srv.scratch)):
                 break
-            await sleep_ms(20)
         send_from(sock, _ALERT_BUSY, 0, len(_ALERT_BUSY))
     except Exception:
         pass
-    _close(sock)
 
 
-async def handshake(srv, t, slot, sock, remote):
-    """Wrap and shake hands; on success the slot serves the connection. Returns None or
-    the cause of the failure (the socket is then closed)."""
-    t.shaking = (sock, ticks_ms())
-    ss = None
+def fail(t, e, cause):
+    t.failed[cause] += 1
+    _drop(t, e)
+    t.free.append(e[_SLOT])
+
+
+def shake(srv, t, e, now):
+    """Drive a handshake with what its client sent (the 1-byte read does it). True once
+    it ended: the slot serves the connection, or it failed (counted, closed)."""
+    e[_READY] = False
+    e[_LAST] = now
+    ss = e[_SSL]
     try:
-        ss = t.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        while True:
-            n = recv_into(ss, t.first, 1)
-            if n:
-                break
-            if n == 0:
-                raise OSError(errno.ECONNRESET)
-            await wait_readable(sock)  # (the server's flight fits the socket: no write wait)
+        n = recv_into(ss, t.first, 1)
+        if n is None:
+            return False
+        if n == 0:
+            raise OSError(errno.ECONNRESET)
     except MemoryError:
-        cause = "memory"
-    except OSError as e:
-        cause = _cause(e)
+        fail(t, e, "memory")
+        return True
+    except OSError as ex:
+        cause = _cause(ex)
         if cause == "not_tls":  # plain HTTP, most likely: say where to go
             try:
-                send_from(sock, _NOT_TLS_400, 0, len(_NOT_TLS_400))
+                send_from(e[_SOCK], _NOT_TLS_400, 0, len(_NOT_TLS_400))
             except Exception:
                 pass
-    except BaseException:
-        _close(ss)
-        _close(sock)
-        raise
-    else:
-        cause = None
-    if cause is not None:
-        _close(ss)
-        _close(sock)  # (closing the SSL socket after an error leaves it open)
-        return cause
-    t.handshakes += 1
-    t.handshake_ms = ticks_diff(ticks_ms(), t.shaking[1])
+        fail(t, e, cause)
+        return True
+    slot = e[_SLOT]
+    sock = e[_SOCK]
     try:
-        srv._start(slot, ss, remote)
+        t.poller.unregister(sock)
+        srv._start(slot, ss, e[_REMOTE])
     except MemoryError:  # not even the slot's reader task fits
         slot.phase = 0  # (FREE)
         slot.sock = None
-        _close(ss)
-        _close(sock)
-        return "memory"
+        fail(t, e, "memory")
+        return True
+    t.handshakes += 1
+    t.handshake_ms = ticks_diff(now, e[_T0])
     slot.raw = sock  # what its tasks wait on (compat._park)
     slot.block[0] = t.first[0]  # the request's first byte, read by the handshake
     received(slot, 1)
     srv.bytes_in += 1
-    return None
+    return True
 
 
 def _cause(e):
