@@ -7,8 +7,8 @@
 # ordinary one: the slot's reader, ring, drain callback, pauses and teardown are the plain
 # ones, reading and writing the SSL socket through compat's stream functions.
 #
-# The budget: an accepted socket waits, unwrapped, until its client sends something (a
-# fixed few of them at once); only then is it wrapped, which takes a free slot of the pool
+# The budget: an accepted socket waits, unwrapped, until its client sends something (up
+# to tls_waiting at once); only then is it wrapped, which takes a free slot of the pool
 # and tls_min_free bytes of heap (else a TLS alert and a closed socket, counted). So a
 # client that connects and says nothing costs a socket, never an SSL context, and holds
 # up nobody. The handshake ends with the first byte of the request (the 1-byte read drives
@@ -25,22 +25,10 @@ from ringws.compat import const, recv_into, send_from, sleep_ms, ticks_diff, tic
 from ringws.connection import log_exc, received
 from ringws.ring import RingBuffer
 
-DEFAULTS = {
-    "tls_port": 0,  # 0: no TLS
-    "tls_max": 1,  # TLS connections at once (WebSocket or HTTP), each with a slot of its own
-    "tls_cert": "tls/cert.der",  # DER, as tools/build.py deploys them
-    "tls_key": "tls/key.der",
-    "tls_handshake_ms": 5000,  # from accept to the request's first byte
-    # Heap a handshake may need: checked (after a collection) before each one. Where
-    # mbedTLS allocates on the Python heap this is its share, elsewhere a safety margin.
-    "tls_min_free": 8192,
-}
-
 # idle: a silent client closed early to make room (a quiet handshake when no slot was
 # free, the oldest waiting socket when the waiting list was full).
 FAILURES = ("timeout", "closed", "protocol", "version", "not_tls", "memory", "idle")
 
-_WAITING = const(4)  # accepted sockets waiting for their client's first bytes, at most
 _POLL_MS = const(10)  # how often they (and handshakes under way) are looked at
 _POLLIN = select.POLLIN
 
@@ -66,22 +54,9 @@ _NOT_TLS = (-0x7200, -0x7080)
 
 
 def check(cfg):
-    """Fill and check the TLS settings of a server whose tls_port is set (config.py)."""
-    from ringws.config import DEFAULTS as PLAIN
-
-    for key in cfg:
-        if key not in PLAIN and key not in DEFAULTS:
-            raise ValueError("unknown server setting: %s" % key)
-    for key, value in DEFAULTS.items():
-        cfg.setdefault(key, value)
-    for key in ("tls_port", "tls_max", "tls_handshake_ms", "tls_min_free"):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError("server setting %s must be a non-negative integer" % key)
-    if cfg["tls_max"] < 1:
-        raise ValueError("server setting tls_max must be at least 1 with a tls_port")
-    if cfg["tls_port"] == cfg["port"]:
-        raise ValueError("server setting tls_port must differ from port")
+    """Fill and check the TLS settings of a server whose tls_port is set (config.py). The
+    code is in tlscfg.py, loaded for that moment: a start-up's only use of it."""
+    compat.use_once("tlscfg").check(cfg)
 
 
 class TlsRing(RingBuffer):
@@ -147,6 +122,7 @@ class Tls:
             self.failed[cause] = 0
         self.cfg_ms = cfg["tls_handshake_ms"]
         self.quiet_ms = self.cfg_ms // 5
+        self.wait_max = cfg["tls_waiting"]
 
     def start(self, srv):
         # (its listener made by startstop.start, with the plain port's)
@@ -250,11 +226,29 @@ def step(srv, t, now):
     for obj, _ in t.poller.ipoll(0):
         if obj is t.listener:
             listen = True
-        elif not _mark(t.waiting, obj):
-            _mark(t.shaking, obj)
+        for e in t.waiting:
+            if e[_SOCK] is obj:
+                e[_READY] = True
+        for e in t.shaking:
+            if e[_SOCK] is obj:
+                e[_READY] = True
     pause = accept_one(srv, t, now) if listen else False
-    expire(t, t.waiting, now)
-    expire(t, t.shaking, now)
+    for entries in (t.waiting, t.shaking):
+        # Past tls_handshake_ms since accept without the request's first byte: cut off.
+        i = 0
+        while i < len(entries):
+            if ticks_diff(now, entries[i][_T0]) > t.cfg_ms:
+                fail(t, entries.pop(i), "timeout")
+            else:
+                i += 1
+    while True:
+        for e in t.waiting:
+            if e[_READY]:
+                break
+        else:
+            break
+        if not begin(srv, t, e, now):
+            break  # (no slot yet: the others wait as well)
     hs = t.shaking
     i = 0
     while i < len(hs):
@@ -262,22 +256,7 @@ def step(srv, t, now):
             del hs[i]  # served or failed
         else:
             i += 1
-    while True:
-        e = None
-        for w in t.waiting:
-            if w[_READY]:
-                e = w
-                break
-        if e is None or not begin(srv, t, e, now):
-            return pause
-
-
-def _mark(entries, obj):
-    for e in entries:
-        if e[_SOCK] is obj:
-            e[_READY] = True
-            return True
-    return False
+    return pause
 
 
 def accept_one(srv, t, now):
@@ -297,45 +276,19 @@ def accept_one(srv, t, now):
     except OSError:
         pass
     w = t.waiting
-    if len(w) >= _WAITING:
-        # Full: the oldest that has sent nothing makes room (a client that speaks sends
-        # its hello at once), else the oldest.
-        old = w[0]
-        for e in w:
-            if not e[_READY]:
-                old = e
-                break
-        w.remove(old)
-        _drop(t, old)
-        t.failed["idle"] += 1
+    if len(w) >= t.wait_max:
+        # Full: the oldest makes room (a client that means it sends its hello at once).
+        fail(t, w.pop(0), "idle")
     try:
         w.append([sock, remote, now, False, now, None, None])
-    except MemoryError:
-        _close(sock)
-        srv.accept_errors += 1
-        return False
-    try:
         t.poller.register(sock, _POLLIN)
     except MemoryError:
-        w.pop()
+        if w and w[-1][_SOCK] is sock:
+            w.pop()
         _close(sock)
         srv.accept_errors += 1
+        return True
     return False
-
-
-def expire(t, entries, now):
-    """Past tls_handshake_ms since accept without the request's first byte: cut off."""
-    i = 0
-    while i < len(entries):
-        e = entries[i]
-        if ticks_diff(now, e[_T0]) > t.cfg_ms:
-            del entries[i]
-            _drop(t, e)
-            t.failed["timeout"] += 1
-            if e[_SLOT] is not None:
-                t.free.append(e[_SLOT])
-        else:
-            i += 1
 
 
 def begin(srv, t, e, now):
@@ -344,63 +297,54 @@ def begin(srv, t, e, now):
     if not t.free and t.shaking:
         # The handshake quiet the longest gives way, once it has been quiet for a while:
         # a client that has shaken hands and sends no request (a browser's preconnect).
-        q = t.shaking[0]
+        # (One that spoke since the last look is not quiet.)
+        q = None
         for h in t.shaking:
-            if ticks_diff(h[_LAST], q[_LAST]) < 0:
+            if not h[_READY] and (q is None or ticks_diff(h[_LAST], q[_LAST]) < 0):
                 q = h
-        if ticks_diff(now, q[_LAST]) < t.quiet_ms:
+        if q is None or ticks_diff(now, q[_LAST]) < t.quiet_ms:
             return False
         t.shaking.remove(q)
-        _drop(t, q)
-        t.failed["idle"] += 1
-        t.free.append(q[_SLOT])
+        fail(t, q, "idle")
     t.waiting.remove(e)
-    cause = admit(srv, t)
+    sock = e[_SOCK]
+    cause = "busy" if not t.free else None
+    if cause is None and compat.mem_free() < srv.cfg["tls_min_free"]:
+        compat.collect()
+        if compat.mem_free() < srv.cfg["tls_min_free"]:
+            cause = "memory"
     if cause is not None:
         t.refused[cause] += 1
-        refuse(srv, e[_SOCK])
+        # The hello read first: closing with it unread would reset the connection, and
+        # the client could lose the alert.
+        try:
+            for _ in range(40):
+                if not recv_into(sock, srv.scratch, len(srv.scratch)):
+                    break
+            send_from(sock, _ALERT_BUSY, 0, len(_ALERT_BUSY))
+        except Exception:
+            pass
         _drop(t, e)
         return True
     e[_SLOT] = t.free.pop()
-    try:
-        e[_SSL] = t.ctx.wrap_socket(e[_SOCK], server_side=True, do_handshake_on_connect=False)
-    except MemoryError:
-        fail(t, e, "memory")
-        return True
-    except OSError as ex:
-        fail(t, e, _cause(ex))
-        return True
     t.shaking.append(e)
-    return True
-
-
-def admit(srv, t):
-    """None if a handshake may start now, else why not."""
-    if not t.free:
-        return "busy"
-    if compat.mem_free() < srv.cfg["tls_min_free"]:
-        compat.collect()
-        if compat.mem_free() < srv.cfg["tls_min_free"]:
-            return "memory"
-    return None
-
-
-def refuse(srv, sock):
-    # The hello read first: closing with it unread would reset the connection, and the
-    # client could lose the alert.
     try:
-        for _ in range(40):
-            if not recv_into(sock, srv.scratch, len(srv.scratch)):
-                break
-        send_from(sock, _ALERT_BUSY, 0, len(_ALERT_BUSY))
-    except Exception:
-        pass
+        e[_SSL] = t.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    except MemoryError:
+        cause = "memory"
+    except OSError as ex:
+        cause = _cause(ex)
+    if cause is not None:
+        t.shaking.pop()
+        fail(t, e, cause)
+    return True
 
 
 def fail(t, e, cause):
     t.failed[cause] += 1
     _drop(t, e)
-    t.free.append(e[_SLOT])
+    if e[_SLOT] is not None:
+        t.free.append(e[_SLOT])
 
 
 def shake(srv, t, e, now):
