@@ -8,7 +8,6 @@ is what Chromium's preconnect sockets do (its page's wss then waited behind them
 """
 import socket
 import ssl
-import time
 
 import pytest
 
@@ -108,15 +107,12 @@ def test_a_preconnect_gives_way(fw, certs):  # noqa: F811
     before, handshakes = st["failed"], st["handshakes"]
     pre = shaken(fw, certs)
     assert until(lambda: tls(fw)["active"] == 1, 5)
-    t0 = time.monotonic()
     during = wss_echo(fw, certs, "past the preconnect")
-    opened = time.monotonic() - t0
     assert during["failed"]["timeout"] == before["timeout"]
     assert during["handshakes"] == handshakes + 1  # (the wss's: the preconnect has none)
     if during["max"] == 1:
         assert during["failed"]["idle"] == before["idle"] + 1
-        assert opened >= DEADLINE_MS / 5000 - 0.1  # (it waited for the quiet one to give way)
-        assert closed_by_server(pre, timeout=1)
+        assert closed_by_server(pre, timeout=1)  # (already: it made room for the wss)
     else:
         assert during["failed"]["idle"] == before["idle"]
         assert closed_by_server(pre)
