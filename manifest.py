@@ -16,7 +16,7 @@ package(
         "compat_inflate.py", "config.py", "connection.py", "faults.py", "frames.py",
         "handshake.py", "http.py", "jsonout.py", "kernels.py", "pmd.py", "pmdgate.py", "pmdoffer.py",
         "protocol.py", "refusal.py", "relay.py", "ring.py", "server.py", "slot.py",
-        "startstop.py", "static.py", "tls.py",
+        "startstop.py", "static.py", "tls.py", "tlscfg.py",
     ],
     base_path="firmware",
 )

@@ -194,15 +194,17 @@ def check_tls(board, server, where=None):
     where = where or board.get("name", "<board>")
     sockets = board["lwip_sockets"]
     tls = server.get("tls_max", 1)
-    need = server["max_connections"] + SOCKETS_RESERVED + 1 + tls
+    waiting = server.get("tls_waiting", 2)  # (accepted, before their hello: ringws/tls.py)
+    need = server["max_connections"] + SOCKETS_RESERVED + 1 + tls + waiting
     if need > sockets and board["chip"] != "host":  # (the unix port has no lwIP)
-        room = sockets - SOCKETS_RESERVED - 1 - tls
+        room = sockets - SOCKETS_RESERVED - 1 - tls - waiting
         fix = ("lower server.max_connections to %d (--set max_connections=%d)" % (room, room)
-               if room >= 2 else "lower server.tls_max, or raise lwip_sockets for a firmware "
-               "built with a larger CONFIG_LWIP_MAX_SOCKETS")
+               if room >= 2 else "lower server.tls_max or server.tls_waiting, or raise "
+               "lwip_sockets for a firmware built with a larger CONFIG_LWIP_MAX_SOCKETS")
         raise BoardError("%s: server.tls_max: %d slots + listener + TLS listener + %d TLS "
-                         "connections need %d sockets, lwIP allows %d: %s"
-                         % (where, server["max_connections"], tls, need, sockets, fix))
+                         "connections + %d waiting need %d sockets, lwIP allows %d: %s"
+                         % (where, server["max_connections"], tls, waiting, need, sockets,
+                            fix))
     if server.get("tls_port") == server.get("port"):
         raise BoardError("%s: server.tls_port: must differ from server.port" % where)
 

@@ -7,31 +7,40 @@
 # ordinary one: the slot's reader, ring, drain callback, pauses and teardown are the plain
 # ones, reading and writing the SSL socket through compat's stream functions.
 #
-# The budget: one handshake at a time (the accept loop runs it before it accepts again), a
-# free slot of the pool and tls_min_free bytes of heap before each one; otherwise the client
-# gets a TLS alert and a closed socket, counted. A handshake ends with the first byte of the
-# request (the 1-byte read drives it): late after tls_handshake_ms, it is cut off.
+# The budget: an accepted socket waits, unwrapped, until its client sends something (up
+# to tls_waiting at once); only then is it wrapped, which takes a free slot of the pool
+# and tls_min_free bytes of heap (else a TLS alert and a closed socket, counted). So a
+# client that connects and says nothing costs a socket, never an SSL context, and holds
+# up nobody. The handshake ends with the first byte of the request (the 1-byte read drives
+# it): late after tls_handshake_ms from accept, it is cut off. A handshake gone quiet (a
+# browser's preconnect shakes hands and then sends no request) gives way to a client that
+# is ready when no slot is free.
 import asyncio
 import errno
+import select
 import ssl
 
 from ringws import compat
-from ringws.compat import recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable
+from ringws.compat import const, recv_into, send_from, sleep_ms, ticks_diff, ticks_ms, wait_readable
 from ringws.connection import log_exc, received
 from ringws.ring import RingBuffer
 
-DEFAULTS = {
-    "tls_port": 0,  # 0: no TLS
-    "tls_max": 1,  # TLS connections at once (WebSocket or HTTP), each with a slot of its own
-    "tls_cert": "tls/cert.der",  # DER, as tools/build.py deploys them
-    "tls_key": "tls/key.der",
-    "tls_handshake_ms": 5000,  # from accept to the request's first byte
-    # Heap a handshake may need: checked (after a collection) before each one. Where
-    # mbedTLS allocates on the Python heap this is its share, elsewhere a safety margin.
-    "tls_min_free": 8192,
-}
+# idle: a silent client closed early to make room (a quiet handshake when no slot was
+# free, the oldest waiting socket when the waiting list was full).
+FAILURES = ("timeout", "closed", "protocol", "version", "not_tls", "memory", "idle")
 
-FAILURES = ("timeout", "closed", "protocol", "version", "not_tls", "memory")
+_POLL_MS = const(10)  # how often they (and handshakes under way) are looked at
+_POLLIN = select.POLLIN
+
+# An entry, for an accepted socket until the request's first byte: [socket, peer address,
+# accepted at, readable, last heard at, slot, SSL socket] (slot and SSL once wrapped).
+_SOCK = const(0)
+_REMOTE = const(1)
+_T0 = const(2)
+_READY = const(3)
+_LAST = const(4)
+_SLOT = const(5)
+_SSL = const(6)
 
 # A fatal alert, record version TLS 1.2: internal_error (80) for a refusal.
 _ALERT_BUSY = b"\x15\x03\x03\x00\x02\x02\x50"
@@ -45,22 +54,9 @@ _NOT_TLS = (-0x7200, -0x7080)
 
 
 def check(cfg):
-    """Fill and check the TLS settings of a server whose tls_port is set (config.py)."""
-    from ringws.config import DEFAULTS as PLAIN
-
-    for key in cfg:
-        if key not in PLAIN and key not in DEFAULTS:
-            raise ValueError("unknown server setting: %s" % key)
-    for key, value in DEFAULTS.items():
-        cfg.setdefault(key, value)
-    for key in ("tls_port", "tls_max", "tls_handshake_ms", "tls_min_free"):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError("server setting %s must be a non-negative integer" % key)
-    if cfg["tls_max"] < 1:
-        raise ValueError("server setting tls_max must be at least 1 with a tls_port")
-    if cfg["tls_port"] == cfg["port"]:
-        raise ValueError("server setting tls_port must differ from port")
+    """Fill and check the TLS settings of a server whose tls_port is set (config.py). The
+    code is in tlscfg.py, loaded for that moment: a start-up's only use of it."""
+    compat.use_once("tlscfg").check(cfg)
 
 
 class TlsRing(RingBuffer):
@@ -114,8 +110,10 @@ class Tls:
         self.listener = None
         self.pollent = None
         self.task = None
+        self.poller = None  # (made by start: it watches the listener and every entry)
         self.first = bytearray(1)
-        self.shaking = None  # (socket, started) of the handshake under way
+        self.waiting = []  # entries of accepted sockets not yet wrapped, oldest first
+        self.shaking = []  # entries of the handshakes under way, each with its slot
         self.handshakes = 0
         self.handshake_ms = 0  # the last one's
         self.refused = {"busy": 0, "memory": 0}
@@ -123,10 +121,14 @@ class Tls:
         for cause in FAILURES:
             self.failed[cause] = 0
         self.cfg_ms = cfg["tls_handshake_ms"]
-        srv.add_timer(cfg["tick_ms"], self.tick)
+        self.quiet_ms = self.cfg_ms // 5
+        self.wait_max = cfg["tls_waiting"]
 
     def start(self, srv):
         # (its listener made by startstop.start, with the plain port's)
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(self.listener, _POLLIN)
         self.task = asyncio.create_task(accept_loop(srv, self))
         return self.task
 
@@ -134,18 +136,19 @@ class Tls:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        # What waits is closed now: the loop, cancelled, does nothing more.
+        for e in self.waiting:
+            _drop(self, e)
+        for e in self.shaking:
+            _drop(self, e)
+            self.free.append(e[_SLOT])
+        self.waiting = []
+        self.shaking = []
         if self.listener is not None:
             compat.drop_entry(self)
             _close(self.listener)
             self.listener = None
-
-    def tick(self, now):
-        # A handshake past its deadline: cancel the accept loop's wait (it counts the
-        # timeout and goes on).
-        h = self.shaking
-        if h is not None and ticks_diff(now, h[1]) > self.cfg_ms and self.task is not None:
-            self.shaking = None
-            self.task.cancel()
+        self.poller = None
 
     def stats(self, srv, out):
         busy = len(self.slots) - len(self.free)
@@ -160,6 +163,7 @@ class Tls:
             "max": len(self.slots),
             "active": busy,
             "connections": ws,
+            "waiting": len(self.waiting),
             "handshakes": self.handshakes,
             "handshake_ms": self.handshake_ms,
             "refused": self.refused,
@@ -181,134 +185,209 @@ def _close(sock):
         pass
 
 
+def _drop(t, e):
+    """Close an entry's sockets, off the poller first. Once: the entry forgets them."""
+    sock = e[_SOCK]
+    if sock is None:
+        return
+    e[_SOCK] = None
+    try:
+        t.poller.unregister(sock)
+    except Exception:
+        pass
+    _close(e[_SSL])  # (closing the SSL socket after an error leaves the TCP one open)
+    e[_SSL] = None
+    _close(sock)
+
+
 async def accept_loop(srv, t):
-    lsock = t.listener
+    # One task for the listener and for every socket between accept and the request's
+    # first byte. With none of those it sleeps on the listener; otherwise it looks at them
+    # all every _POLL_MS: an asyncio task waits on one socket only, and a task per client
+    # would be an allocation per accept.
+    pause = False
     while True:
-        try:
-            await wait_readable(lsock, t)
-            sock, remote = lsock.accept()
-        except asyncio.CancelledError:
-            if t.task is None:
-                raise  # stop()
-            continue  # a late cancel from tick(): nothing to time now
-        except OSError as e:
-            if compat.errno_of(e) != errno.EAGAIN:  # (EAGAIN: a spurious wake-up)
-                srv.accept_errors += 1
-                await sleep_ms(50)
-            continue
-        except MemoryError:
-            srv.accept_errors += 1
+        if pause:
             await sleep_ms(50)
-            continue
+        elif t.waiting or t.shaking:
+            await sleep_ms(_POLL_MS)
+        else:
+            await wait_readable(t.listener, t)
         try:
-            await serve_one(srv, t, sock, remote)
-        except asyncio.CancelledError:
-            _close(sock)
-            if t.task is None:
-                raise
+            pause = step(srv, t, ticks_ms())
         except Exception as e:  # never the end of the TLS listener
-            _close(sock)
             log_exc("tls", e)
-        t.shaking = None
+            pause = True
 
 
-async def serve_one(srv, t, sock, remote):
+def step(srv, t, now):
+    """One look at every socket. True if accept() failed (the loop then pauses)."""
+    listen = False
+    for obj, _ in t.poller.ipoll(0):
+        if obj is t.listener:
+            listen = True
+        for e in t.waiting:
+            if e[_SOCK] is obj:
+                e[_READY] = True
+        for e in t.shaking:
+            if e[_SOCK] is obj:
+                e[_READY] = True
+    pause = accept_one(srv, t, now) if listen else False
+    for entries in (t.waiting, t.shaking):
+        # Past tls_handshake_ms since accept without the request's first byte: cut off.
+        i = 0
+        while i < len(entries):
+            if ticks_diff(now, entries[i][_T0]) > t.cfg_ms:
+                fail(t, entries.pop(i), "timeout")
+            else:
+                i += 1
+    while True:
+        for e in t.waiting:
+            if e[_READY]:
+                break
+        else:
+            break
+        if not begin(srv, t, e, now):
+            break  # (no slot yet: the others wait as well)
+    hs = t.shaking
+    i = 0
+    while i < len(hs):
+        if hs[i][_READY] and shake(srv, t, hs[i], now):
+            del hs[i]  # served or failed
+        else:
+            i += 1
+    return pause
+
+
+def accept_one(srv, t, now):
+    try:
+        sock, remote = t.listener.accept()
+    except OSError as e:
+        if compat.errno_of(e) == errno.EAGAIN:  # (a spurious wake-up)
+            return False
+        srv.accept_errors += 1
+        return True
+    except MemoryError:
+        srv.accept_errors += 1
+        return True
     try:
         sock.setblocking(False)
         compat.set_nodelay(sock)
     except OSError:
         pass
-    cause = admit(srv, t)
-    if cause is not None:
-        t.refused[cause] += 1
-        await refuse(srv, sock)
-        return
-    slot = t.free.pop()
+    w = t.waiting
+    if len(w) >= t.wait_max:
+        # Full: the oldest makes room (a client that means it sends its hello at once).
+        fail(t, w.pop(0), "idle")
     try:
-        cause = await handshake(srv, t, slot, sock, remote)
-    except asyncio.CancelledError:
-        if t.task is None:
-            t.free.append(slot)
-            raise
-        cause = "timeout"  # tick() found it late
-    if cause is not None:
-        t.failed[cause] += 1
-        t.free.append(slot)
+        w.append([sock, remote, now, False, now, None, None])
+        t.poller.register(sock, _POLLIN)
+    except MemoryError:
+        if w and w[-1][_SOCK] is sock:
+            w.pop()
+        _close(sock)
+        srv.accept_errors += 1
+        return True
+    return False
 
 
-def admit(srv, t):
-    """None if a handshake may start now, else why not."""
-    if not t.free:
-        return "busy"
-    if compat.mem_free() < srv.cfg["tls_min_free"]:
+def begin(srv, t, e, now):
+    """A waiting client spoke (its hello, most likely): wrap it and start its handshake,
+    or refuse it. False if it must wait for a slot held by a handshake under way."""
+    if not t.free and t.shaking:
+        # The handshake quiet the longest gives way, once it has been quiet for a while:
+        # a client that has shaken hands and sends no request (a browser's preconnect).
+        # (One that spoke since the last look is not quiet.)
+        q = None
+        for h in t.shaking:
+            if not h[_READY] and (q is None or ticks_diff(h[_LAST], q[_LAST]) < 0):
+                q = h
+        if q is None or ticks_diff(now, q[_LAST]) < t.quiet_ms:
+            return False
+        t.shaking.remove(q)
+        fail(t, q, "idle")
+    t.waiting.remove(e)
+    sock = e[_SOCK]
+    cause = "busy" if not t.free else None
+    if cause is None and compat.mem_free() < srv.cfg["tls_min_free"]:
         compat.collect()
         if compat.mem_free() < srv.cfg["tls_min_free"]:
-            return "memory"
-    return None
-
-
-async def refuse(srv, sock):
-    # A moment for the client's hello first: closing with it unread would reset the
-    # connection, and the client could lose the alert.
+            cause = "memory"
+    if cause is not None:
+        t.refused[cause] += 1
+        # The hello read first: closing with it unread would reset the connection, and
+        # the client could lose the alert.
+        try:
+            for _ in range(40):
+                if not recv_into(sock, srv.scratch, len(srv.scratch)):
+                    break
+            send_from(sock, _ALERT_BUSY, 0, len(_ALERT_BUSY))
+        except Exception:
+            pass
+        _drop(t, e)
+        return True
+    e[_SLOT] = t.free.pop()
+    t.shaking.append(e)
     try:
-        for _ in range(5):
-            if recv_into(sock, srv.scratch, len(srv.scratch)) is not None:
-                break
-            await sleep_ms(20)
-        send_from(sock, _ALERT_BUSY, 0, len(_ALERT_BUSY))
-    except Exception:
-        pass
-    _close(sock)
-
-
-async def handshake(srv, t, slot, sock, remote):
-    """Wrap and shake hands; on success the slot serves the connection. Returns None or
-    the cause of the failure (the socket is then closed)."""
-    t.shaking = (sock, ticks_ms())
-    ss = None
-    try:
-        ss = t.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        while True:
-            n = recv_into(ss, t.first, 1)
-            if n:
-                break
-            if n == 0:
-                raise OSError(errno.ECONNRESET)
-            await wait_readable(sock)  # (the server's flight fits the socket: no write wait)
+        e[_SSL] = t.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
     except MemoryError:
         cause = "memory"
-    except OSError as e:
-        cause = _cause(e)
+    except OSError as ex:
+        cause = _cause(ex)
+    if cause is not None:
+        t.shaking.pop()
+        fail(t, e, cause)
+    return True
+
+
+def fail(t, e, cause):
+    t.failed[cause] += 1
+    _drop(t, e)
+    if e[_SLOT] is not None:
+        t.free.append(e[_SLOT])
+
+
+def shake(srv, t, e, now):
+    """Drive a handshake with what its client sent (the 1-byte read does it). True once
+    it ended: the slot serves the connection, or it failed (counted, closed)."""
+    e[_READY] = False
+    e[_LAST] = now
+    ss = e[_SSL]
+    try:
+        n = recv_into(ss, t.first, 1)
+        if n is None:
+            return False
+        if n == 0:
+            raise OSError(errno.ECONNRESET)
+    except MemoryError:
+        fail(t, e, "memory")
+        return True
+    except OSError as ex:
+        cause = _cause(ex)
         if cause == "not_tls":  # plain HTTP, most likely: say where to go
             try:
-                send_from(sock, _NOT_TLS_400, 0, len(_NOT_TLS_400))
+                send_from(e[_SOCK], _NOT_TLS_400, 0, len(_NOT_TLS_400))
             except Exception:
                 pass
-    except BaseException:
-        _close(ss)
-        _close(sock)
-        raise
-    else:
-        cause = None
-    if cause is not None:
-        _close(ss)
-        _close(sock)  # (closing the SSL socket after an error leaves it open)
-        return cause
-    t.handshakes += 1
-    t.handshake_ms = ticks_diff(ticks_ms(), t.shaking[1])
+        fail(t, e, cause)
+        return True
+    slot = e[_SLOT]
+    sock = e[_SOCK]
     try:
-        srv._start(slot, ss, remote)
+        t.poller.unregister(sock)
+        srv._start(slot, ss, e[_REMOTE])
     except MemoryError:  # not even the slot's reader task fits
         slot.phase = 0  # (FREE)
         slot.sock = None
-        _close(ss)
-        _close(sock)
-        return "memory"
+        fail(t, e, "memory")
+        return True
+    t.handshakes += 1
+    t.handshake_ms = ticks_diff(now, e[_T0])
     slot.raw = sock  # what its tasks wait on (compat._park)
     slot.block[0] = t.first[0]  # the request's first byte, read by the handshake
     received(slot, 1)
     srv.bytes_in += 1
-    return None
+    return True
 
 
 def _cause(e):
