@@ -1,7 +1,7 @@
 # Start-up: config -> slot arena -> code -> platform -> server -> app.
-# main.py calls start(), then forget() and runs the event loop. The work lives here
-# because main.py is compiled from source in RAM on every boot, while this module loads as
-# .mpy (or frozen), and can leave the heap once the server is built.
+# main.py calls start(), then forget(), prints the heap line and runs the event loop. The
+# work lives here because main.py is compiled from source in RAM on every boot, while this
+# module loads as .mpy (or frozen), and can leave the heap once the server is built.
 import gc
 import sys
 
@@ -122,9 +122,10 @@ def start():
 
 def forget(srv):
     """Drop the start-up-only modules, so their code leaves the heap (their names stay
-    interned), then print the figures. Importing one again later would simply load it."""
-    # This module stays until main.py lets go of it: its start-up code leaves now, so the
-    # figures (and deflate's start-up part, loaded for them) do not sit on top of it.
+    interned), then print the budget and deflate's start-up part (main.py prints the heap
+    line once this module has gone). Importing one again later would simply load it."""
+    # This module stays until main.py lets go of it: its start-up code leaves now, so
+    # deflate's start-up part does not sit on top of it.
     global load_config, server_settings, load_app, load, start
     del load_config, server_settings, load_app, load, start
     drop(*START_ONLY)
@@ -141,4 +142,6 @@ def forget(srv):
         line = __import__("ringws.compat_inflate").compat_inflate.start(cfg, True)
         gc.collect()
         print(line % (free - gc.mem_free()))
-    print("ringws: heap free %d alloc %d after start-up" % (gc.mem_free(), gc.mem_alloc()))
+    # A stale pointer the collector finds on the C stack keeps whatever object now lies
+    # where it points, for good: if that is one of this module's, let it hold nothing more.
+    globals().clear()

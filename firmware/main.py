@@ -7,7 +7,10 @@ try:
     srv = launch.start()
     launch.forget(srv)
     del launch
-    import asyncio
+    import asyncio, gc
+
+    gc.collect()  # (here: launch.py's code is gone, the figure is what serving starts with)
+    print("ringws: heap free %d alloc %d after start-up" % (gc.mem_free(), gc.mem_alloc()))
 
     try:
         asyncio.run(srv.serve())

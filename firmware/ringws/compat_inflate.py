@@ -99,6 +99,9 @@ def start(cfg, line=False):
     if b"sec-websocket-extensions" not in handshake.KNOWN:  # it keeps only what it is told
         handshake.KNOWN += (b"sec-websocket-extensions",)
     compat.unload(__name__)  # (loaded for this call only)
+    # A pointer the caller's interpreter frame keeps in a register (the collector scans
+    # them) can still lead to this module's dict: emptied, it keeps none of the code.
+    globals().clear()
     if line:
         return "ringws: permessage-deflate: %d inflaters x (input 768 + output %d + decoder) made with its code at an offer that fits; %%d B taken at start-up" % (k, out)
     return bufs
