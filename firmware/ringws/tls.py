@@ -226,12 +226,10 @@ def step(srv, t, now):
     for obj, _ in t.poller.ipoll(0):
         if obj is t.listener:
             listen = True
-        for e in t.waiting:
-            if e[_SOCK] is obj:
-                e[_READY] = True
-        for e in t.shaking:
-            if e[_SOCK] is obj:
-                e[_READY] = True
+        for entries in (t.waiting, t.shaking):
+            for e in entries:
+                if e[_SOCK] is obj:
+                    e[_READY] = True
     pause = accept_one(srv, t, now) if listen else False
     for entries in (t.waiting, t.shaking):
         # Past tls_handshake_ms since accept without the request's first byte: cut off.
